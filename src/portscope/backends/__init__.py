@@ -1,0 +1,35 @@
+"""Socket sources. Each backend module offers ``dump(flt, ...) -> list[Socket]`` returning
+sockets without owners; ``choose()`` picks the best one available on this system."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import BackendUnavailable
+
+BACKENDS = ("netlink", "procfs", "psutil")
+
+
+def default_backend() -> str:
+    """The best backend for this system: netlink on Linux, psutil elsewhere."""
+    return "netlink" if sys.platform.startswith("linux") else "psutil"
+
+
+def load(name: str):
+    """Import and return the backend module ``name`` (one of ``BACKENDS``).
+
+    Raises:
+        ValueError: unknown name.
+        BackendUnavailable: the backend cannot run on this system.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    if name in ("netlink", "procfs") and not sys.platform.startswith("linux"):
+        raise BackendUnavailable(f"the {name} backend needs Linux")
+    if name == "netlink":
+        from . import linux_netlink as module
+    elif name == "procfs":
+        from . import linux_procfs as module
+    else:
+        from . import psutil_backend as module
+    return module

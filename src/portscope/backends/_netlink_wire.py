@@ -1,0 +1,123 @@
+"""Kernel structures of NETLINK_SOCK_DIAG / NETLINK_INET_DIAG, under their kernel names.
+
+Pure bytes -> values, no I/O. Sources: ``include/uapi/linux/netlink.h``,
+``include/uapi/linux/sock_diag.h``, ``include/uapi/linux/inet_diag.h``,
+``include/net/tcp_states.h``.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+NETLINK_INET_DIAG = 4          # == NETLINK_SOCK_DIAG
+NLM_F_REQUEST = 0x01
+NLM_F_MULTI = 0x02
+NLM_F_DUMP_INTR = 0x10
+NLM_F_ROOT = 0x100
+NLM_F_MATCH = 0x200
+NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+TCPDIAG_GETSOCK = 18           # legacy request: one walk returns TCP over IPv4 and IPv6
+SOCK_DIAG_BY_FAMILY = 20
+
+# tcp_states.h
+TCP_ESTABLISHED = 1
+TCP_SYN_SENT = 2
+TCP_SYN_RECV = 3
+TCP_FIN_WAIT1 = 4
+TCP_FIN_WAIT2 = 5
+TCP_TIME_WAIT = 6
+TCP_CLOSE = 7
+TCP_CLOSE_WAIT = 8
+TCP_LAST_ACK = 9
+TCP_LISTEN = 10
+TCP_CLOSING = 11
+TCP_NEW_SYN_RECV = 12
+TCP_BOUND_INACTIVE = 13        # kernel >= 6.8: dumped from the bind hash, reported as TCP_CLOSE
+
+# inet_diag attribute types (enum in inet_diag.h)
+INET_DIAG_SKV6ONLY = 11
+INET_DIAG_CGROUP_ID = 21
+
+# struct nlmsghdr: len, type, flags, seq, pid
+NLMSGHDR = struct.Struct("=IHHII")
+
+# struct inet_diag_sockid: sport, dport (network order), src[4], dst[4], if, cookie[2]
+# The ports are read as two native u16 and byte-swapped with BSWAP16 (cheaper than a second
+# unpack in network order).
+# nlmsghdr + struct inet_diag_msg, as one struct: the fields in kernel order are
+# len type flags seq pid | family state timer retrans | sport dport src dst if cookie |
+# expires rqueue wqueue uid inode
+NLMSG_INET_DIAG_MSG = struct.Struct("=IHHIIBBBBHH16s16sIQIIIII")
+INET_DIAG_MSG_OFFSET = NLMSGHDR.size
+ATTRS_OFFSET = NLMSG_INET_DIAG_MSG.size          # 16 + 72 = 88
+
+NLATTR = struct.Struct("=HH")
+
+BSWAP16 = tuple(((p & 0xFF) << 8) | (p >> 8) for p in range(65536))
+
+
+def htons(port: int) -> int:
+    """A port in the byte order ``idiag_sport`` expects when read as a native u16."""
+    return BSWAP16[port]
+
+
+def states_mask(states) -> int:
+    """``idiag_states``: one bit per kernel state number."""
+    mask = 0
+    for state in states:
+        mask |= 1 << state
+    return mask
+
+
+def inet_diag_req_v2(family: int, protocol: int, states: int, sport: int = 0,
+                     ext: int = 0, seq: int = 1) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY dump request (``struct inet_diag_req_v2``).
+
+    Args:
+        family: AF_INET or AF_INET6.
+        protocol: IPPROTO_TCP or IPPROTO_UDP.
+        states: ``idiag_states`` bit mask.
+        sport: local port to filter on in the kernel (0 = any).
+        ext: ``idiag_ext`` bits of extra attributes.
+    """
+    body = struct.pack("=BBBxI", family, protocol, ext, states) + _sockid(sport)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY,
+                         NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def inet_diag_req_v1(states: int, sport: int = 0, ext: int = 0, seq: int = 1) -> bytes:
+    """A legacy TCPDIAG_GETSOCK dump request (``struct inet_diag_req``): TCP over IPv4 and IPv6
+    in one walk of the kernel's hash tables (measured 22-25 % cheaper than two requests)."""
+    body = struct.pack("=BBBB", socket.AF_INET, 0, 0, ext) + _sockid(sport) \
+        + struct.pack("=II", states, 0)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), TCPDIAG_GETSOCK,
+                         NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def _sockid(sport: int) -> bytes:
+    # struct inet_diag_sockid with only idiag_sport set; cookie = INET_DIAG_NOCOOKIE
+    return struct.pack("!HH16s16s", sport, 0, b"", b"") + struct.pack("=III", 0, 0xFFFFFFFF,
+                                                                      0xFFFFFFFF)
+
+
+def find_attr(buf, start: int, end: int, attr_type: int) -> int:
+    """Offset of the payload of the first ``attr_type`` attribute in ``buf[start:end]``,
+    or -1. Attributes are ``struct nlattr`` (len, type) padded to 4 bytes."""
+    unpack = NLATTR.unpack_from
+    while start + 4 <= end:
+        length, kind = unpack(buf, start)
+        if length < 4:
+            return -1
+        if kind & 0x3FFF == attr_type:
+            return start + 4
+        start += (length + 3) & ~3
+    return -1
+
+
+def nlmsgerr_errno(buf, offset: int) -> int:
+    """The (positive) errno of an NLMSG_ERROR message at ``offset``."""
+    (error,) = struct.unpack_from("=i", buf, offset + NLMSGHDR.size)
+    return -error

@@ -1,0 +1,282 @@
+"""Who holds which socket: one pass over ``/proc/*/fd`` and the holders' process details.
+
+The scan maps every socket inode to every ``(pid, fd)`` that holds it, so a listener shared by
+a parent and its forked children lists all of them. It costs about 2-3 us per descriptor of
+every process (not per socket), so it is split over forked workers (Python threads would
+serialise on the GIL) that run while the parent dumps the sockets; each worker writes its
+result to a memfd that the parent reads when the worker has exited.
+
+Process details come from ``/proc/PID/{stat,status,exe,cmdline,cgroup}``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import struct
+import sys
+from array import array
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from .types import ProcessInfo
+
+PROC = "/proc"
+_SOCKET_PREFIX = "socket:["
+_HEADER = struct.Struct("=QQQ")
+
+
+@dataclass(slots=True)
+class FdScan:
+    """Result of one ``/proc/*/fd`` pass.
+
+    Attributes:
+        holders: socket inode -> ``[(pid, fd), ...]`` in PID order.
+        unreadable: PIDs whose descriptors this caller may not read (EACCES).
+        vanished: how many processes exited during the scan.
+        scanned: how many processes were read.
+    """
+
+    holders: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    unreadable: list[int] = field(default_factory=list)
+    vanished: int = 0
+    scanned: int = 0
+
+
+def current_netns() -> int | None:
+    """Inode of the caller's network namespace (``/proc/self/ns/net``), None if unreadable."""
+    try:
+        return os.stat(f"{PROC}/self/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def list_pids() -> list[int]:
+    """Every PID visible in ``/proc`` (with ``hidepid``, only the caller's)."""
+    return [int(name) for name in os.listdir(PROC) if name.isdigit()]
+
+
+def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
+    """Scan ``pids``; return flat ``(inode, pid, fd)`` triples, unreadable PIDs, vanished count
+    and scanned count."""
+    triples = array("Q")
+    push = triples.extend
+    unreadable = array("Q")
+    vanished = scanned = 0
+    readlink, listdir, open_, close = os.readlink, os.listdir, os.open, os.close
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    prefix = _SOCKET_PREFIX
+    for pid in pids:
+        try:
+            dir_fd = open_(f"{PROC}/{pid}/fd", flags)
+        except (FileNotFoundError, ProcessLookupError):
+            vanished += 1          # exited between listdir(/proc) and now
+            continue
+        except PermissionError:
+            unreadable.append(pid)
+            continue
+        scanned += 1
+        try:
+            for name in listdir(dir_fd):
+                try:
+                    link = readlink(name, dir_fd=dir_fd)
+                except (FileNotFoundError, ProcessLookupError):
+                    continue       # the descriptor was closed after listdir
+                except PermissionError:
+                    unreadable.append(pid)
+                    break
+                if link[:8] == prefix:
+                    inode = int(link[8:-1])
+                    if wanted is None or inode in wanted:
+                        push((inode, pid, int(name)))
+        except (FileNotFoundError, ProcessLookupError):
+            vanished += 1          # exited while its descriptors were listed
+        finally:
+            close(dir_fd)
+    return triples, unreadable, vanished, scanned
+
+
+def _merge(result: FdScan, triples: array, unreadable, vanished: int, scanned: int) -> None:
+    holders = result.holders
+    for i in range(0, len(triples), 3):
+        inode = triples[i]
+        entry = holders.get(inode)
+        if entry is None:
+            holders[inode] = [(triples[i + 1], triples[i + 2])]
+        else:
+            entry.append((triples[i + 1], triples[i + 2]))
+    result.unreadable.extend(unreadable)
+    result.vanished += vanished
+    result.scanned += scanned
+
+
+class PendingScan:
+    """An fd scan under way; ``result()`` waits for it.
+
+    With ``workers`` > 0 the PIDs are split over that many forked processes, started by the
+    constructor; with 0 (or where fork or memfd is unavailable) the scan runs in ``result()``.
+    """
+
+    def __init__(self, wanted: frozenset[int] | None = None, workers: int = 0,
+                 pids: list[int] | None = None) -> None:
+        self._wanted = wanted
+        self._pids = list_pids() if pids is None else pids
+        self._children: list[tuple[int, int, list[int]]] = []
+        if workers > 0 and hasattr(os, "memfd_create") and hasattr(os, "fork"):
+            for index in range(workers):
+                share = self._pids[index::workers]
+                self._children.append(self._fork(share))
+
+    def _fork(self, pids: list[int]) -> tuple[int, int, list[int]]:
+        memfd = os.memfd_create("portscope-fdscan", os.MFD_CLOEXEC)
+        child = os.fork()
+        if child == 0:                      # the worker: scan, write, leave without cleanup
+            status = 1
+            try:
+                triples, unreadable, vanished, scanned = _scan(pids, self._wanted)
+                payload = (_HEADER.pack(len(triples), len(unreadable), vanished)
+                           + struct.pack("=Q", scanned) + triples.tobytes()
+                           + unreadable.tobytes())
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(memfd, view):]
+                status = 0
+            finally:
+                os._exit(status)
+        return child, memfd, pids
+
+    def result(self) -> FdScan:
+        """Wait for the workers and return the merged scan (a failed worker's share is
+        rescanned here)."""
+        result = FdScan()
+        if not self._children:
+            _merge(result, *_scan(self._pids, self._wanted))
+            return result
+        for child, memfd, pids in self._children:
+            try:
+                _, status = os.waitpid(child, 0)
+                data = os.pread(memfd, os.fstat(memfd).st_size, 0) if status == 0 else b""
+            finally:
+                os.close(memfd)
+            if len(data) < _HEADER.size + 8:
+                _merge(result, *_scan(pids, self._wanted))
+                continue
+            n_triples, n_unreadable, vanished = _HEADER.unpack_from(data)
+            (scanned,) = struct.unpack_from("=Q", data, _HEADER.size)
+            start = _HEADER.size + 8
+            triples = array("Q")
+            triples.frombytes(data[start:start + 8 * n_triples])
+            unreadable = array("Q")
+            unreadable.frombytes(data[start + 8 * n_triples:start + 8 * (n_triples + n_unreadable)])
+            _merge(result, triples, unreadable, vanished, scanned)
+        return result
+
+
+def default_workers() -> int:
+    """Forked scan workers to use: one per CPU up to 2, none on a single CPU or non-Linux."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(2, cpus or 1) if (cpus or 1) > 1 else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Process details
+
+_CONTAINER_RE = re.compile(
+    r"(?:docker|libpod|cri-containerd|crio|containerd)[-/]([0-9a-f]{64})|/([0-9a-f]{64})(?:\.scope)?$")
+_UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount", ".timer", ".slice")
+
+
+@lru_cache(maxsize=1)
+def _clock() -> tuple[float, int]:
+    boot = 0.0
+    with open(f"{PROC}/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime "):
+                boot = float(line.split()[1])
+                break
+    return boot, os.sysconf("SC_CLK_TCK")
+
+
+@lru_cache(maxsize=512)
+def user_name(uid: int) -> str:
+    """The name of ``uid`` from the password database, or the number as text."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def read_stat(pid: int) -> tuple[str, str, int, int, int]:
+    """``(comm, state, ppid, flags, starttime in clock ticks since boot)`` from
+    ``/proc/PID/stat``.
+
+    Raises:
+        FileNotFoundError, ProcessLookupError: the process is gone.
+    """
+    with open(f"{PROC}/{pid}/stat", "rb") as f:
+        data = f.read()
+    # comm may contain spaces and parentheses: it ends at the last ')'
+    head, _, rest = data.rpartition(b")")
+    comm = head.partition(b"(")[2].decode("utf-8", "replace")
+    fields = rest.split()
+    return comm, fields[0].decode(), int(fields[1]), int(fields[6]), int(fields[19])
+
+
+def started_at(starttime_ticks: int) -> datetime:
+    """Convert a ``/proc/PID/stat`` start time (clock ticks since boot) to aware UTC."""
+    boot, hz = _clock()
+    return datetime.fromtimestamp(boot + starttime_ticks / hz, tz=timezone.utc)
+
+
+def parse_cgroup(text: str) -> tuple[str | None, str | None]:
+    """``(systemd unit, container id)`` from the text of ``/proc/PID/cgroup``."""
+    unit = container = None
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        match = _CONTAINER_RE.search(path)
+        if match and container is None:
+            container = match.group(1) or match.group(2)
+        for part in reversed(path.split("/")):
+            if part.endswith(_UNIT_SUFFIXES) and not part.endswith(".slice"):
+                unit = unit or part
+                break
+    return unit, container
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def process_info(pid: int) -> ProcessInfo | None:
+    """Details of process ``pid`` from ``/proc``; None when it has exited.
+
+    Fields the caller may not read (exe of another user's process) are None.
+    """
+    try:
+        comm, _state, ppid, _flags, start = read_stat(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    try:
+        exe = os.readlink(f"{PROC}/{pid}/exe")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        exe = None
+    cmdline_text = _read_text(f"{PROC}/{pid}/cmdline")
+    cmdline = tuple(cmdline_text.rstrip("\0").split("\0")) if cmdline_text else None
+    uid = None
+    status = _read_text(f"{PROC}/{pid}/status")
+    if status:
+        at = status.find("\nUid:")
+        if at >= 0:
+            uid = int(status[at + 5:].split(None, 1)[0])
+    unit, container = parse_cgroup(_read_text(f"{PROC}/{pid}/cgroup") or "")
+    return ProcessInfo(pid=pid, ppid=ppid, name=comm, exe=exe, cmdline=cmdline,
+                       user=None if uid is None else user_name(uid), uid=uid,
+                       started_at=started_at(start), unit=unit, container=container)
