@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import socket as _socket
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from . import backends, ownership
-from .filters import SocketFilter
-from .types import (LISTENER_STATES, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Snapshot,
-                    Socket)
+from .filters import SocketFilter, address_covers
+from .types import (LISTENER_STATES, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Proto,
+                    Snapshot, Socket, State)
 
 PRIVILEGE_HINT = "run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
 
@@ -132,3 +133,36 @@ def owners_of(port: int, **kwargs) -> tuple[Owner, ...]:
         for owner in s.owners:
             seen.setdefault(owner.pid, owner)
     return tuple(seen.values())
+
+
+def accepted_connections(sockets: Sequence[Socket]) -> dict[int, list[Socket]]:
+    """Pair each TCP listener with the connections ``accept()`` returned from it.
+
+    An accepted socket has the listener's local port and an address the listener covers
+    (a wildcard listener covers every address of its family; ``::`` without v6only covers
+    IPv4 too). When several listeners cover it (an SO_REUSEPORT group), the one sharing a
+    holder PID wins, else the first.
+
+    Args:
+        sockets: sockets of one snapshot and one network namespace.
+    Returns:
+        index of each listener in ``sockets`` -> its connected sockets (every listener has an
+        entry, possibly empty).
+    """
+    listening = [i for i, s in enumerate(sockets)
+                 if s.proto is Proto.TCP and s.state is State.LISTEN]
+    result: dict[int, list[Socket]] = {i: [] for i in listening}
+    by_port: dict[tuple[int | None, int | None], list[int]] = {}
+    for i in listening:
+        by_port.setdefault((sockets[i].netns, sockets[i].local.port), []).append(i)
+    for s in sockets:
+        if s.proto is not Proto.TCP or s.remote is None:
+            continue
+        candidates = [i for i in by_port.get((s.netns, s.local.port), ())
+                      if address_covers(sockets[i], s.local.address)]
+        if not candidates:
+            continue
+        pids = {o.pid for o in s.owners}
+        shared = [i for i in candidates if pids & {o.pid for o in sockets[i].owners}]
+        result[(shared or candidates)[0]].append(s)
+    return result

@@ -1,0 +1,100 @@
+"""The command line: ``main(argv) -> exit code``. The only place that knows exit codes.
+
+| code | meaning |
+| 0 | success; for questions: yes |
+| 1 | the answer is no (nothing on that port, not bindable, findings, still held) |
+| 2 | usage error (bad port, address, option) |
+| 3 | runtime error (backend failed, history or baseline unreadable) |
+| 4 | access denied |
+| 5 | refused by a safety rule |
+| 130 | interrupted |
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import sys
+
+from .. import __version__
+from ..errors import (AccessDenied, BackendError, BaselineError, HistoryError, InvalidInput,
+                      KillRefused, PortscopeError, ProcessGone)
+
+EXIT_OK, EXIT_NO, EXIT_USAGE, EXIT_RUNTIME, EXIT_ACCESS, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+
+#: subcommand modules in cli/commands/, in help order; each has register(subparsers).
+COMMANDS = ("listeners", "who", "list", "services")
+DEFAULT_COMMAND = "listeners"
+_NEGATIVE_NUMBER = re.compile(r"-[0-9]")
+
+DESCRIPTION = """\
+Which processes use which ports.
+
+  portscope               listeners (TCP and UDP, IPv4 and IPv6) with every owning process
+  portscope PORT          who is on a port: PORT, ADDR:PORT, [IPV6]:PORT or a service name
+  portscope list [...]    any sockets, filtered as ss filters them
+  portscope services Q    the IANA registry and /etc/services, by port or by name
+
+exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 runtime error,
+4 access denied, 5 refused by a safety rule, 130 interrupted
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="portscope", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"portscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f".commands.{name}", __name__).register(sub)
+    return parser
+
+
+def _route(argv: list[str]) -> list[str]:
+    """Insert the implied subcommand: none or options only -> ``listeners``; a port, endpoint
+    or service name -> ``who``."""
+    if not argv:
+        return [DEFAULT_COMMAND]
+    first = argv[0]
+    if first in ("-h", "--help", "--version") or first in COMMANDS:
+        return argv
+    if first.startswith("-") and not _NEGATIVE_NUMBER.match(first):
+        return [DEFAULT_COMMAND, *argv]
+    return ["who", *argv]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run portscope with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(_route(argv))
+        return args.run(args)
+    except InvalidInput as exc:
+        print(f"portscope: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # the reader went away (portscope | head): leave quietly, and keep Python from
+        # complaining while it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except AccessDenied as exc:
+        print(f"portscope: access denied: {exc}", file=sys.stderr)
+        return EXIT_ACCESS
+    except (KillRefused, ProcessGone) as exc:
+        print(f"portscope: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (BackendError, BaselineError, HistoryError, PortscopeError) as exc:
+        print(f"portscope: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except Exception as exc:  # noqa: BLE001 - the one catch-all: a bug, said in one line
+        print(f"portscope: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME

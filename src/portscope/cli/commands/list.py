@@ -1,0 +1,60 @@
+"""``portscope list``: any sockets, with ss's letters and filters."""
+
+from __future__ import annotations
+
+import argparse
+
+from ...errors import InvalidInput
+from ...filters import SocketFilter
+from ...ports import parse_port_range
+from ...render import columns as cols
+from ...snapshot import take_snapshot
+from ...types import LISTENER_STATES
+from .. import common
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "list", help="list sockets (connected by default; -l listeners, -a all)",
+        description="List sockets with every owner. Without -l or -a, connected sockets "
+                    "(as ss shows them: no listeners, no TIME_WAIT).")
+    common.add_socket_options(parser)
+    states = parser.add_argument_group("selection")
+    which = states.add_mutually_exclusive_group()
+    which.add_argument("-l", "--listening", action="store_true", help="listeners only")
+    which.add_argument("-a", "--all", action="store_true", help="every state")
+    which.add_argument("--state", type=common.parse_state, metavar="STATE[,STATE]",
+                       help="these states (listen, established, time-wait, bound-inactive, "
+                            "unconn, ...; groups: listening, connected, all)")
+    states.add_argument("--port", type=parse_port_range, metavar="N|A-B",
+                        help="local port or range")
+    states.add_argument("--pid", type=common.parse_pid, action="append", metavar="PID",
+                        help="held by this process (repeatable)")
+    states.add_argument("--process", metavar="NAME", help="held by a process of this name")
+    states.add_argument("--user", type=common.parse_user, metavar="USER",
+                        help="held by this user (name or uid)")
+    parser.add_argument("-n", "--no-owners", action="store_true",
+                        help="skip the /proc/*/fd scan (no PID, process or user)")
+    common.add_output_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    protos, families = common.protos_families(args)
+    if args.all:
+        states = None
+    elif args.listening:
+        states = LISTENER_STATES
+    else:
+        states = args.state or common.CONNECTED_STATES
+    needs_owners = args.pid or args.process or args.user is not None
+    if args.no_owners and needs_owners:
+        raise InvalidInput("--pid, --process and --user need owners: drop -n")
+    flt = SocketFilter(protos=protos, families=families, states=states, port_range=args.port,
+                       pids=frozenset(args.pid) if args.pid else None, process=args.process,
+                       uids=None if args.user is None else frozenset({args.user}))
+    snapshot = take_snapshot(flt, backend=args.backend, owners=not args.no_owners)
+    common.report_warnings(snapshot)
+    columns = cols.NO_OWNER_COLUMNS if args.no_owners else cols.LIST_COLUMNS
+    common.write_listing(args, snapshot, snapshot.sockets, columns)
+    return 0

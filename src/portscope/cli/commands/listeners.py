@@ -1,0 +1,39 @@
+"""``portscope`` (``portscope listeners``): every listener grouped by port, with all owners."""
+
+from __future__ import annotations
+
+import argparse
+
+from ...filters import SocketFilter
+from ...render import columns as cols
+from ...snapshot import take_snapshot
+from .. import common
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "listeners", help="listening sockets with every owner (the default)",
+        description="TCP LISTEN and BOUND_INACTIVE sockets and bound unconnected UDP sockets, "
+                    "grouped by port, with service names and every process holding each.")
+    common.add_socket_options(parser)
+    parser.add_argument("-n", "--no-owners", action="store_true",
+                        help="skip the /proc/*/fd scan (no PID, process or user)")
+    common.add_output_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ... import services
+    protos, families = common.protos_families(args)
+    snapshot = take_snapshot(SocketFilter.listeners(protos=protos, families=families),
+                             backend=args.backend, owners=not args.no_owners)
+    common.report_warnings(snapshot)
+    sockets = sorted(snapshot.sockets,
+                     key=lambda s: (s.local.port or 0, s.proto, s.family, s.local.address))
+    sections = [i + 1 < len(sockets) and sockets[i + 1].local.port != s.local.port
+                for i, s in enumerate(sockets)]
+    service = cols.service_column(services.service_name)
+    columns = (cols.PROTO, cols.LOCAL, service, cols.STATE, cols.SCOPE) + (
+        () if args.no_owners else (cols.PID, cols.PROCESS, cols.USER))
+    common.write_listing(args, snapshot, sockets, columns, sections=sections)
+    return 0

@@ -1,0 +1,63 @@
+"""``portscope PORT`` (``portscope who``): every socket on a local port and every holder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ...filters import SocketFilter
+from ...ports import parse_endpoint, port_class
+from ...render import columns as cols
+from ...snapshot import accepted_connections, take_snapshot
+from ...types import LISTENER_STATES
+from .. import common
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "who", help="who is on a port (also: portscope PORT)",
+        description="Every socket whose LOCAL port matches (never the remote port), every "
+                    "process holding it, and for each listener the connections accepted from "
+                    "it. Exit 0 when any socket is on the port (kernel-held TIME_WAIT "
+                    "included), 1 when none is.")
+    parser.add_argument("target", metavar="PORT|ADDR:PORT|[IPV6]:PORT|SERVICE",
+                        help="e.g. 8080, 127.0.0.1:8080, [::1]:8080, https")
+    common.add_socket_options(parser)
+    parser.add_argument("-n", "--no-owners", action="store_true",
+                        help="skip the /proc/*/fd scan (no PID, process or user)")
+    common.add_output_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ... import services
+    address, port = parse_endpoint(args.target, services.resolve_service)
+    protos, families = common.protos_families(args)
+    snapshot = take_snapshot(SocketFilter(protos=protos, families=families,
+                                          port_range=(port, port), address=address),
+                             backend=args.backend, owners=not args.no_owners)
+    common.report_warnings(snapshot)
+    # listeners first, then the rest in kernel order
+    sockets = sorted(snapshot.sockets, key=lambda s: s.state not in LISTENER_STATES)
+    accepted = {i: len(conns) for i, conns in accepted_connections(sockets).items()}
+    name = services.service_name(port, "tcp") or services.service_name(port, "udp")
+    where = f"{address}:{port}" if address else f"port {port}"
+    if args.json:
+        extras = {i: {"accepted_connections": n} for i, n in accepted.items()}
+        fields = {"query": {"address": address, "port": port, "service": name,
+                            "port_class": port_class(port)}}
+        common.write_listing(args, snapshot, sockets, (), extras=extras, fields=fields)
+    elif sockets:
+        counts = {id(sockets[i]): str(n) for i, n in accepted.items()}
+        accepted_col = cols.Column("accepted", "Accepted", lambda s: counts.get(id(s), ""),
+                                   "right")
+        columns = (cols.PROTO, cols.STATE, cols.LOCAL, cols.REMOTE) + (
+            () if args.no_owners else (cols.PID, cols.PROCESS, cols.USER)) + (accepted_col,)
+        if sys.stdout.isatty() and not args.no_header:
+            print(f"{where} ({name or 'no service name'}, {port_class(port)}): "
+                  f"{len(sockets)} socket(s)")
+        common.write_listing(args, snapshot, sockets, columns)
+    if not sockets:
+        common.warn(f"no socket on local {where} in this network namespace")
+        return 1
+    return 0

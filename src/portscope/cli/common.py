@@ -1,0 +1,134 @@
+"""Option groups shared by the subcommands, declared once, and the output plumbing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from .. import backends
+from ..errors import InvalidInput
+from ..filters import ALL_FAMILIES, ALL_PROTOS, SocketFilter
+from ..types import Family, Proto, Snapshot, Socket, State
+from ..render import columns as cols
+
+TABLE_MAX_ROWS = 2000   # beyond this a terminal gets plain aligned text (a rich table is slow)
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, csv: bool = True) -> None:
+    """``--json``, ``--csv`` (listings) and ``-H/--no-header``."""
+    group = parser.add_argument_group("output")
+    fmt = group.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON (schema_version 1)")
+    if csv:
+        fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
+    group.add_argument("-H", "--no-header", action="store_true",
+                       help="omit the header line")
+
+
+def add_socket_options(parser: argparse.ArgumentParser) -> None:
+    """``-t -u -4 -6`` and ``--backend`` (the letters mean what they mean to ss)."""
+    group = parser.add_argument_group("sockets")
+    group.add_argument("-t", "--tcp", action="store_true", help="TCP sockets")
+    group.add_argument("-u", "--udp", action="store_true", help="UDP sockets")
+    group.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
+    group.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
+    group.add_argument("--backend", choices=backends.BACKENDS,
+                       help="socket source (default: netlink on Linux, psutil elsewhere)")
+
+
+def protos_families(args: argparse.Namespace) -> tuple[frozenset, frozenset]:
+    """The protocol and family sets chosen by ``-t -u -4 -6`` (none given: all)."""
+    protos = frozenset(p for p, on in ((Proto.TCP, args.tcp), (Proto.UDP, args.udp)) if on)
+    families = frozenset(f for f, on in ((Family.IPV4, args.ipv4), (Family.IPV6, args.ipv6))
+                         if on)
+    return protos or ALL_PROTOS, families or ALL_FAMILIES
+
+
+def parse_state(text: str) -> frozenset[State]:
+    """``--state`` value: comma-separated state names, any case, ``-`` or ``_``
+    (``time-wait``), plus ss's groups ``listening``, ``connected``, ``all``."""
+    result: set[State] = set()
+    for part in text.split(","):
+        name = part.strip().upper().replace("-", "_")
+        if name == "LISTENING":
+            result |= {State.LISTEN, State.BOUND_INACTIVE, State.UNCONN}
+        elif name == "CONNECTED":
+            result |= CONNECTED_STATES
+        elif name == "ALL":
+            result |= set(State)
+        elif name == "ESTAB":
+            result.add(State.ESTABLISHED)
+        elif name in State.__members__:
+            result.add(State[name])
+        else:
+            raise InvalidInput(f"unknown state {part!r}: use e.g. listen, established, "
+                               "time-wait, bound-inactive, unconn")
+    return frozenset(result)
+
+
+#: ss's default view: connected sockets, without TIME_WAIT and SYN_RECV.
+CONNECTED_STATES = frozenset(State) - {State.LISTEN, State.BOUND_INACTIVE, State.UNCONN,
+                                       State.CLOSE, State.TIME_WAIT, State.SYN_RECV}
+
+
+def parse_user(text: str) -> int:
+    """A user name or numeric uid -> uid."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise InvalidInput(f"unknown user {text!r}") from None
+
+
+def parse_pid(text: str) -> int:
+    """A PID: ASCII digits, 1 or more."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) < 1:
+        raise InvalidInput(f"invalid pid {text!r}: expected a positive number")
+    return int(text)
+
+
+def warn(message: str) -> None:
+    """One diagnostic line on stderr."""
+    print(f"portscope: {message}", file=sys.stderr)
+
+
+def report_warnings(snapshot: Snapshot) -> None:
+    """Print the snapshot's warnings on stderr, one line each."""
+    for message in snapshot.warnings:
+        warn(message)
+
+
+def use_table(out: TextIO, rows: int) -> bool:
+    """True when a rich table fits: ``out`` is a terminal and the listing is not huge."""
+    return rows <= TABLE_MAX_ROWS and out.isatty()
+
+
+def write_listing(args: argparse.Namespace, snapshot: Snapshot, sockets: Sequence[Socket],
+                  columns: Sequence[cols.Column], *, sections: Sequence[bool] | None = None,
+                  extras: dict | None = None, fields: dict | None = None) -> None:
+    """Write sockets as JSON, CSV, a table (terminal) or plain text (pipe), per ``args``."""
+    out = sys.stdout
+    if args.json:
+        from ..render import jsonfmt
+        jsonfmt.write_snapshot(out, snapshot, sockets, extras=extras, fields=fields)
+        return
+    headers = [c.header for c in columns]
+    getters: list[Callable[[Socket], str]] = [c.get for c in columns]
+    rows = ([get(s) for get in getters] for s in sockets)
+    if getattr(args, "csv", False):
+        from ..render import csvfmt
+        csvfmt.write_rows(out, [c.key for c in columns], rows, header=not args.no_header)
+        return
+    aligns = [c.align for c in columns]
+    if use_table(out, len(sockets)) and not os.environ.get("PORTSCOPE_PLAIN"):
+        from ..render import table
+        table.write_table(out, headers, list(rows), aligns, header=not args.no_header,
+                          sections=sections)
+        return
+    from ..render import text
+    text.write_rows(out, headers, rows, aligns, header=not args.no_header)

@@ -1,0 +1,89 @@
+"""Column specs for socket listings, shared by every tabular renderer.
+
+A column turns a ``Socket`` into display text. Text that comes from processes (names, command
+lines, paths) is escaped with ``safe()`` so control characters never reach a terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..types import Socket
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters (ESC, newline, C1) shown as ``\\xNN``."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def endpoint_text(address: str, port: int | None) -> str:
+    """``addr:port``, with IPv6 in brackets (``[::1]:80``); ``*`` for a missing port."""
+    port_text = "*" if port is None else str(port)
+    return f"[{address}]:{port_text}" if ":" in address else f"{address}:{port_text}"
+
+
+def owner_pids(sock: Socket) -> str:
+    """The holders' PIDs joined by commas, or ``-`` when none is visible."""
+    return ",".join(str(o.pid) for o in sock.owners) if sock.owners else "-"
+
+
+def owner_names(sock: Socket) -> str:
+    """The holders' distinct process names; without owners, why (``(permission)``)."""
+    if not sock.owners:
+        return f"({sock.owner_unknown})" if sock.owner_unknown else ""
+    names = dict.fromkeys(safe(o.process.name or "?") for o in sock.owners)
+    return ",".join(names)
+
+
+def owner_users(sock: Socket) -> str:
+    """The holders' distinct users; without owners, the kernel's socket uid (``uid 0``)."""
+    if not sock.owners:
+        return f"uid {sock.uid}"
+    users = dict.fromkeys(o.process.user or "?" for o in sock.owners)
+    return ",".join(users)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column: ``key`` (CSV header and ``--columns`` name), ``header`` (table title),
+    ``get`` (socket -> text), ``align`` ("left" | "right")."""
+
+    key: str
+    header: str
+    get: Callable[[Socket], str]
+    align: str = "left"
+
+
+def _remote(s: Socket) -> str:
+    return endpoint_text(s.remote.address, s.remote.port) if s.remote else "*"
+
+
+def _scope(s: Socket) -> str:
+    return "v6only" if s.v6only else ("dual" if s.v6only is False else "")
+
+
+PROTO = Column("proto", "Proto", lambda s: f"{s.proto}{'6' if s.family == 'ipv6' else ''}")
+STATE = Column("state", "State", lambda s: s.state.value)
+LOCAL = Column("local", "Local Address:Port", lambda s: endpoint_text(*s.local))
+REMOTE = Column("remote", "Peer Address:Port", _remote)
+RECV_Q = Column("recv_q", "Recv-Q", lambda s: str(s.rx_queue_bytes), "right")
+SEND_Q = Column("send_q", "Send-Q", lambda s: str(s.tx_queue_bytes), "right")
+PID = Column("pid", "PID", owner_pids, "right")
+PROCESS = Column("process", "Process", owner_names)
+USER = Column("user", "User", owner_users)
+INODE = Column("inode", "Inode", lambda s: str(s.inode), "right")
+SCOPE = Column("v6only", "V6only", _scope)
+
+
+def service_column(name_of: Callable[[int, str], str | None]) -> Column:
+    """A ``Service`` column using ``name_of(port, proto)`` (the registry lookup)."""
+    return Column("service", "Service",
+                  lambda s: (name_of(s.local.port, s.proto.value) or "") if s.local.port else "")
+
+
+LIST_COLUMNS = (PROTO, STATE, RECV_Q, SEND_Q, LOCAL, REMOTE, PID, PROCESS, USER)
+NO_OWNER_COLUMNS = (PROTO, STATE, RECV_Q, SEND_Q, LOCAL, REMOTE, INODE)
