@@ -22,11 +22,17 @@ from pathlib import Path
 from .errors import InvalidInput
 
 _PORT_RE = re.compile(r"[0-9]{1,5}")
+_LETTER_RE = re.compile(r"[A-Za-z]")
 _SYSCTL = Path("/proc/sys/net/ipv4")
 
 WELL_KNOWN = (0, 1023)
 REGISTERED = (1024, 49151)
 DYNAMIC = (49152, 65535)
+
+
+def shown(text: str, limit: int = 32) -> str:
+    """``repr(text)``, cut to about ``limit`` characters for one-line error messages."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def parse_port(text: str, *, allow_zero: bool = False) -> int:
@@ -41,10 +47,10 @@ def parse_port(text: str, *, allow_zero: bool = False) -> int:
         InvalidInput: anything else (signs, spaces, underscores, non-ASCII digits, > 65535).
     """
     if not isinstance(text, str) or not _PORT_RE.fullmatch(text):
-        raise InvalidInput(f"invalid port {text!r}: expected a number 1-65535")
+        raise InvalidInput(f"invalid port {shown(text)}: expected a number 1-65535")
     port = int(text)
     if port > 65535 or (port == 0 and not allow_zero):
-        raise InvalidInput(f"invalid port {text!r}: must be 1-65535")
+        raise InvalidInput(f"invalid port {shown(text)}: must be 1-65535")
     return port
 
 
@@ -60,7 +66,7 @@ def parse_port_range(text: str) -> tuple[int, int]:
         return low, low
     high = parse_port(high_text)
     if high < low:
-        raise InvalidInput(f"invalid port range {text!r}: {low} > {high}")
+        raise InvalidInput(f"invalid port range {shown(text)}: {low} > {high}")
     return low, high
 
 
@@ -78,15 +84,15 @@ def parse_address(text: str) -> str:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        raise InvalidInput(f"invalid address {text!r}: expected an IPv4 or IPv6 literal") from None
+        raise InvalidInput(f"invalid address {shown(text)}: expected an IPv4 or IPv6 literal") from None
     if zone:
         if ip.version != 6:
-            raise InvalidInput(f"invalid address {text!r}: a zone id needs an IPv6 address")
+            raise InvalidInput(f"invalid address {shown(text)}: a zone id needs an IPv6 address")
         try:
             socket.if_nametoindex(zone)
         except OSError:
             if not zone.isdigit():
-                raise InvalidInput(f"invalid address {text!r}: no interface {zone!r}") from None
+                raise InvalidInput(f"invalid address {shown(text)}: no interface {zone!r}") from None
         return f"{ip.compressed}%{zone}"
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
@@ -107,20 +113,21 @@ def parse_endpoint(text: str, resolve_service: Callable[[str], int] | None = Non
         InvalidInput: malformed input; ``::1:80`` asks for brackets.
     """
     def port_of(part: str) -> int:
-        if _PORT_RE.fullmatch(part) or resolve_service is None or not part:
+        # a service name has a letter (IANA: letters, digits, hyphens); all else is a port
+        if resolve_service is None or not _LETTER_RE.search(part):
             return parse_port(part)
         return resolve_service(part)
 
     if text.startswith("["):
         inner, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise InvalidInput(f"invalid endpoint {text!r}: expected [IPV6]:PORT")
+            raise InvalidInput(f"invalid endpoint {shown(text)}: expected [IPV6]:PORT")
         address = parse_address(inner)
         if ":" not in address:
-            raise InvalidInput(f"invalid endpoint {text!r}: brackets are for IPv6 addresses")
+            raise InvalidInput(f"invalid endpoint {shown(text)}: brackets are for IPv6 addresses")
         return address, port_of(rest[1:])
     if text.count(":") > 1:
-        raise InvalidInput(f"invalid endpoint {text!r}: write an IPv6 address with a port "
+        raise InvalidInput(f"invalid endpoint {shown(text)}: write an IPv6 address with a port "
                            "as [ADDR]:PORT")
     address_text, sep, port_text = text.rpartition(":")
     if not sep:

@@ -63,7 +63,9 @@ def _route(argv: list[str]) -> list[str]:
     first = argv[0]
     if first in ("-h", "--help", "--version") or first in COMMANDS:
         return argv
-    if first.startswith("-") and not _NEGATIVE_NUMBER.match(first):
+    if _NEGATIVE_NUMBER.match(first):
+        return ["who", *argv[1:], "--", first]     # a negative port: let the parser reject it
+    if first.startswith("-"):
         return [DEFAULT_COMMAND, *argv]
     return ["who", *argv]
 
