@@ -17,32 +17,109 @@ import re
 import struct
 import sys
 from array import array
-from dataclasses import dataclass, field
+from collections import Counter
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from .types import ProcessInfo
+from .types import Owner, ProcessInfo
 
 PROC = "/proc"
 _SOCKET_PREFIX = "socket:["
-_HEADER = struct.Struct("=QQQ")
+_HEADER = struct.Struct("=QQQQ")   # triples, unreadable PIDs, vanished, scanned
 
 
-@dataclass(slots=True)
 class FdScan:
-    """Result of one ``/proc/*/fd`` pass.
+    """Result of one ``/proc/*/fd`` pass: which processes hold which socket inodes.
 
     Attributes:
-        holders: socket inode -> ``[(pid, fd), ...]`` in PID order.
         unreadable: PIDs whose descriptors this caller may not read (EACCES).
         vanished: how many processes exited during the scan.
         scanned: how many processes were read.
+
+    The ``(inode, pid, fd)`` triples stay in flat arrays with a dict index by inode, about
+    100 bytes per socket descriptor (a dict of lists took 250).
     """
 
-    holders: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    unreadable: list[int] = field(default_factory=list)
-    vanished: int = 0
-    scanned: int = 0
+    __slots__ = ("_inodes", "_pids", "_fds", "_index", "_shared", "unreadable", "vanished",
+                 "scanned")
+
+    def __init__(self, triples: array, unreadable: list[int], vanished: int,
+                 scanned: int) -> None:
+        self._inodes = triples[0::3]
+        self._pids = triples[1::3]
+        self._fds = triples[2::3]
+        count = len(self._inodes)
+        # first holder of each inode; inodes held by several descriptors are listed apart
+        self._index = dict(zip(reversed(self._inodes), range(count - 1, -1, -1)))
+        self._shared: dict[int, list[int]] = {}
+        if len(self._index) != count:
+            for inode, times in Counter(self._inodes).items():
+                if times > 1:
+                    self._shared[inode] = []
+            for i, inode in enumerate(self._inodes):
+                if inode in self._shared:
+                    self._shared[inode].append(i)
+        self.unreadable = unreadable
+        self.vanished = vanished
+        self.scanned = scanned
+
+    def __len__(self) -> int:
+        """How many socket descriptors were found."""
+        return len(self._inodes)
+
+    def __contains__(self, inode: int) -> bool:
+        return inode in self._index
+
+    def holders(self, inode: int) -> list[tuple[int, int]]:
+        """Every ``(pid, fd)`` holding socket ``inode``, in scan order (empty if none)."""
+        shared = self._shared.get(inode)
+        if shared is not None:
+            return [(self._pids[i], self._fds[i]) for i in shared]
+        i = self._index.get(inode)
+        return [] if i is None else [(self._pids[i], self._fds[i])]
+
+    def inodes(self) -> set[int]:
+        """Every socket inode some process holds."""
+        return set(self._index)
+
+
+class OwnerIndex:
+    """Socket inode -> its owners (``Owner`` tuples), from an ``FdScan``.
+
+    ``ProcessInfo`` is read from ``/proc`` once per PID, and only for PIDs whose sockets are
+    asked for. ``get`` runs once per socket of a snapshot: keep it lean.
+    """
+
+    def __init__(self, scan: FdScan) -> None:
+        self._scan = scan
+        self._index = scan._index
+        self._shared = scan._shared
+        self._pids = scan._pids
+        self._fds = scan._fds
+        self._infos: dict[int, ProcessInfo | None] = {}
+
+    def _info(self, pid: int) -> ProcessInfo | None:
+        info = self._infos[pid] = process_info(pid)
+        return info
+
+    def get(self, inode: int, default: tuple[Owner, ...] = ()) -> tuple[Owner, ...]:
+        """The owners of ``inode``; ``default`` when none (processes that exited since the scan
+        are left out)."""
+        i = self._index.get(inode)
+        if i is None:
+            return default
+        if inode in self._shared:
+            found = []
+            for pid, fd in self._scan.holders(inode):
+                info = self._infos[pid] if pid in self._infos else self._info(pid)
+                if info is not None:
+                    found.append(tuple.__new__(Owner, (pid, fd, info)))
+            return tuple(found) or default
+        pid = self._pids[i]
+        info = self._infos[pid] if pid in self._infos else self._info(pid)
+        if info is None:
+            return default
+        return (tuple.__new__(Owner, (pid, self._fds[i], info)),)
 
 
 def current_netns() -> int | None:
@@ -58,12 +135,12 @@ def list_pids() -> list[int]:
     return [int(name) for name in os.listdir(PROC) if name.isdigit()]
 
 
-def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
+def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, list[int], int, int]:
     """Scan ``pids``; return flat ``(inode, pid, fd)`` triples, unreadable PIDs, vanished count
     and scanned count."""
     triples = array("Q")
     push = triples.extend
-    unreadable = array("Q")
+    unreadable: list[int] = []
     vanished = scanned = 0
     readlink, listdir, open_, close = os.readlink, os.listdir, os.open, os.close
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -98,20 +175,6 @@ def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
     return triples, unreadable, vanished, scanned
 
 
-def _merge(result: FdScan, triples: array, unreadable, vanished: int, scanned: int) -> None:
-    holders = result.holders
-    for i in range(0, len(triples), 3):
-        inode = triples[i]
-        entry = holders.get(inode)
-        if entry is None:
-            holders[inode] = [(triples[i + 1], triples[i + 2])]
-        else:
-            entry.append((triples[i + 1], triples[i + 2]))
-    result.unreadable.extend(unreadable)
-    result.vanished += vanished
-    result.scanned += scanned
-
-
 class PendingScan:
     """An fd scan under way; ``result()`` waits for it.
 
@@ -136,9 +199,8 @@ class PendingScan:
             status = 1
             try:
                 triples, unreadable, vanished, scanned = _scan(pids, self._wanted)
-                payload = (_HEADER.pack(len(triples), len(unreadable), vanished)
-                           + struct.pack("=Q", scanned) + triples.tobytes()
-                           + unreadable.tobytes())
+                payload = (_HEADER.pack(len(triples), len(unreadable), vanished, scanned)
+                           + triples.tobytes() + array("Q", unreadable).tobytes())
                 view = memoryview(payload)
                 while view:
                     view = view[os.write(memfd, view):]
@@ -150,28 +212,33 @@ class PendingScan:
     def result(self) -> FdScan:
         """Wait for the workers and return the merged scan (a failed worker's share is
         rescanned here)."""
-        result = FdScan()
         if not self._children:
-            _merge(result, *_scan(self._pids, self._wanted))
-            return result
+            return FdScan(*_scan(self._pids, self._wanted))
+        triples, unreadable = array("Q"), []
+        vanished = scanned = 0
         for child, memfd, pids in self._children:
             try:
                 _, status = os.waitpid(child, 0)
                 data = os.pread(memfd, os.fstat(memfd).st_size, 0) if status == 0 else b""
             finally:
                 os.close(memfd)
-            if len(data) < _HEADER.size + 8:
-                _merge(result, *_scan(pids, self._wanted))
+            if len(data) < _HEADER.size:
+                part, part_unreadable, part_vanished, part_scanned = _scan(pids, self._wanted)
+                triples.extend(part)
+                unreadable.extend(part_unreadable)
+                vanished += part_vanished
+                scanned += part_scanned
                 continue
-            n_triples, n_unreadable, vanished = _HEADER.unpack_from(data)
-            (scanned,) = struct.unpack_from("=Q", data, _HEADER.size)
-            start = _HEADER.size + 8
-            triples = array("Q")
+            n_triples, n_unreadable, part_vanished, part_scanned = _HEADER.unpack_from(data)
+            start = _HEADER.size
             triples.frombytes(data[start:start + 8 * n_triples])
-            unreadable = array("Q")
-            unreadable.frombytes(data[start + 8 * n_triples:start + 8 * (n_triples + n_unreadable)])
-            _merge(result, triples, unreadable, vanished, scanned)
-        return result
+            start += 8 * n_triples
+            part_unreadable = array("Q")
+            part_unreadable.frombytes(data[start:start + 8 * n_unreadable])
+            unreadable.extend(part_unreadable)
+            vanished += part_vanished
+            scanned += part_scanned
+        return FdScan(triples, unreadable, vanished, scanned)
 
 
 def default_workers() -> int:

@@ -221,16 +221,16 @@ def test_list_filters_by_pid_process_user(holder, cli):
 def test_who_port_exit_codes_in_private_netns():
     """In a new network namespace nothing holds port 8080 (exit 1); a listener there does."""
     import sys
-    script = ("import socket, subprocess, sys\n"
+    script = ("import json, socket, subprocess, sys\n"
               "cmd = [sys.executable, '-m', 'portscope', '8080']\n"
               "empty = subprocess.run(cmd, capture_output=True, text=True)\n"
               "subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)\n"
               "s = socket.socket(); s.bind(('127.0.0.1', 8080)); s.listen()\n"
               "held = subprocess.run(cmd, capture_output=True, text=True)\n"
-              "print(empty.returncode, held.returncode, repr(empty.stderr), repr(held.stdout))\n")
+              "print(json.dumps([empty.returncode, held.returncode, empty.stderr, held.stdout]))\n")
     result = subprocess.run(["unshare", "-n", sys.executable, "-c", script],
                             capture_output=True, text=True, timeout=60)
-    empty_rc, held_rc, empty_err, held_out = result.stdout.split(" ", 3)
-    assert (empty_rc, held_rc) == ("1", "0"), result
+    empty_rc, held_rc, empty_err, held_out = json.loads(result.stdout)
+    assert (empty_rc, held_rc) == (1, 0), result
     assert "no socket" in empty_err
     assert "127.0.0.1:8080" in held_out

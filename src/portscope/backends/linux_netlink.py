@@ -10,9 +10,12 @@ connected are asked for with ``TCP_BOUND_INACTIVE`` in the mask and reported as 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
+from ..errors import BackendError
 from ..filters import SocketFilter
-from ..types import Endpoint, Family, Proto, Socket, State
+from ..types import Endpoint, Family, Owner, OwnerUnknown, Proto, Socket, State
 from . import _netlink_io as nlio
 from . import _netlink_wire as w
 
@@ -41,80 +44,135 @@ for _state, _number in _UDP_STATE_NUMBERS.items():
     _UDP_STATES[_number] = _state
 
 
-def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
-         ) -> tuple[list[Socket], list[str]]:
-    """Dump the caller's network namespace's TCP and UDP sockets that ``flt`` selects.
+@dataclass(slots=True)
+class RawDump:
+    """The undecoded reply of one dump: per request, its protocol and netlink datagrams.
+
+    Decoding is deferred (``decode``) so that a snapshot can join owners while it decodes and
+    stream sockets out without holding them all (measured: about 25 MB of datagrams for
+    200,000 sockets, against about 100 MB as objects).
+    """
+
+    flt: SocketFilter
+    netns: int | None
+    replies: list[tuple[Proto, list[bytes], bool]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(chunk) for _, chunks, _ in self.replies for chunk in chunks)
+
+
+def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None
+            ) -> tuple[RawDump, list[str]]:
+    """Run the kernel dumps that ``flt`` needs and keep their raw replies.
 
     Args:
-        flt: the selection; protocols, families, states and a single port go to the kernel, the
-            rest of the socket-level predicates is applied here (owner predicates are not).
+        flt: protocols, families, states and a single port go to the kernel.
         netns: the namespace inode to record in each socket (None: unknown).
     Returns:
-        ``(sockets without owners, warnings)``.
+        ``(RawDump, warnings)``; decode it with ``decode()``.
     Raises:
         BackendUnavailable: no netlink sock_diag here.
         BackendError: the kernel refused a request.
     Privileges: none; every user sees every socket of the namespace (with its uid and inode).
     """
     sport = flt.single_port or 0
-    out: list[Socket] = []
+    raw = RawDump(flt, netns)
     warnings: list[str] = []
     sock = nlio.open_diag_socket()
     try:
         tcp_states = flt.states_for(Proto.TCP)
         if tcp_states:
             mask = w.states_mask(_TCP_STATE_NUMBERS[s] for s in tcp_states)
-            _dump_with_retry(sock, lambda: w.inet_diag_req_v1(mask, sport),
-                             Proto.TCP, _TCP_STATES, netns, out, warnings)
+            _collect_with_retry(sock, w.inet_diag_req_v1(mask, sport), Proto.TCP, raw, warnings)
         udp_states = flt.states_for(Proto.UDP)
         if udp_states:
             mask = w.states_mask(_UDP_STATE_NUMBERS[s] for s in udp_states)
             for family, af in ((Family.IPV4, socket.AF_INET), (Family.IPV6, socket.AF_INET6)):
                 if family in flt.families:
-                    _dump_with_retry(sock, lambda: w.inet_diag_req_v2(
-                        af, socket.IPPROTO_UDP, mask, sport), Proto.UDP, _UDP_STATES,
-                        netns, out, warnings)
+                    request = w.inet_diag_req_v2(af, socket.IPPROTO_UDP, mask, sport)
+                    _collect_with_retry(sock, request, Proto.UDP, raw, warnings)
     finally:
         sock.close()
-    if flt != SocketFilter():
-        out = [s for s in out if flt.match_socket(s)]
-    return out, warnings
+    return raw, warnings
 
 
-def _dump_with_retry(sock, make_request, proto, states, netns, out, warnings) -> None:
+def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
+         ) -> tuple[list[Socket], list[str]]:
+    """Dump the TCP and UDP sockets of the caller's network namespace that ``flt`` selects.
+
+    Returns:
+        ``(sockets without owners, warnings)``; the owner predicates of ``flt`` are not applied.
+    Raises:
+        BackendUnavailable, BackendError: as ``collect``.
+    Source: NETLINK_SOCK_DIAG (``TCPDIAG_GETSOCK`` for TCP, ``SOCK_DIAG_BY_FAMILY`` for UDP).
+    """
+    raw, warnings = collect(flt, netns)
+    return list(decode(raw)), warnings
+
+
+def _collect_with_retry(sock, request: bytes, proto: Proto, raw: RawDump,
+                        warnings: list[str]) -> None:
     # NLM_F_DUMP_INTR: the tables changed during the dump; retry a few times, then keep the
-    # last result without duplicates and say so.
+    # last reply (decode drops duplicates from it) and say so.
     for _attempt in range(MAX_DUMP_ATTEMPTS):
-        start = len(out)
-        if not _decode(nlio.request_chunks(sock, make_request()), proto, states, netns, out):
+        chunks, interrupted = _receive(nlio.request_chunks(sock, request))
+        if not interrupted:
+            raw.replies.append((proto, chunks, False))
             return
-        del out[start:]
-    start = len(out)
-    _decode(nlio.request_chunks(sock, make_request()), proto, states, netns, out)
-    seen: set[tuple[int, int | None]] = set()
-    unique = []
-    for s in out[start:]:
-        key = (s.inode, s.cookie)
-        if key not in seen:
-            seen.add(key)
-            unique.append(s)
-    out[start:] = unique
-    warnings.append(f"the {proto} socket dump was interrupted {MAX_DUMP_ATTEMPTS + 1} times "
+    raw.replies.append((proto, chunks, True))
+    warnings.append(f"the {proto} socket dump was interrupted {MAX_DUMP_ATTEMPTS} times "
                     "by changes and may be inconsistent")
 
 
-def _decode(chunks, proto: Proto, states: list, netns: int | None, out: list) -> bool:
-    """Decode inet_diag_msg replies into ``out``; return True if the dump was interrupted.
+def _receive(datagrams) -> tuple[list[bytes], bool]:
+    """Read datagrams up to NLMSG_DONE (walking message headers only); return them and
+    whether the kernel flagged the dump as interrupted."""
+    header = w.NLMSGHDR.unpack_from
+    done, error, intr = w.NLMSG_DONE, w.NLMSG_ERROR, w.NLM_F_DUMP_INTR
+    chunks = []
+    interrupted = False
+    for chunk in datagrams:
+        chunks.append(chunk)
+        size = len(chunk)
+        off = 0
+        while off < size:
+            length, kind, flags, _seq, _pid = header(chunk, off)
+            if flags & intr:
+                interrupted = True
+            if kind == done:
+                return chunks, interrupted
+            if kind == error:
+                nlio.raise_error(chunk, off)
+            if length < w.NLMSGHDR.size:
+                raise BackendError("netlink sock_diag: malformed reply")
+            off += (length + 3) & ~3
+    raise BackendError("netlink sock_diag: the reply ended without NLMSG_DONE")
+
+
+def decode(raw: RawDump, owners: Mapping[int, tuple[Owner, ...]] | None = None,
+           missing: OwnerUnknown | None = None, kernel: OwnerUnknown | None = None
+           ) -> Iterator[Socket]:
+    """Decode a ``RawDump`` into sockets, lazily, joining owners as it goes.
+
+    Args:
+        raw: from ``collect``.
+        owners: socket inode -> its owners (default: no owners are joined).
+        missing: ``owner_unknown`` for a socket with an inode but no entry in ``owners``.
+        kernel: ``owner_unknown`` for a socket without inode (TIME_WAIT, orphans).
+    Yields:
+        ``Socket`` records in kernel order, filtered by ``raw.flt``'s socket predicates.
 
     This is the hot loop of a snapshot (about 1 us per socket): one ``unpack_from`` per
     message, cached address texts, no per-socket function calls but ``tuple.__new__``.
     """
+    flt = raw.flt
+    check = None if flt == SocketFilter() else flt.match_socket
+    owned = (owners or {}).get
+    netns = raw.netns
     unpack = w.NLMSG_INET_DIAG_MSG.unpack_from
-    header = w.NLMSGHDR.unpack_from
     full = w.NLMSG_INET_DIAG_MSG.size
     bswap = w.BSWAP16
     new = tuple.__new__
-    append = out.append
     ntop = socket.inet_ntop
     af_inet, af_inet6 = socket.AF_INET, socket.AF_INET6
     ipv4, ipv6 = Family.IPV4, Family.IPV6
@@ -122,57 +180,55 @@ def _decode(chunks, proto: Proto, states: list, netns: int | None, out: list) ->
     names6: dict[bytes, str] = {}
     find_attr = w.find_attr
     skv6only = w.INET_DIAG_SKV6ONLY
-    done, error, intr = w.NLMSG_DONE, w.NLMSG_ERROR, w.NLM_F_DUMP_INTR
-    interrupted = False
-    for chunk in chunks:
-        size = len(chunk)
-        off = 0
-        while off < size:
-            if size - off < full:
-                length, kind, flags, _seq, _pid = header(chunk, off)
-                if kind == done:
-                    return interrupted or bool(flags & intr)
-                if kind == error:
-                    nlio.raise_error(chunk, off)
+    msg_type = w.SOCK_DIAG_BY_FAMILY, w.TCPDIAG_GETSOCK
+    for proto, chunks, interrupted in raw.replies:
+        states = _TCP_STATES if proto is Proto.TCP else _UDP_STATES
+        seen: set[tuple[int, int]] | None = set() if interrupted else None
+        for chunk in chunks:
+            size = len(chunk)
+            off = 0
+            while off + full <= size:
+                (length, kind, _flags, _seq, _pid, family, state, _timer, _retrans, sport, dport,
+                 src, dst, ifindex, cookie, _expires, rqueue, wqueue, uid, inode
+                 ) = unpack(chunk, off)
+                if kind not in msg_type:        # NLMSG_DONE (errors were raised by collect)
+                    break
+                if family == af_inet:
+                    fam = ipv4
+                    local_addr = names4.get(src)
+                    if local_addr is None:
+                        local_addr = names4[src] = ntop(af_inet, src[:4])
+                    v6only = None
+                    if dport:
+                        remote_addr = names4.get(dst)
+                        if remote_addr is None:
+                            remote_addr = names4[dst] = ntop(af_inet, dst[:4])
+                else:
+                    fam = ipv6
+                    local_addr = names6.get(src)
+                    if local_addr is None:
+                        local_addr = names6[src] = ntop(af_inet6, src)
+                    if ifindex and src[0] == 0xFE and src[1] & 0xC0 == 0x80:
+                        local_addr = _scoped(local_addr, ifindex)
+                    pos = find_attr(chunk, off + full, off + length, skv6only)
+                    v6only = None if pos < 0 else chunk[pos] == 1
+                    if dport:
+                        remote_addr = names6.get(dst)
+                        if remote_addr is None:
+                            remote_addr = names6[dst] = ntop(af_inet6, dst)
                 off += (length + 3) & ~3
-                continue
-            (length, kind, flags, _seq, _pid, family, state, _timer, _retrans, sport, dport,
-             src, dst, ifindex, cookie, _expires, rqueue, wqueue, uid, inode) = unpack(chunk, off)
-            if kind == done:
-                return interrupted or bool(flags & intr)
-            if kind == error:
-                nlio.raise_error(chunk, off)
-            if flags & intr:
-                interrupted = True
-            if family == af_inet:
-                fam = ipv4
-                local_addr = names4.get(src)
-                if local_addr is None:
-                    local_addr = names4[src] = ntop(af_inet, src[:4])
-                v6only = None
-                if dport:
-                    remote_addr = names4.get(dst)
-                    if remote_addr is None:
-                        remote_addr = names4[dst] = ntop(af_inet, dst[:4])
-            else:
-                fam = ipv6
-                local_addr = names6.get(src)
-                if local_addr is None:
-                    local_addr = names6[src] = ntop(af_inet6, src)
-                if ifindex and src[0] == 0xFE and src[1] & 0xC0 == 0x80:
-                    local_addr = _scoped(local_addr, ifindex)
-                pos = find_attr(chunk, off + full, off + length, skv6only)
-                v6only = None if pos < 0 else chunk[pos] == 1
-                if dport:
-                    remote_addr = names6.get(dst)
-                    if remote_addr is None:
-                        remote_addr = names6[dst] = ntop(af_inet6, dst)
-            append(new(Socket, (
-                proto, fam, new(Endpoint, (local_addr, bswap[sport])),
-                new(Endpoint, (remote_addr, bswap[dport])) if dport else None,
-                states[state], inode, uid, netns, v6only, rqueue, wqueue, (), None, cookie)))
-            off += (length + 3) & ~3
-    return interrupted
+                if seen is not None:
+                    if (inode, cookie) in seen:
+                        continue
+                    seen.add((inode, cookie))
+                held = owned(inode, ()) if inode else ()
+                sock = new(Socket, (
+                    proto, fam, new(Endpoint, (local_addr, bswap[sport])),
+                    new(Endpoint, (remote_addr, bswap[dport])) if dport else None,
+                    states[state], inode, uid, netns, v6only, rqueue, wqueue, held,
+                    None if held else (missing if inode else kernel), cookie))
+                if check is None or check(sock):
+                    yield sock
 
 
 def _scoped(address: str, ifindex: int) -> str:

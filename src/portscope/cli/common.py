@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
+import itertools
 import pwd
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from .. import backends
 from ..errors import InvalidInput
 from ..filters import ALL_FAMILIES, ALL_PROTOS, SocketFilter
+from ..snapshot import SnapshotStream
 from ..types import Family, Proto, Snapshot, Socket, State
 from ..render import columns as cols
 
@@ -97,7 +98,7 @@ def warn(message: str) -> None:
     print(f"portscope: {message}", file=sys.stderr)
 
 
-def report_warnings(snapshot: Snapshot) -> None:
+def report_warnings(snapshot: Snapshot | SnapshotStream) -> None:
     """Print the snapshot's warnings on stderr, one line each."""
     for message in snapshot.warnings:
         warn(message)
@@ -108,27 +109,37 @@ def use_table(out: TextIO, rows: int) -> bool:
     return rows <= TABLE_MAX_ROWS and out.isatty()
 
 
-def write_listing(args: argparse.Namespace, snapshot: Snapshot, sockets: Sequence[Socket],
-                  columns: Sequence[cols.Column], *, sections: Sequence[bool] | None = None,
-                  extras: dict | None = None, fields: dict | None = None) -> None:
-    """Write sockets as JSON, CSV, a table (terminal) or plain text (pipe), per ``args``."""
+def write_listing(args: argparse.Namespace, meta: Snapshot | SnapshotStream,
+                  sockets: Iterable[Socket], columns: Sequence[cols.Column], *,
+                  sections: Sequence[bool] | None = None, extras: dict | None = None,
+                  fields: dict | None = None) -> None:
+    """Write sockets as JSON, CSV, a table (terminal) or plain text (pipe), per ``args``.
+
+    ``sockets`` may be a stream: it is consumed once, as it is written (a table needs at most
+    ``TABLE_MAX_ROWS`` of them in memory).
+    """
     out = sys.stdout
     if args.json:
         from ..render import jsonfmt
-        jsonfmt.write_snapshot(out, snapshot, sockets, extras=extras, fields=fields)
+        jsonfmt.write_snapshot(out, meta, sockets, extras=extras, fields=fields)
         return
-    headers = [c.header for c in columns]
     getters: list[Callable[[Socket], str]] = [c.get for c in columns]
-    rows = ([get(s) for get in getters] for s in sockets)
+    sockets = iter(sockets)
     if getattr(args, "csv", False):
         from ..render import csvfmt
-        csvfmt.write_rows(out, [c.key for c in columns], rows, header=not args.no_header)
+        csvfmt.write_rows(out, [c.key for c in columns],
+                          ([get(s) for get in getters] for s in sockets),
+                          header=not args.no_header)
         return
+    headers = [c.header for c in columns]
     aligns = [c.align for c in columns]
-    if use_table(out, len(sockets)) and not os.environ.get("PORTSCOPE_PLAIN"):
+    first = list(itertools.islice(sockets, TABLE_MAX_ROWS + 1))
+    if use_table(out, len(first)):
         from ..render import table
-        table.write_table(out, headers, list(rows), aligns, header=not args.no_header,
-                          sections=sections)
+        table.write_table(out, headers, [[get(s) for get in getters] for s in first], aligns,
+                          header=not args.no_header, sections=sections)
         return
     from ..render import text
-    text.write_rows(out, headers, rows, aligns, header=not args.no_header)
+    text.write_rows(out, headers, ([get(s) for get in getters]
+                                   for s in itertools.chain(first, sockets)),
+                    aligns, header=not args.no_header)

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
-from ..types import Endpoint, ProcessInfo, Snapshot, Socket
+from ..snapshot import SnapshotStream
+from ..types import Endpoint, Family, ProcessInfo, Proto, Snapshot, Socket, State
 
 SCHEMA_VERSION = 1
 _encode = json.encoder.encode_basestring_ascii     # the C implementation
@@ -52,60 +53,73 @@ def _endpoint(ep: Endpoint | None, cache: dict[str, str]) -> str:
         return "null"
     address = cache.get(ep.address)
     if address is None:
-        address = cache[ep.address] = _encode(ep.address)
-    return f'{{"address": {address}, "port": {"null" if ep.port is None else ep.port}}}'
+        address = cache[ep.address] = '{"address": ' + _encode(ep.address) + ', "port": '
+    return f'{address}{"null" if ep.port is None else ep.port}}}'
+
+
+_V6ONLY = {None: "null", True: "true", False: "false"}
+_HEADS = {(p, f): f'{{"proto": "{p.value}", "family": "{f.value}", "local": '
+          for p in Proto for f in Family}
+_STATES = {s: f', "state": "{s.value}", "inode": ' for s in State}
 
 
 def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
                 extra: Mapping[str, Any] | None = None) -> str:
-    """One ``Socket`` as a JSON object text; ``processes`` caches encoded processes by pid and
-    ``addresses`` encoded address strings. ``extra`` adds view-specific keys."""
-    owners = []
-    for o in s.owners:
-        encoded = processes.get(id(o.process))
-        if encoded is None:
-            encoded = processes[id(o.process)] = process_json(o.process)
-        owners.append(f'{{"pid": {o.pid}, "fd": {o.fd}, "process": {encoded}}}')
-    v6only = "null" if s.v6only is None else ("true" if s.v6only else "false")
-    text = (f'{{"proto": "{s.proto.value}", "family": "{s.family.value}", '
-            f'"local": {_endpoint(s.local, addresses)}, "remote": {_endpoint(s.remote, addresses)}, '
-            f'"state": "{s.state.value}", "inode": {s.inode}, "uid": {s.uid}, '
-            f'"netns": {"null" if s.netns is None else s.netns}, "v6only": {v6only}, '
-            f'"rx_queue_bytes": {s.rx_queue_bytes}, "tx_queue_bytes": {s.tx_queue_bytes}, '
-            f'"owners": [{", ".join(owners)}], '
-            f'"owner_unknown": {"null" if s.owner_unknown is None else chr(34) + s.owner_unknown.value + chr(34)}, '
-            f'"cookie": {"null" if s.cookie is None else s.cookie}')
+    """One ``Socket`` as a JSON object text; ``processes`` caches encoded processes (by the
+    identity of their ``ProcessInfo``) and ``addresses`` the encoded start of endpoints.
+    ``extra`` adds view-specific keys. This runs once per socket of a listing: keep it lean."""
+    proto, family, local, remote, state, inode, uid, netns, v6only, rq, wq, owners, unknown, \
+        cookie = s
+    held = ""
+    if owners:
+        parts = []
+        for pid, fd, process in owners:
+            encoded = processes.get(id(process))
+            if encoded is None:
+                encoded = processes[id(process)] = process_json(process)
+            parts.append(f'{{"pid": {pid}, "fd": {fd}, "process": {encoded}}}')
+        held = ", ".join(parts)
+    text = (f'{_HEADS[proto, family]}{_endpoint(local, addresses)}, '
+            f'"remote": {_endpoint(remote, addresses)}{_STATES[state]}{inode}, "uid": {uid}, '
+            f'"netns": {"null" if netns is None else netns}, "v6only": {_V6ONLY[v6only]}, '
+            f'"rx_queue_bytes": {rq}, "tx_queue_bytes": {wq}, "owners": [{held}], '
+            f'"owner_unknown": {"null" if unknown is None else _encode(unknown.value)}, '
+            f'"cookie": {"null" if cookie is None else cookie}')
     if extra:
         text += "".join(f", {json.dumps(k)}: {json.dumps(jsonable(v))}" for k, v in extra.items())
     return text + "}"
 
 
-def write_snapshot(out: TextIO, snapshot: Snapshot, sockets: Iterable[Socket] | None = None,
+def write_snapshot(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterable[Socket],
                    extras: Mapping[int, Mapping[str, Any]] | None = None,
                    fields: Mapping[str, Any] | None = None) -> None:
-    """Stream ``{"schema_version", "taken_at", "hostname", "backend", "complete", "warnings",
-    ...fields, "sockets": [...]}`` to ``out``.
+    """Stream a listing as ``{"schema_version", "taken_at", "hostname", "backend", ...fields,
+    "sockets": [...], "complete", "warnings"}`` to ``out``.
+
+    ``complete`` and ``warnings`` come last: a streamed snapshot knows them only once every
+    socket was written.
 
     Args:
-        sockets: the sockets to write (default: all of the snapshot's).
+        meta: the snapshot (or snapshot stream) the sockets come from.
+        sockets: the sockets to write, in order (a stream is consumed as it is written).
         extras: per-socket extra keys, by index in ``sockets``.
         fields: extra top-level keys (written before ``sockets``).
     """
-    head = {"schema_version": SCHEMA_VERSION, "taken_at": snapshot.taken_at.isoformat(),
-            "hostname": snapshot.hostname, "backend": snapshot.backend,
-            "complete": snapshot.complete, "warnings": list(snapshot.warnings),
+    head = {"schema_version": SCHEMA_VERSION, "taken_at": meta.taken_at.isoformat(),
+            "hostname": meta.hostname, "backend": meta.backend,
+            "netns": [ns.inode for ns in meta.namespaces],
             **(jsonable(dict(fields)) if fields else {})}
     out.write(json.dumps(head)[:-1] + ', "sockets": [')
     processes: dict[int, str] = {}
     addresses: dict[str, str] = {}
     batch = []
-    first = True
-    for i, s in enumerate(snapshot.sockets if sockets is None else sockets):
-        batch.append(("\n  " if first else ",\n  ")
-                     + socket_json(s, processes, addresses, extras.get(i) if extras else None))
-        first = False
+    separator = "\n  "
+    for i, s in enumerate(sockets):
+        batch.append(separator + socket_json(s, processes, addresses,
+                                             extras.get(i) if extras else None))
+        separator = ",\n  "
         if len(batch) >= 2048:
             out.write("".join(batch))
             batch.clear()
-    out.write("".join(batch) + "\n]}\n")
-
+    out.write("".join(batch) + f'\n], "complete": {json.dumps(meta.complete)}, '
+              f'"warnings": {json.dumps(list(meta.warnings))}}}\n')

@@ -8,7 +8,7 @@ from ...errors import InvalidInput
 from ...filters import SocketFilter
 from ...ports import parse_port_range
 from ...render import columns as cols
-from ...snapshot import take_snapshot
+from ...snapshot import open_snapshot
 from ...types import LISTENER_STATES
 from .. import common
 
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     flt = SocketFilter(protos=protos, families=families, states=states, port_range=args.port,
                        pids=frozenset(args.pid) if args.pid else None, process=args.process,
                        uids=None if args.user is None else frozenset({args.user}))
-    snapshot = take_snapshot(flt, backend=args.backend, owners=not args.no_owners)
-    common.report_warnings(snapshot)
+    stream = open_snapshot(flt, backend=args.backend, owners=not args.no_owners)
     columns = cols.NO_OWNER_COLUMNS if args.no_owners else cols.LIST_COLUMNS
-    common.write_listing(args, snapshot, snapshot.sockets, columns)
+    common.write_listing(args, stream, stream, columns)
+    common.report_warnings(stream)
     return 0

@@ -27,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
     protos, families = common.protos_families(args)
     snapshot = take_snapshot(SocketFilter.listeners(protos=protos, families=families),
                              backend=args.backend, owners=not args.no_owners)
-    common.report_warnings(snapshot)
     sockets = sorted(snapshot.sockets,
                      key=lambda s: (s.local.port or 0, s.proto, s.family, s.local.address))
     sections = [i + 1 < len(sockets) and sockets[i + 1].local.port != s.local.port
@@ -36,4 +35,5 @@ def run(args: argparse.Namespace) -> int:
     columns = (cols.PROTO, cols.LOCAL, service, cols.STATE, cols.SCOPE) + (
         () if args.no_owners else (cols.PID, cols.PROCESS, cols.USER))
     common.write_listing(args, snapshot, sockets, columns, sections=sections)
+    common.report_warnings(snapshot)
     return 0

@@ -36,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     snapshot = take_snapshot(SocketFilter(protos=protos, families=families,
                                           port_range=(port, port), address=address),
                              backend=args.backend, owners=not args.no_owners)
-    common.report_warnings(snapshot)
     # listeners first, then the rest in kernel order
     sockets = sorted(snapshot.sockets, key=lambda s: s.state not in LISTENER_STATES)
     accepted = {i: len(conns) for i, conns in accepted_connections(sockets).items()}
@@ -57,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{where} ({name or 'no service name'}, {port_class(port)}): "
                   f"{len(sockets)} socket(s)")
         common.write_listing(args, snapshot, sockets, columns)
+    common.report_warnings(snapshot)
     if not sockets:
         common.warn(f"no socket on local {where} in this network namespace")
         return 1
