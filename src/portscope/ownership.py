@@ -59,6 +59,8 @@ class FdScan:
             for i, inode in enumerate(self._inodes):
                 if inode in self._shared:
                     self._shared[inode].append(i)
+            for indexes in self._shared.values():     # PID order, whatever the worker split
+                indexes.sort(key=lambda i: (self._pids[i], self._fds[i]))
         self.unreadable = unreadable
         self.vanished = vanished
         self.scanned = scanned

@@ -1,0 +1,71 @@
+"""Ownership details: cgroup parsing, /proc/PID/stat parsing, the fd-scan index."""
+
+from __future__ import annotations
+
+from array import array
+
+import pytest
+
+from portscope import ownership
+
+
+@pytest.mark.parametrize("text, unit, container", [
+    ("0::/system.slice/nginx.service\n", "nginx.service", None),
+    ("0::/user.slice/user-1000.slice/session-2.scope\n", "session-2.scope", None),
+    ("0::/system.slice/docker-" + "a" * 64 + ".scope\n", "docker-" + "a" * 64 + ".scope",
+     "a" * 64),
+    ("12:pids:/docker/" + "b" * 64 + "\n0::/docker/" + "b" * 64 + "\n", None, "b" * 64),
+    ("0::/machine.slice/libpod-" + "c" * 64 + ".scope/container\n",
+     "libpod-" + "c" * 64 + ".scope", "c" * 64),
+    ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/"
+     "cri-containerd-" + "d" * 64 + ".scope\n", "cri-containerd-" + "d" * 64 + ".scope", "d" * 64),
+    ("0::/\n", None, None),
+    ("", None, None),
+])
+def test_parse_cgroup(text, unit, container):
+    assert ownership.parse_cgroup(text) == (unit, container)
+
+
+def test_fd_scan_index_lists_every_holder_in_pid_order():
+    # (inode, pid, fd) triples as two workers could return them: PIDs out of order
+    triples = array("Q", [7, 30, 3, 8, 10, 4, 7, 10, 3, 7, 20, 5])
+    scan = ownership.FdScan(triples, [], 0, 2)
+    assert scan.holders(7) == [(10, 3), (20, 5), (30, 3)]
+    assert scan.holders(8) == [(10, 4)]
+    assert scan.holders(9) == [] and 9 not in scan and 7 in scan
+    assert len(scan) == 4 and scan.inodes() == {7, 8}
+
+
+def test_read_stat_survives_parentheses_in_comm():
+    import ctypes
+    import os
+    libc = ctypes.CDLL(None)
+    pid = os.fork()
+    if pid == 0:                              # child: rename itself, then wait to be read
+        libc.prctl(15, b"a) S 1 (x", 0, 0, 0)  # PR_SET_NAME
+        os.read(os.open("/dev/zero", os.O_RDONLY), 1)
+        import time
+        time.sleep(30)
+        os._exit(0)
+    try:
+        import time
+        for _ in range(100):
+            comm, state, ppid, _flags, start = ownership.read_stat(pid)
+            if comm != "python" and comm.startswith("a)"):
+                break
+            time.sleep(0.01)
+        assert comm == "a) S 1 (x" and ppid == os.getpid() and start > 0
+        info = ownership.process_info(pid)
+        assert info.name == "a) S 1 (x" and info.pid == pid and info.started_at is not None
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+def test_process_info_of_a_gone_process_is_none():
+    import os
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert ownership.process_info(pid) is None
