@@ -176,7 +176,8 @@ def test_missing_tables(proc_root):
     assert sorted(s.inode for s in sockets) == [1, 2, 4]
     assert len(warnings) == 1, "no IPv6 tables (IPv6 disabled) is not a warning"
     (proc_root / "net" / "udp").unlink()
-    assert dump(proc_root=str(proc_root))[1][-1] == f"{proc_root}/net/udp is missing: no udp sockets listed"
+    assert dump(proc_root=str(proc_root))[1][-1] == \
+        f"{proc_root}/net/udp is missing: no udp sockets listed"
 
 
 def test_unreadable_table_and_missing_procfs(proc_root, tmp_path_factory):

@@ -17,6 +17,13 @@ prints:
 
 A malformed line never stops the listing: it is skipped, counted, and reported in one warning
 per file (``"3 malformed lines in /proc/net/tcp skipped"``).
+
+Speed: ``/proc/net`` has no state or port filter, so the kernel formats every socket of every
+table read and a listener view costs nearly as much as a full one. Measured on Linux 6.18,
+Python 3.11, 2 CPUs (a shared, loaded host), a process holding 9,000 loopback TCP connections
+(18,001 sockets) in a fresh ``unshare -n`` namespace, best of 30 ``dump()`` calls: all sockets
+90 ms (netlink 44 ms), of which 35 ms is the kernel writing ``/proc/net/tcp`` and about 2.4 us
+per row is decoding; listeners only 63 ms (netlink 1.9 ms).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 For macOS, Windows and the BSDs, and as a parity check of the Linux backends. psutil joins
 sockets to processes itself, so sockets come with ``owners`` (``PROVIDES_OWNERS``), but:
 
-- **One owner per socket at most.** A socket shared by several processes (fork) is reported
-  with one PID on Linux (psutil keeps one holder per inode, the last it scanned); on macOS and the BSDs psutil lists
-  it once per holding process, so it appears here as one record per holder.
+- **One owner per socket at most.** psutil reports one PID per socket: a socket shared by
+  several processes (fork) gets one of them on Linux (psutil keeps one holder per inode, the
+  last it scanned); on macOS and the BSDs psutil lists it once per holding process, so it
+  appears here as one record per holder.
 - **No inode, queues, v6only or cookie:** ``inode`` is 0 (psutil does not give it, so here 0
   does not mean "no descriptor"), queues are 0, ``v6only`` and ``cookie`` None.
 - **uid** is the holder's effective uid (the kernel records the creator's effective uid, which
