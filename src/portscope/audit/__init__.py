@@ -1,0 +1,231 @@
+"""``portscope audit``: every server socket judged by rules, and compared with a baseline.
+
+- ``audit()`` takes an inventory (a listener snapshot with every owner), reads the facts about
+  each holding program's executable, runs the rules of ``audit.rules``, compares two kernel
+  views for hidden sockets, with ``deep`` probes every port by binding it, and with a baseline
+  reports new, changed and gone listeners.
+- ``write_baseline()`` records today's listeners by identity (``audit.baseline``).
+
+Exit codes are the CLI's business: this package returns findings and raises
+``BaselineError``, ``BackendError``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from .. import ownership, services
+from ..errors import BackendUnavailable
+from ..filters import SocketFilter
+from ..ports import host_port_ranges
+from ..snapshot import take_snapshot
+from ..types import Owner, Snapshot, Socket
+from . import baseline as baseline_mod
+from . import facts, rules
+from .baseline import Baseline
+from .rules import RULES, AuditContext, Finding, Listener, Severity
+
+__all__ = ["AuditReport", "Baseline", "Finding", "Listener", "RULES", "Severity", "audit",
+           "inventory", "write_baseline"]
+
+#: Extra comparisons of the two kernel views before a difference counts as hidden (churn
+#: between dumps disappears in the next round).
+RECHECK_ROUNDS = 2
+#: Trial-bind sweeps (the first over every port, then over the candidates only).
+PROBE_ROUNDS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """The result of ``audit()``.
+
+    Attributes:
+        findings: most severe first, then by port.
+        listeners: the server sockets judged (one per holding program).
+        taken_at: when the inventory was taken (aware UTC).
+        hostname: this host's name.
+        complete: False when some holders could not be read (see ``warnings``).
+        warnings: one line each, for people.
+        unverified: listeners compared with the baseline without their program's identity.
+    """
+
+    findings: tuple[Finding, ...]
+    listeners: tuple[Listener, ...]
+    taken_at: datetime
+    hostname: str
+    complete: bool
+    warnings: tuple[str, ...]
+    unverified: int = 0
+
+    def at_least(self, severity: Severity) -> tuple[Finding, ...]:
+        """The findings of ``severity`` or worse."""
+        return tuple(f for f in self.findings if f.severity.rank >= severity.rank)
+
+
+def listeners_of(sock: Socket, inspector: facts.ExeInspector) -> list[Listener]:
+    """The ``Listener`` records of one socket: one per holding program (executable, name,
+    uid), or one without a program when no holder is visible."""
+    if not sock.owners:
+        return [Listener(sock, None, None, (), ownership.user_name(sock.uid))]
+    groups: dict[tuple, list[Owner]] = {}
+    for owner in sock.owners:
+        p = owner.process
+        groups.setdefault((p.exe, p.name, p.uid), []).append(owner)
+    out = []
+    for owners in groups.values():
+        process = owners[0].process
+        out.append(Listener(sock, process, inspector.facts(process.pid, process.exe),
+                            tuple(sorted({o.pid for o in owners})), process.user,
+                            first=not out))
+    return out
+
+
+def inventory(inspector: facts.ExeInspector | None = None
+              ) -> tuple[Snapshot, list[Listener]]:
+    """Today's server sockets with their programs' executable facts.
+
+    Returns:
+        ``(listener snapshot, listeners)``: the snapshot's server sockets (``is_server_socket``)
+        as ``Listener`` records, in socket order.
+    Raises:
+        BackendError: the socket dump failed.
+    """
+    inspector = inspector or facts.ExeInspector()
+    snapshot = take_snapshot(SocketFilter.listeners())
+    ranges = host_port_ranges()
+    listeners = [l for s in snapshot.sockets if rules.is_server_socket(s, ranges)
+                 for l in listeners_of(s, inspector)]
+    return snapshot, listeners
+
+
+def _netns_key(snapshot: Snapshot) -> int | None:
+    """The namespace inode to record in baselines: None for PID 1's namespace or unknown."""
+    netns = snapshot.namespaces[0].inode if snapshot.namespaces else None
+    return netns if facts.is_initial_netns(netns) is False else None
+
+
+def _hidden_socket_findings(netns: int | None, inspector: facts.ExeInspector,
+                            warnings: list[str]) -> list[Finding]:
+    """Compare the netlink and /proc/net views, re-checking differences (see
+    ``rules.hidden_sockets``), and describe the sockets one of them keeps hiding."""
+    candidates = None
+    try:
+        for _ in range(1 + RECHECK_ROUNDS):
+            first, first_warnings = facts.kernel_view("netlink", netns)
+            second, second_warnings = facts.kernel_view("procfs", netns)
+            candidates = rules.hidden_sockets(candidates, first, second)
+            if not any(candidates):
+                return []
+    except BackendUnavailable as exc:
+        warnings.append(f"hidden-socket rule skipped: {exc}")
+        return []
+    warnings.extend(first_warnings + second_warnings)
+    only_netlink, only_procfs = (list(c.values()) for c in candidates)
+    owners = facts.owners_of_inodes(s.inode for s in only_netlink + only_procfs)
+    findings = []
+    for sock, shown_in in [(s, "netlink") for s in only_netlink] + \
+                          [(s, "procfs") for s in only_procfs]:
+        l = listeners_of(sock._replace(owners=owners.get(sock.inode)), inspector)[0]
+        proc_file = f"/proc/net/{sock.proto}{'6' if sock.family == 'ipv6' else ''}"
+        names = {"netlink": "netlink (ss)", "procfs": f"{proc_file} (netstat)"}
+        hidden_from = "procfs" if shown_in == "netlink" else "netlink"
+        findings.append(rules.hidden_socket(l, names[shown_in], names[hidden_from],
+                                            1 + RECHECK_ROUNDS))
+    return findings
+
+
+def _hidden_port_findings(netns: int | None, warnings: list[str]) -> list[Finding]:
+    """Trial-bind every port; re-probe the refusals no visible socket explains."""
+    refused, denied = facts.refused_binds()
+    if denied:
+        warnings.append(f"--deep: {denied} trial bind(s) were denied (ports below "
+                        "ip_unprivileged_port_start need root) and not judged")
+    visible, _ = facts.kernel_view("netlink", netns)
+    candidates = rules.unexplained_refusals(refused, visible)
+    for _ in range(PROBE_ROUNDS - 1):
+        if not candidates:
+            break
+        refused, _ = facts.refused_binds(sorted(candidates))
+        visible, _ = facts.kernel_view("netlink", netns)
+        candidates &= rules.unexplained_refusals(refused, visible)
+    return [rules.hidden_port(r, PROBE_ROUNDS) for r in sorted(candidates)]
+
+
+def audit(*, baseline: Baseline | None = None, deep: bool = False,
+          expected_programs: Mapping[tuple[int, str], Collection[str]] | None = None,
+          skip: Collection[str] = ()) -> AuditReport:
+    """Audit the caller's network namespace.
+
+    Args:
+        baseline: compare with these expected listeners (``baseline.load()``).
+        deep: also trial-bind every port (``hidden-port``; takes seconds, see
+            ``facts.refused_binds``).
+        expected_programs: ``(port, proto)`` -> program names, replacing the entries of
+            ``rules.EXPECTED_PROGRAMS`` for those ports (an empty collection turns the check
+            off for that port).
+        skip: rule ids not to run.
+    Returns:
+        an ``AuditReport``.
+    Raises:
+        ValueError: an unknown rule id in ``skip``.
+        BackendError: a socket dump failed.
+    Privileges: as root every holder and executable is read; otherwise other users' programs
+    are unknown (``complete`` is False) and their rules cannot fire.
+    """
+    unknown = sorted(set(skip) - rules.RULE_BY_ID.keys())
+    if unknown:
+        raise ValueError(f"unknown rule {unknown[0]!r}")
+    inspector = facts.ExeInspector()
+    snapshot, listeners = inventory(inspector)
+    warnings = list(snapshot.warnings)
+    expected = {**rules.EXPECTED_PROGRAMS,
+                **{key: frozenset(names) for key, names in (expected_programs or {}).items()}}
+    ctx = AuditContext(host_port_ranges(), expected, services.is_unauthorized_use)
+    comparison = None
+    if baseline is not None:
+        comparison = baseline_mod.compare(baseline, listeners, _netns_key(snapshot))
+    findings = rules.evaluate(listeners, ctx, skip=skip,
+                              accepted=comparison.accepted if comparison else ())
+    netns = snapshot.namespaces[0].inode if snapshot.namespaces else None
+    if "hidden-socket" not in skip:
+        findings += _hidden_socket_findings(netns, inspector, warnings)
+    if deep and "hidden-port" not in skip:
+        findings += _hidden_port_findings(netns, warnings)
+    if comparison is not None:
+        findings += [f for f in comparison.findings if f.rule not in skip]
+    findings.sort(key=lambda f: (-f.severity.rank, f.port or 0, f.proto or "", f.address or "",
+                                 f.rule, f.pid or 0))
+    return AuditReport(tuple(findings), tuple(listeners), snapshot.taken_at, snapshot.hostname,
+                       snapshot.complete, tuple(warnings),
+                       comparison.unverified if comparison else 0)
+
+
+def write_baseline(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Record today's listeners as a baseline file at ``path`` (atomically, see
+    ``baseline.save``).
+
+    Returns:
+        ``(entries written, entries without a program identity)``: listeners whose program
+        could not be read are recorded by protocol, port and address only.
+    Raises:
+        BaselineError: the file could not be written (an existing one is left as it was).
+        BackendError: the socket dump failed.
+    """
+    snapshot, listeners = inventory()
+    netns = _netns_key(snapshot)
+    recorded = []
+    for l in listeners:
+        note = None
+        if l.process is not None:
+            note = l.process.name or ""
+            if l.process.unit:
+                note += f" ({l.process.unit})"
+        recorded.append((baseline_mod.identity(l, netns), note))
+    text = baseline_mod.render(recorded, host=snapshot.hostname,
+                               when=snapshot.taken_at.isoformat(timespec="seconds"))
+    baseline_mod.save(path, text)
+    idents = {ident for ident, _ in recorded}
+    return len(idents), sum(1 for i in idents if not i.verified)

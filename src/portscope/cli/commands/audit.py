@@ -1,0 +1,191 @@
+"""``portscope audit``: every listener judged by security rules and, optionally, a baseline.
+
+Exit codes: 0 no finding at or above ``--fail-on`` (and ``--write-baseline`` wrote the file),
+1 findings at or above it, 2 usage error, 3 unreadable or invalid baseline, backend failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ...errors import InvalidInput
+from ...ports import parse_port
+from ...render import jsonfmt
+from ...render.columns import endpoint_text, safe
+from ...snapshot import PRIVILEGE_HINT
+from .. import common
+
+SEVERITIES = ("low", "medium", "high")
+
+
+def parse_expect(text: str) -> list[tuple[tuple[int, str], frozenset[str]]]:
+    """``--expect PORT[/PROTO]=NAME[,NAME...]``: the programs allowed on a well-known port
+    (both protocols without ``/PROTO``; nothing after ``=`` turns the check off there)."""
+    target, sep, names_text = text.partition("=")
+    port_text, slash, proto = target.partition("/")
+    if not sep:
+        raise InvalidInput(f"invalid --expect {text!r}: expected PORT[/PROTO]=NAME[,NAME]")
+    port = parse_port(port_text)
+    protos = (proto,) if slash else ("tcp", "udp")
+    if any(p not in ("tcp", "udp") for p in protos):
+        raise InvalidInput(f"invalid --expect {text!r}: protocol must be tcp or udp")
+    names = names_text.split(",")
+    if names_text and not all(names):
+        raise InvalidInput(f"invalid --expect {text!r}: empty program name")
+    allowed = frozenset(names) if names_text else frozenset()
+    return [((port, p), allowed) for p in protos]
+
+
+def parse_rule(text: str) -> str:
+    """``--skip RULE``: a rule id of ``portscope audit --list-rules``."""
+    from ...audit.rules import RULE_BY_ID
+    if text not in RULE_BY_ID:
+        raise InvalidInput(f"unknown rule {text!r}: see portscope audit --list-rules")
+    return text
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "audit", help="judge every listener with security rules and a baseline (CI exit code)",
+        description="Judge every server socket (TCP LISTEN and BOUND_INACTIVE, bound UDP "
+                    "servers) with rules that have stable ids and severities: exposure, "
+                    "deleted or temporary executables, listening shells and interpreters, "
+                    "masquerading process names, unexpected programs on well-known ports, "
+                    "ports with reported unauthorized use, ephemeral-range listeners, and "
+                    "sockets hidden from one kernel view. Exit 1 when a finding reaches "
+                    "--fail-on, 0 otherwise; 3 for an unreadable baseline.")
+    base = parser.add_argument_group("baseline")
+    which = base.add_mutually_exclusive_group()
+    which.add_argument("--baseline", metavar="FILE",
+                       help="report listeners that are new (high), changed (high) or gone "
+                            "(low) against this TOML baseline")
+    which.add_argument("--write-baseline", metavar="FILE",
+                       help="record today's listeners by identity (exe, sha256, user, proto, "
+                            "port, scope) to FILE, atomically, and exit 0")
+    rules = parser.add_argument_group("rules")
+    rules.add_argument("--fail-on", choices=SEVERITIES, default="high",
+                       help="lowest severity that makes the exit code 1 (default: high)")
+    rules.add_argument("--deep", action="store_true",
+                       help="also trial-bind every port to find ports held by sockets that no "
+                            "kernel view shows (a few seconds)")
+    rules.add_argument("--expect", type=parse_expect, action="append", default=[],
+                       metavar="PORT[/PROTO]=NAME[,NAME]",
+                       help="programs allowed on a well-known port, replacing the built-in map "
+                            "for it (repeatable; e.g. 22/tcp=sshd,dropbear)")
+    rules.add_argument("--skip", type=parse_rule, action="append", default=[], metavar="RULE",
+                       help="do not run this rule (repeatable)")
+    rules.add_argument("--list-rules", action="store_true",
+                       help="list the rules with their ids, severities and fixes, and exit")
+    common.add_output_options(parser, csv=False)
+    parser.add_argument("--sarif", action="store_true",
+                        help="SARIF 2.1.0 on stdout, for CI code-scanning dashboards")
+    parser.set_defaults(run=run)
+
+
+def _text(value: object) -> str:
+    """Display text for a terminal: bytes that are not UTF-8 as ``\\xNN``, control
+    characters escaped."""
+    text = "-" if value is None else str(value)
+    return safe(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def _write_table(headers, rows, aligns, *, header: bool, title: str | None = None) -> None:
+    out = sys.stdout
+    if common.use_table(out, len(rows)):
+        from ...render import table
+        table.write_table(out, headers, rows, aligns, header=header, title=title)
+    else:
+        from ...render import text
+        if title:
+            out.write(f"{title}\n")
+        text.write_rows(out, headers, rows, aligns, header=header)
+
+
+def _list_rules(args: argparse.Namespace) -> int:
+    from ...audit.rules import RULES
+    if args.json:
+        print(json.dumps({"schema_version": jsonfmt.SCHEMA_VERSION, "rules": [
+            {"id": r.id, "severity": r.severity.value, "title": r.title, "fix": r.fix,
+             "baselinable": r.baselinable} for r in RULES]}, indent=2))
+        return 0
+    _write_table(("Rule", "Severity", "Flags"),
+                 [[r.id, r.severity.value, r.title] for r in RULES],
+                 ("left", "left", "left"), header=not args.no_header)
+    return 0
+
+
+def _write_findings(args: argparse.Namespace, report) -> None:
+    headers = ("Rule", "Proto", "Local Address:Port", "PID", "Program", "User", "Finding")
+    aligns = ("left", "left", "left", "right", "left", "left", "left")
+    first = True
+    for severity in reversed(SEVERITIES):
+        group = [f for f in report.findings if f.severity.value == severity]
+        if not group:
+            continue
+        if not first:
+            sys.stdout.write("\n")
+        first = False
+        rows = [[f.rule, _text(f.proto),
+                 endpoint_text(f.address or "*", f.port) if f.proto else "-",
+                 _text(f.pid), _text(f.exe), _text(f.user), _text(f.message)] for f in group]
+        _write_table(headers, rows, aligns, header=not args.no_header,
+                     title=f"{severity.upper()} ({len(group)})")
+    fixes = dict.fromkeys((f.rule, f.fix) for f in report.findings)
+    if fixes:
+        sys.stdout.write("\nfix:\n")
+        for rule, fix in fixes:
+            sys.stdout.write(f"  {rule}: {_text(fix)}\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ... import __version__, audit
+    from ...audit import baseline as baseline_file
+    from ...audit import sarif
+    from ...audit.rules import Severity
+    if args.list_rules:
+        return _list_rules(args)
+    if args.json and args.sarif:
+        raise InvalidInput("--json and --sarif exclude each other")
+    if args.write_baseline is not None:
+        if args.json or args.sarif or args.deep:
+            raise InvalidInput("--write-baseline records listeners; it takes no --json, "
+                               "--sarif or --deep")
+        written, anonymous = audit.write_baseline(args.write_baseline)
+        common.warn(f"wrote baseline {args.write_baseline}: {written} listener(s)")
+        if anonymous:
+            who = "even as root" if os.geteuid() == 0 else f"({PRIVILEGE_HINT})"
+            common.warn(f"{anonymous} of them recorded by port and address only: their "
+                        f"program could not be read {who}")
+        return 0
+    loaded = baseline_file.load(args.baseline) if args.baseline is not None else None
+    expected = dict(pair for pairs in args.expect for pair in pairs)
+    report = audit.audit(baseline=loaded, deep=args.deep, expected_programs=expected,
+                         skip=args.skip)
+    for message in report.warnings:
+        common.warn(message)
+    if report.unverified:
+        common.warn(f"{report.unverified} listener(s) compared with the baseline by port and "
+                    "address only: their program could not be read")
+    if args.sarif:
+        log = sarif.sarif_log(report.findings, version=__version__,
+                                    hostname=report.hostname, baseline_path=args.baseline)
+        print(json.dumps(log, indent=2))
+    elif args.json:
+        print(json.dumps({
+            "schema_version": jsonfmt.SCHEMA_VERSION,
+            "taken_at": report.taken_at.isoformat(), "hostname": report.hostname,
+            "complete": report.complete, "warnings": list(report.warnings),
+            "baseline": args.baseline, "fail_on": args.fail_on,
+            "listeners": len(report.listeners),
+            "findings": [jsonfmt.jsonable(f) for f in report.findings]}, indent=2))
+    else:
+        _write_findings(args, report)
+    failing = report.at_least(Severity(args.fail_on))
+    counts = ", ".join(f"{sum(1 for f in report.findings if f.severity.value == s)} {s}"
+                       for s in reversed(SEVERITIES))
+    common.warn(f"audited {len(report.listeners)} listener(s): {len(report.findings)} "
+                f"finding(s) ({counts}); {len(failing)} at or above --fail-on {args.fail_on}")
+    return 1 if failing else 0
