@@ -107,8 +107,9 @@ def _strip_zone(address: str) -> str:
 def address_covers(sock: Socket, address: str) -> bool:
     """True when ``sock``'s local address is ``address`` or a wildcard that receives for it.
 
-    ``0.0.0.0`` covers every IPv4 address; ``::`` covers every IPv6 address and, when the
-    socket is not v6only, every IPv4 address too (IPv4-mapped ``::ffff:a.b.c.d`` is IPv4).
+    ``0.0.0.0`` covers every IPv4 address; ``::`` covers every IPv6 address and, unless the
+    socket is known to be v6only, every IPv4 address too (IPv4-mapped ``::ffff:a.b.c.d`` is
+    IPv4; a backend that cannot tell v6only, such as ``/proc/net``, gets the benefit of doubt).
     """
     want = ipaddress.ip_address(_strip_zone(address))
     if want.version == 6 and want.ipv4_mapped is not None:
@@ -122,4 +123,4 @@ def address_covers(sock: Socket, address: str) -> bool:
         return False
     if have.version == want.version:
         return True
-    return have.version == 6 and want.version == 4 and sock.v6only is False
+    return have.version == 6 and want.version == 4 and sock.v6only is not True

@@ -137,7 +137,7 @@ def write_listing(args: argparse.Namespace, meta: Snapshot | SnapshotStream,
     if use_table(out, len(first)):
         from ..render import table
         table.write_table(out, headers, [[get(s) for get in getters] for s in first], aligns,
-                          header=not args.no_header, sections=sections)
+                          header=not args.no_header)
         return
     from ..render import text
     text.write_rows(out, headers, ([get(s) for get in getters]

@@ -29,11 +29,9 @@ def run(args: argparse.Namespace) -> int:
                              backend=args.backend, owners=not args.no_owners)
     sockets = sorted(snapshot.sockets,
                      key=lambda s: (s.local.port or 0, s.proto, s.family, s.local.address))
-    sections = [i + 1 < len(sockets) and sockets[i + 1].local.port != s.local.port
-                for i, s in enumerate(sockets)]
     service = cols.service_column(services.service_name)
     columns = (cols.PROTO, cols.LOCAL, service, cols.STATE, cols.SCOPE) + (
         () if args.no_owners else (cols.PID, cols.PROCESS, cols.USER))
-    common.write_listing(args, snapshot, sockets, columns, sections=sections)
+    common.write_listing(args, snapshot, sockets, columns)
     common.report_warnings(snapshot)
     return 0
