@@ -111,7 +111,7 @@ def use_table(out: TextIO, rows: int) -> bool:
 
 def write_listing(args: argparse.Namespace, meta: Snapshot | SnapshotStream,
                   sockets: Iterable[Socket], columns: Sequence[cols.Column], *,
-                  sections: Sequence[bool] | None = None, extras: dict | None = None,
+                  extras: dict | None = None,
                   fields: dict | None = None) -> None:
     """Write sockets as JSON, CSV, a table (terminal) or plain text (pipe), per ``args``.
 
