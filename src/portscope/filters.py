@@ -6,7 +6,6 @@ netlink backend; the rest (port ranges, local address, process predicates) is ap
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from .types import LISTENER_STATES, Family, Owner, Proto, Socket, State
@@ -111,6 +110,7 @@ def address_covers(sock: Socket, address: str) -> bool:
     socket is known to be v6only, every IPv4 address too (IPv4-mapped ``::ffff:a.b.c.d`` is
     IPv4; a backend that cannot tell v6only, such as ``/proc/net``, gets the benefit of doubt).
     """
+    import ipaddress      # 5 ms to import: only when an address is given
     want = ipaddress.ip_address(_strip_zone(address))
     if want.version == 6 and want.ipv4_mapped is not None:
         want = want.ipv4_mapped

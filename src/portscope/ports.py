@@ -12,7 +12,6 @@ dynamic range is assumed.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 from collections.abc import Callable
@@ -80,6 +79,7 @@ def parse_address(text: str) -> str:
         InvalidInput: not a valid IPv4/IPv6 literal (``127.1``, ``010.0.0.1``, host names), or
             an unknown zone.
     """
+    import ipaddress      # 5 ms to import: only when an address is given
     address, _, zone = text.partition("%")
     try:
         ip = ipaddress.ip_address(address)

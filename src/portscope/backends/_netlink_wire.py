@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
+from array import array
 
 NETLINK_INET_DIAG = 4          # == NETLINK_SOCK_DIAG
 NLM_F_REQUEST = 0x01
@@ -56,12 +58,10 @@ ATTRS_OFFSET = NLMSG_INET_DIAG_MSG.size          # 16 + 72 = 88
 
 NLATTR = struct.Struct("=HH")
 
-BSWAP16 = tuple(((p & 0xFF) << 8) | (p >> 8) for p in range(65536))
-
-
-def htons(port: int) -> int:
-    """A port in the byte order ``idiag_sport`` expects when read as a native u16."""
-    return BSWAP16[port]
+# index: a u16 as read natively -> its value in network order (built in C: 0.3 ms at import)
+BSWAP16 = array("H", range(65536))
+if sys.byteorder == "little":
+    BSWAP16.byteswap()
 
 
 def states_mask(states) -> int:
