@@ -54,7 +54,7 @@ MAX_FILE_BYTES = 4 << 20                       # 4 MiB: about 20,000 entries
 _PROTOS = ("tcp", "udp")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CONTAINER_RE = re.compile(r"[0-9a-f]{12,64}")
-_HEADER_RE = re.compile(r"^\s*\[\[\s*listener\s*\]\]", re.MULTILINE)
+_HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*listener[ \t]*\]\]", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
