@@ -124,14 +124,6 @@ class OwnerIndex:
         return (tuple.__new__(Owner, (pid, self._fds[i], info)),)
 
 
-def current_netns() -> int | None:
-    """Inode of the caller's network namespace (``/proc/self/ns/net``), None if unreadable."""
-    try:
-        return os.stat(f"{PROC}/self/ns/net").st_ino
-    except OSError:
-        return None
-
-
 def list_pids() -> list[int]:
     """Every PID visible in ``/proc`` (with ``hidepid``, only the caller's)."""
     return [int(name) for name in os.listdir(PROC) if name.isdigit()]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import socket as _socket
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 
-from . import backends, ownership
+from . import backends, namespaces, ownership
 from .filters import SocketFilter, address_covers
 from .types import (LISTENER_STATES, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Proto,
                     Snapshot, Socket, State)
@@ -31,7 +32,7 @@ class SnapshotStream:
     """
 
     def __init__(self, sockets: Iterator[Socket], flt: SocketFilter, taken_at: datetime,
-                 backend: str, warnings: list[str], netns: int | None,
+                 backend: str, warnings: list[str], covered: Sequence[NetNamespace],
                  unreadable_pids: int) -> None:
         self._sockets = sockets
         self._flt = flt
@@ -39,7 +40,7 @@ class SnapshotStream:
         self.hostname = _socket.gethostname()
         self.backend = backend
         self.warnings = warnings
-        self.namespaces = (NetNamespace(netns),) if netns is not None else ()
+        self.namespaces = tuple(covered)
         self.unreadable_pids = unreadable_pids
         self.missing_owners = 0
 
@@ -82,10 +83,11 @@ class SnapshotStream:
 
 
 def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
-                  owners: bool = True, workers: int | None = None) -> SnapshotStream:
+                  owners: bool = True, workers: int | None = None,
+                  netns: str | None = None) -> SnapshotStream:
     """Start a snapshot and return it as a stream of sockets (see ``take_snapshot``).
 
-    The socket dump and the fd scan happen here (the scan in forked workers while the kernel
+    The socket dumps and the fd scan happen here (the scan in forked workers while the kernel
     dumps); decoding and joining happen while the stream is iterated. Arguments, errors and
     privileges are those of ``take_snapshot``.
     """
@@ -93,36 +95,83 @@ def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
     taken_at = datetime.now(timezone.utc)
     name = backend or backends.default_backend()
     module = backends.load(name)
-    netns = ownership.current_netns()
+    entries = namespaces.select(netns)
+    namespaces.require_entry(entries)
     scan_owners = owners and not module.PROVIDES_OWNERS
     if workers is None:
         workers = ownership.default_workers()
     # A listener or single-port dump is cheap (under 1 ms to a few tens of ms): dump first and
     # scan only for its inodes. A full dump is not: scan in forked workers meanwhile, and
-    # decode the dump only once the owners are known.
+    # decode the dumps only once the owners are known.
     cheap = flt.single_port is not None or (flt.states is not None
                                               and flt.states <= LISTENER_STATES)
+    lazy = scan_owners and not cheap and hasattr(module, "collect")
+    pending = ownership.PendingScan(workers=workers) if lazy else None
+    warnings: list[str] = []
+    covered: list[NetNamespace] = []
+    dumps = []
+    for entry, result in zip(entries, _dump_each(module, entries, flt, lazy)):
+        if isinstance(result, FileNotFoundError):
+            continue             # the namespace ended since it was found: nothing to cover
+        if isinstance(result, OSError):
+            warnings.append(f"network namespace {_ns_label(entry.namespace)} could not be "
+                            f"read: {result.strerror or result}")
+            continue
+        part, part_warnings = result
+        dumps.append(part)
+        warnings.extend(part_warnings)
+        covered.append(entry.namespace)
     if not scan_owners:
-        sockets, warnings = module.dump(flt, netns=netns)
-        return SnapshotStream(iter(sockets), flt, taken_at, name, warnings, netns, 0)
-    if cheap or not hasattr(module, "collect"):
-        sockets, warnings = module.dump(flt, netns=netns)
+        stream: Iterator[Socket] = itertools.chain.from_iterable(dumps)
+        return SnapshotStream(stream, flt, taken_at, name, warnings, covered, 0)
+    if lazy:
+        scan = pending.result()
+        index = ownership.OwnerIndex(scan)
+        missing = _missing_reason(scan)
+        stream = itertools.chain.from_iterable(
+            module.decode(raw, index, missing, OwnerUnknown.KERNEL) for raw in dumps)
+    else:
+        sockets = [s for part in dumps for s in part]
         wanted = frozenset(s.inode for s in sockets if s.inode)
         scan = ownership.PendingScan(wanted=wanted, workers=workers if wanted else 0,
                                      pids=None if wanted else []).result()
         stream = _join(sockets, ownership.OwnerIndex(scan), _missing_reason(scan))
-    else:
-        pending = ownership.PendingScan(workers=workers)
-        raw, warnings = module.collect(flt, netns=netns)
-        scan = pending.result()
-        stream = module.decode(raw, ownership.OwnerIndex(scan), _missing_reason(scan), OwnerUnknown.KERNEL)
-    return SnapshotStream(stream, flt, taken_at, name, warnings, netns,
+    return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
                           len(set(scan.unreadable)))
 
 
+def _ns_label(ns: NetNamespace) -> str:
+    return f"{ns.name} ({ns.inode})" if ns.name else str(ns.inode)
+
+
+def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
+               lazy: bool) -> list:
+    """Per namespace: ``(raw dump or socket list, warnings)``, or the OSError that kept us out.
+
+    netlink dumps each namespace from inside it (``setns`` in a worker thread); ``/proc/net``
+    is read through ``/proc/PID/net`` of a process living there; psutil sees only the
+    caller's namespace.
+    """
+    own = namespaces.own_inode()
+    if module.NAME == "netlink":
+        work = module.collect if lazy else module.dump
+        return namespaces.run_in(entries, lambda e: work(flt, netns=e.namespace.inode))
+    results = []
+    for entry in entries:
+        inode = entry.namespace.inode
+        if inode == own:
+            results.append(module.dump(flt, netns=inode))
+        elif module.NAME == "procfs" and entry.pid is not None:
+            results.append(module.dump(flt, netns=inode, proc_root=f"/proc/{entry.pid}"))
+        else:
+            results.append(OSError(f"the {module.NAME} backend reads only this namespace"))
+    return results
+
+
 def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
-                  owners: bool = True, workers: int | None = None) -> Snapshot:
-    """Take a snapshot of the caller's network namespace: sockets and every process holding them.
+                  owners: bool = True, workers: int | None = None,
+                  netns: str | None = None) -> Snapshot:
+    """Take a snapshot: sockets and every process holding them.
 
     Args:
         flt: which sockets (default: every TCP and UDP socket of IPv4 and IPv6).
@@ -131,17 +180,22 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
         owners: False skips the ``/proc/*/fd`` scan (sockets then have no owners and
             ``owner_unknown`` None).
         workers: forked fd-scan workers (default: one per CPU, up to 2; 0 scans in-process).
+        netns: which network namespaces: None or ``"host"`` (the caller's own), ``"all"``,
+            a name (``ip netns``, Docker) or a PID; one fd scan serves them all, and each
+            socket carries its namespace inode in ``netns``.
     Returns:
         a ``Snapshot``; ``complete`` is False when some processes' descriptors could not be read,
         and those sockets carry ``owner_unknown="permission"``.
     Raises:
-        ValueError: unknown backend.
+        ValueError: unknown backend; InvalidInput: unknown namespace name or PID.
         BackendUnavailable: the backend cannot run here.
         BackendError: the kernel interface failed.
+        AccessDenied: other namespaces were asked for without CAP_SYS_ADMIN.
     Privileges: sockets are visible to every user; owners only for processes whose
-    ``/proc/PID/fd`` the caller may read (root, or the same user for dumpable processes).
+    ``/proc/PID/fd`` the caller may read (root, or the same user for dumpable processes);
+    entering other network namespaces needs CAP_SYS_ADMIN.
     """
-    stream = open_snapshot(flt, backend=backend, owners=owners, workers=workers)
+    stream = open_snapshot(flt, backend=backend, owners=owners, workers=workers, netns=netns)
     return stream.to_snapshot(list(stream))
 
 

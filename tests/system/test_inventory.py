@@ -92,7 +92,7 @@ def test_time_wait_is_kept_as_kernel_held(holder, cli):
     (tw,) = on_port(port)
     assert tw.state is State.TIME_WAIT and tw.inode == 0
     assert tw.owners == () and tw.owner_unknown is OwnerUnknown.KERNEL
-    result = cli(str(port), "-t", "--json")
+    result = cli(str(port), "-t", "--json", "--netns", "host")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert [s["owner_unknown"] for s in doc["sockets"]] == ["kernel"]
@@ -121,7 +121,7 @@ def test_accepted_connections_counted_for_listener(holder, cli):
             c = socket.create_connection(l.getsockname()); pairs.append((c, l.accept()[0]))
         ready(port=l.getsockname()[1])
     """)
-    result = cli(str(h.info["port"]), "-t", "--json")
+    result = cli(str(h.info["port"]), "-t", "--json", "--netns", "host")
     assert result.returncode == 0
     doc = json.loads(result.stdout)
     (listener,) = [s for s in doc["sockets"] if s["state"] == "LISTEN"]
@@ -136,7 +136,7 @@ def test_root_listener_seen_unprivileged(holder, cli):
         s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); ready(port=s.getsockname()[1])
     """)
     port = str(h.info["port"])
-    result = cli(port, "-t", "--json", user="nobody")
+    result = cli(port, "-t", "--json", "--netns", "host", user="nobody")
     assert result.returncode == 0, result.stderr
     (sock,) = json.loads(result.stdout)["sockets"]
     assert sock["owners"] == [] and sock["owner_unknown"] == "permission"
@@ -199,7 +199,7 @@ def test_no_owners_skips_scan_and_keeps_rows(holder, cli):
     h = holder("""
         s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); ready(port=s.getsockname()[1])
     """)
-    result = cli("list", "-l", "-n", "--json")
+    result = cli("list", "-l", "-n", "--json", "--netns", "host")
     sock = [s for s in json.loads(result.stdout)["sockets"]
             if s["local"]["port"] == h.info["port"]]
     assert len(sock) == 1 and sock[0]["owners"] == [] and sock[0]["owner_unknown"] is None
@@ -209,7 +209,8 @@ def test_list_filters_by_pid_process_user(holder, cli):
     h = holder("""
         s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); ready(port=s.getsockname()[1])
     """)
-    by_pid = json.loads(cli("list", "-a", "--pid", str(h.pid), "--json").stdout)["sockets"]
+    by_pid = json.loads(cli("list", "-a", "--pid", str(h.pid), "--json", "--netns",
+                            "host").stdout)["sockets"]
     assert [s["local"]["port"] for s in by_pid] == [h.info["port"]]
     name = by_pid[0]["owners"][0]["process"]["name"]
     by_name = json.loads(cli("list", "-l", "--process", name, "--json").stdout)["sockets"]

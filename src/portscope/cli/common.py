@@ -39,6 +39,23 @@ def add_socket_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
     group.add_argument("--backend", choices=backends.BACKENDS,
                        help="socket source (default: netlink on Linux, psutil elsewhere)")
+    group.add_argument("--netns", metavar="all|host|NAME|PID",
+                       help="network namespaces to cover (default: all when this user may "
+                            "enter them, else this one)")
+
+
+def netns_choice(args: argparse.Namespace) -> str:
+    """The ``--netns`` value, or the default: every namespace when the caller may enter them
+    (CAP_SYS_ADMIN), else its own; the fallback is said on stderr when others exist."""
+    if args.netns:
+        return args.netns
+    from .. import namespaces
+    if namespaces.may_enter():
+        return "all"
+    if len(namespaces.discover()) > 1:
+        warn("showing this network namespace only: entering the others needs root "
+             "(CAP_SYS_ADMIN)")
+    return "host"
 
 
 def protos_families(args: argparse.Namespace) -> tuple[frozenset, frozenset]:
@@ -123,6 +140,8 @@ def write_listing(args: argparse.Namespace, meta: Snapshot | SnapshotStream,
         from ..render import jsonfmt
         jsonfmt.write_snapshot(out, meta, sockets, extras=extras, fields=fields)
         return
+    if len(meta.namespaces) > 1:
+        columns = (cols.netns_column(meta.namespaces), *columns)
     getters: list[Callable[[Socket], str]] = [c.get for c in columns]
     sockets = iter(sockets)
     if getattr(args, "csv", False):

@@ -7,10 +7,10 @@ lines, paths) is escaped with ``safe()`` so control characters never reach a ter
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..types import Socket
+from ..types import NetNamespace, Socket
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -83,6 +83,12 @@ def service_column(name_of: Callable[[int, str], str | None]) -> Column:
     """A ``Service`` column using ``name_of(port, proto)`` (the registry lookup)."""
     return Column("service", "Service",
                   lambda s: (name_of(s.local.port, s.proto.value) or "") if s.local.port else "")
+
+
+def netns_column(namespaces: Sequence[NetNamespace]) -> Column:
+    """A ``Netns`` column: the namespace's name, else its inode."""
+    names = {ns.inode: ns.name or str(ns.inode) for ns in namespaces}
+    return Column("netns", "Netns", lambda s: names.get(s.netns, str(s.netns or "")))
 
 
 LIST_COLUMNS = (PROTO, STATE, RECV_Q, SEND_Q, LOCAL, REMOTE, PID, PROCESS, USER)

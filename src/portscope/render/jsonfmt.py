@@ -107,7 +107,7 @@ def write_snapshot(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterab
     """
     head = {"schema_version": SCHEMA_VERSION, "taken_at": meta.taken_at.isoformat(),
             "hostname": meta.hostname, "backend": meta.backend,
-            "netns": [ns.inode for ns in meta.namespaces],
+            "namespaces": [{"inode": ns.inode, "name": ns.name} for ns in meta.namespaces],
             **(jsonable(dict(fields)) if fields else {})}
     out.write(json.dumps(head)[:-1] + ', "sockets": [')
     processes: dict[int, str] = {}

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     flt = SocketFilter(protos=protos, families=families, states=states, port_range=args.port,
                        pids=frozenset(args.pid) if args.pid else None, process=args.process,
                        uids=None if args.user is None else frozenset({args.user}))
-    stream = open_snapshot(flt, backend=args.backend, owners=not args.no_owners)
+    stream = open_snapshot(flt, backend=args.backend, owners=not args.no_owners,
+                           netns=common.netns_choice(args))
     columns = cols.NO_OWNER_COLUMNS if args.no_owners else cols.LIST_COLUMNS
     common.write_listing(args, stream, stream, columns)
     common.report_warnings(stream)

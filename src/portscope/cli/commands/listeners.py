@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from ... import services
     protos, families = common.protos_families(args)
     snapshot = take_snapshot(SocketFilter.listeners(protos=protos, families=families),
-                             backend=args.backend, owners=not args.no_owners)
+                             backend=args.backend, owners=not args.no_owners,
+                             netns=common.netns_choice(args))
     sockets = sorted(snapshot.sockets,
                      key=lambda s: (s.local.port or 0, s.proto, s.family, s.local.address))
     service = cols.service_column(services.service_name)

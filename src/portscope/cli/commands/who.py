@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     protos, families = common.protos_families(args)
     snapshot = take_snapshot(SocketFilter(protos=protos, families=families,
                                           port_range=(port, port), address=address),
-                             backend=args.backend, owners=not args.no_owners)
+                             backend=args.backend, owners=not args.no_owners,
+                             netns=common.netns_choice(args))
     # listeners first, then the rest in kernel order
     sockets = sorted(snapshot.sockets, key=lambda s: s.state not in LISTENER_STATES)
     accepted = {i: len(conns) for i, conns in accepted_connections(sockets).items()}

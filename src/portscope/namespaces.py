@@ -1,0 +1,229 @@
+"""Network namespaces: find them all, name them, and run work inside one.
+
+Sources: ``/proc/*/ns/net`` (every namespace that has a process, grouped by inode),
+``/run/netns/*`` (``ip netns``) and ``/var/run/docker/netns/*`` (named bind mounts), and the
+``nsfs`` mounts of ``/proc/self/mountinfo`` (namespaces kept alive by a mount with no process
+left). Namespace inodes are reused within minutes: nothing is cached across snapshots.
+
+Entering a namespace is ``setns(fd, CLONE_NEWNET)`` in a worker thread: it changes only that
+thread, and a netlink socket created there stays bound to the namespace. The thread then ends,
+so no thread of the caller is ever left in a foreign namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import AccessDenied, InvalidInput
+from .types import NetNamespace
+
+PROC = "/proc"
+NAMED_DIRS = ("/run/netns", "/var/run/docker/netns")
+CLONE_NEWNET = 0x40000000
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceEntry:
+    """A network namespace and a path that enters it.
+
+    Attributes:
+        namespace: inode and name (from a named bind mount, when there is one).
+        path: a file to ``open()`` and ``setns()`` into (``/run/netns/NAME``,
+            ``/proc/PID/ns/net`` or an nsfs mount point).
+        pid: a process living in it, when one was seen (for ``/proc/PID/net`` fallbacks).
+    """
+
+    namespace: NetNamespace
+    path: str
+    pid: int | None = None
+
+
+def own_inode() -> int | None:
+    """Inode of the caller's network namespace (``/proc/self/ns/net``), None if unreadable."""
+    try:
+        return os.stat(f"{PROC}/self/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _stat_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:          # gone, or not ours to see (EACCES on another user's process)
+        return None
+
+
+def _nsfs_mounts() -> list[str]:
+    paths = []
+    try:
+        with open(f"{PROC}/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split(" - ", 1)
+                if len(fields) == 2 and fields[1].startswith("nsfs "):
+                    mount_point = fields[0].split()[4].replace("\\040", " ")
+                    paths.append(mount_point)
+    except OSError:
+        pass                 # no /proc: nothing to add
+    return paths
+
+
+def discover() -> list[NamespaceEntry]:
+    """Every network namespace this caller can see, the caller's own first.
+
+    Returns:
+        one entry per namespace inode; named ones carry the bind mount's file name, and the
+        caller's own is named ``host`` unless a bind mount names it.
+    Privileges: another user's ``/proc/PID/ns/net`` is unreadable without root
+    (CAP_SYS_PTRACE), so an unprivileged caller sees only its own processes' namespaces and
+    the named ones.
+    """
+    found: dict[int, NamespaceEntry] = {}
+    own = own_inode()
+    if own is not None:
+        found[own] = NamespaceEntry(NetNamespace(own, "host"), f"{PROC}/self/ns/net",
+                                    os.getpid())
+    named: dict[int, tuple[str, str]] = {}
+    for directory in NAMED_DIRS:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue         # no such runtime here
+        for name in names:
+            path = os.path.join(directory, name)
+            inode = _stat_inode(path)
+            if inode is not None and inode not in named:
+                named[inode] = (name, path)
+    for path in _nsfs_mounts():
+        inode = _stat_inode(path)
+        if inode is not None and inode not in named:
+            named[inode] = (os.path.basename(path), path)
+    for entry in os.listdir(PROC):
+        if not entry.isdigit():
+            continue
+        path = f"{PROC}/{entry}/ns/net"
+        inode = _stat_inode(path)
+        if inode is not None and inode not in found:
+            found[inode] = NamespaceEntry(NetNamespace(inode), path, int(entry))
+    for inode, (name, path) in named.items():
+        known = found.get(inode)
+        pid = known.pid if known else None
+        found[inode] = NamespaceEntry(NetNamespace(inode, name), path, pid)
+    return list(found.values())
+
+
+def select(spec: str | None, entries: Sequence[NamespaceEntry] | None = None
+           ) -> list[NamespaceEntry]:
+    """The namespaces a ``--netns`` value names.
+
+    Args:
+        spec: ``"all"``, ``"host"`` (the caller's own), a name (``ip netns`` or Docker's), or a
+            PID (that process's namespace); None means ``"host"``.
+        entries: from ``discover()`` (discovered here when omitted).
+    Raises:
+        InvalidInput: no namespace has that name, or no such process.
+    """
+    if spec in (None, "host"):
+        own = own_inode()
+        return [NamespaceEntry(NetNamespace(own or 0, "host"), f"{PROC}/self/ns/net",
+                               os.getpid())]
+    entries = discover() if entries is None else entries
+    if spec == "all":
+        return list(entries)
+    if spec.isascii() and spec.isdigit():
+        inode = _stat_inode(f"{PROC}/{spec}/ns/net")
+        if inode is None:
+            raise InvalidInput(f"--netns {spec}: no such process (or its namespace is not "
+                               "readable)")
+        for entry in entries:
+            if entry.namespace.inode == inode:
+                return [entry]
+        return [NamespaceEntry(NetNamespace(inode), f"{PROC}/{spec}/ns/net", int(spec))]
+    for entry in entries:
+        if entry.namespace.name == spec:
+            return [entry]
+    raise InvalidInput(f"--netns {spec!r}: no network namespace of that name")
+
+
+def may_enter() -> bool:
+    """True when this caller may ``setns()`` into other network namespaces (CAP_SYS_ADMIN)."""
+    try:
+        with open(f"{PROC}/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 21))   # CAP_SYS_ADMIN
+    except OSError:
+        pass                 # not Linux
+    return os.geteuid() == 0
+
+
+def _setns(fd: int) -> None:
+    setns = getattr(os, "setns", None)               # Python 3.12+
+    if setns is not None:
+        setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def run_in(entries: Sequence[NamespaceEntry], work: Callable[[NamespaceEntry], T]
+           ) -> list[T | OSError]:
+    """Run ``work(entry)`` inside each namespace, in order, in one short-lived thread.
+
+    The caller's own namespace (``/proc/self/ns/net``) runs in the calling thread.
+
+    Returns:
+        per entry, ``work``'s result, or the ``OSError`` that kept the thread out of that
+        namespace (EPERM without CAP_SYS_ADMIN, ENOENT when it vanished).
+    Raises:
+        whatever ``work`` raises (re-raised in the caller).
+    """
+    own = own_inode()
+    results: list[T | OSError | None] = [None] * len(entries)
+    foreign = []
+    for i, entry in enumerate(entries):
+        if entry.namespace.inode == own:
+            results[i] = work(entry)
+        else:
+            foreign.append(i)
+    if not foreign:
+        return results
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for i in foreign:
+                try:
+                    fd = os.open(entries[i].path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        _setns(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:      # gone since discovery, or not permitted
+                    results[i] = exc
+                    continue
+                results[i] = work(entries[i])
+        except BaseException as exc:        # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name="portscope-netns")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return results
+
+
+def require_entry(entries: Sequence[NamespaceEntry]) -> None:
+    """Raise ``AccessDenied`` when foreign namespaces are asked for and cannot be entered."""
+    own = own_inode()
+    if any(e.namespace.inode != own for e in entries) and not may_enter():
+        raise AccessDenied("entering other network namespaces needs root (CAP_SYS_ADMIN)")

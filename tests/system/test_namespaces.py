@@ -1,0 +1,112 @@
+"""Network namespaces: listeners in named and unnamed namespaces, found, labelled, owned."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+import portscope
+from portscope import SocketFilter, State, ownership
+
+LISTENER = ("import socket, sys, time\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()\n")
+
+
+@pytest.fixture
+def named_netns():
+    """A fresh ``ip netns`` namespace with a listener started in it; removed afterwards."""
+    name = f"ps-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    proc = None
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        proc = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", LISTENER],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        port = int(proc.stdout.readline())
+        inode = os.stat(f"/run/netns/{name}").st_ino
+        yield name, inode, port, proc.pid
+    finally:
+        if proc:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.fixture
+def unnamed_netns():
+    """A listener in an ``unshare --net`` namespace that no bind mount names."""
+    proc = subprocess.Popen(["unshare", "--net", "--fork", "sh", "-c",
+                             f"ip link set lo up && exec {sys.executable} -c \"{LISTENER}\""],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_named_namespace_listener_found_with_owner_and_name(named_netns):
+    name, inode, port, _pid = named_netns
+    snap = portscope.take_snapshot(SocketFilter(port_range=(port, port)), netns="all")
+    ours = [s for s in snap.sockets if s.netns == inode]
+    assert len(ours) == 1 and ours[0].state is State.LISTEN
+    assert ours[0].owners and ours[0].owners[0].process.name.startswith("python")
+    assert {ns.name for ns in snap.namespaces if ns.inode == inode} == {name}
+    # the caller's own namespace does not see it
+    host = portscope.take_snapshot(SocketFilter(port_range=(port, port)))
+    assert all(s.netns != inode for s in host.sockets)
+    by_name = portscope.take_snapshot(SocketFilter(port_range=(port, port)), netns=name)
+    assert [s.netns for s in by_name.sockets] == [inode]
+
+
+def test_unnamed_namespace_found_through_its_process(unnamed_netns):
+    port = unnamed_netns
+    snap = portscope.take_snapshot(SocketFilter(port_range=(port, port)), netns="all")
+    foreign = [s for s in snap.sockets if s.netns != snap.namespaces[0].inode
+               and s.state is State.LISTEN]
+    assert len(foreign) >= 1
+    pid = foreign[0].owners[0].pid
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == foreign[0].netns
+    assert [s.netns for s in portscope.take_snapshot(
+        SocketFilter(port_range=(port, port)), netns=str(pid)).sockets] == [foreign[0].netns]
+
+
+def test_one_fd_scan_serves_every_namespace(named_netns, unnamed_netns, monkeypatch):
+    scans = []
+    real = ownership.PendingScan
+
+    def counting(*args, **kwargs):
+        scans.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ownership, "PendingScan", counting)
+    for flt in (SocketFilter(), SocketFilter.listeners()):
+        scans.clear()
+        snap = portscope.take_snapshot(flt, netns="all")
+        assert len(snap.namespaces) >= 3 and len(scans) == 1
+
+
+def test_cli_labels_namespaces_and_says_when_it_cannot_enter(named_netns, cli):
+    name, inode, port, _pid = named_netns
+    result = cli(str(port), "--netns", "all", "--json")
+    doc = json.loads(result.stdout)
+    assert {"inode": inode, "name": name} in doc["namespaces"]
+    assert any(s["netns"] == inode for s in doc["sockets"])
+    text = cli(str(port), "--netns", "all")
+    assert name in text.stdout
+    unprivileged = cli(str(port), user="nobody")
+    assert "this network namespace only" in unprivileged.stderr
+    denied = cli(str(port), "--netns", name, user="nobody")
+    assert denied.returncode == 4 and "CAP_SYS_ADMIN" in denied.stderr
+
+
+def test_unknown_namespace_is_a_usage_error(cli):
+    result = cli("--netns", "no-such-netns-xyz")
+    assert result.returncode == 2 and "no network namespace" in result.stderr
