@@ -1,0 +1,125 @@
+"""``portscope check [ADDR:]PORT``: could a new socket bind it? If not: which rule, which socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ...render import columns as cols
+from .. import common
+
+EPILOG = """\
+reason codes: in-use, wildcard-overlap, dual-stack-overlap, time-wait, bound-inactive,
+  reuseaddr-vs-listener, reuseaddr-not-inherited, reuseaddr-mismatch, reuseport-mismatch,
+  reuseport-other-user, privileged-port, address-not-available, zone-required, trial-failed
+warning codes: ephemeral-range, reserved-port, options-unknown, rules-trial-disagree,
+  owners-hidden
+exit: 0 bindable, 1 not bindable, 2 bad input
+"""
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "check", help="can ADDR:PORT be bound? which rule and socket block it",
+        description="Answer whether a new socket with these options could bind (TCP: bind and "
+                    "listen, as a server; UDP: bind) in this network namespace, by Linux's "
+                    "rules, naming the rule and every blocking socket with its holders, then "
+                    "confirm with a trial bind where that is safe. Without ADDR: every address "
+                    "(the IPv6 wildcard, dual-stack unless --v6only or net.ipv6.bindv6only=1, "
+                    "then 0.0.0.0 and [::] separately).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", metavar="[ADDR:]PORT",
+                        help="8080, 127.0.0.1:8080, [::1]:8080, [fe80::1%%eth0]:8080, https")
+    parser.add_argument("-u", "--udp", action="store_true", help="a UDP socket (default TCP)")
+    parser.add_argument("--reuseaddr", action="store_true", help="the new socket sets "
+                        "SO_REUSEADDR")
+    parser.add_argument("--reuseport", action="store_true", help="the new socket sets "
+                        "SO_REUSEPORT")
+    v6 = parser.add_mutually_exclusive_group()
+    v6.add_argument("--v6only", dest="v6only", action="store_const", const=True,
+                    help="an IPv6 wildcard sets IPV6_V6ONLY")
+    v6.add_argument("--dual-stack", dest="v6only", action="store_const", const=False,
+                    help="an IPv6 wildcard also covers IPv4 (IPV6_V6ONLY off)")
+    parser.add_argument("--user", metavar="USER", help="evaluate as this user (name or uid): "
+                        "SO_REUSEPORT's uid rule, privileged ports; the trial bind runs as "
+                        "USER only when the caller is root")
+    parser.add_argument("--no-trial", action="store_true", help="rules only, no trial bind")
+    common.add_output_options(parser, csv=False)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ... import services
+    from ...bindcheck import check_bind
+    from ...ports import parse_endpoint
+    address, port = parse_endpoint(args.target, services.resolve_service)
+    uid = common.parse_user(args.user) if args.user is not None else None
+    diagnosis = check_bind(port, address, proto="udp" if args.udp else "tcp",
+                           reuseaddr=args.reuseaddr, reuseport=args.reuseport,
+                           v6only=args.v6only, uid=uid, trial=not args.no_trial)
+    if args.json:
+        print(json.dumps(diagnosis_json(diagnosis, address), indent=2))
+    else:
+        write_diagnosis(args, diagnosis)
+    return 0 if diagnosis.bindable else 1
+
+
+def diagnosis_json(diagnosis, address: str | None) -> dict:
+    """A ``BindDiagnosis`` as the JSON document of ``check --json``: ``bindable``, ``errno``,
+    ``reasons``, ``warnings``, ``blockers`` (inventory socket objects plus their ``reasons``
+    codes), and the query, binds, trial and fixes."""
+    from ...render import jsonfmt
+    processes: dict = {}
+    addresses: dict = {}
+    blockers = [json.loads(jsonfmt.socket_json(s, processes, addresses, {"reasons": list(c)}))
+                for s, c in zip(diagnosis.blockers, diagnosis.blocker_codes)]
+    return {
+        "schema_version": jsonfmt.SCHEMA_VERSION,
+        "query": {"address": address, "port": diagnosis.port, "proto": diagnosis.proto.value,
+                  "uid": diagnosis.uid, "netns": diagnosis.netns},
+        "binds": list(diagnosis.binds),
+        "bindable": diagnosis.bindable,
+        "errno": diagnosis.errno,
+        "rules_errno": diagnosis.rules_errno,
+        "reasons": jsonfmt.jsonable(diagnosis.reasons),
+        "warnings": jsonfmt.jsonable(diagnosis.warnings),
+        "blockers": blockers,
+        "trial": jsonfmt.jsonable(diagnosis.trial),
+        "fixes": list(diagnosis.fixes),
+        "complete": diagnosis.complete,
+    }
+
+
+def write_diagnosis(args: argparse.Namespace, diagnosis) -> None:
+    """The human form: verdict line, reasons, blocking sockets, warnings, trial, fixes."""
+    from ...ownership import user_name
+    out = sys.stdout
+    binds = " and ".join(diagnosis.binds)
+    verdict = "bindable" if diagnosis.bindable else f"NOT bindable ({diagnosis.errno})"
+    out.write(f"{binds} {diagnosis.proto.value} as {user_name(diagnosis.uid)}: {verdict}\n")
+    if diagnosis.reasons:
+        out.write("reasons:\n")
+        for reason in diagnosis.reasons:
+            out.write(f"  {reason.code}: {cols.safe(reason.message)}\n")
+    if diagnosis.blockers:
+        out.write("blocking sockets:\n")
+        out.flush()
+        from ...render import text
+        columns = (cols.PROTO, cols.STATE, cols.LOCAL, cols.REMOTE, cols.PID, cols.PROCESS,
+                   cols.USER)
+        rows = ([c.get(s) for c in columns] for s in diagnosis.blockers)
+        text.write_rows(out, [c.header for c in columns], rows, [c.align for c in columns],
+                        header=not args.no_header)
+    for warning in diagnosis.warnings:
+        out.write(f"warning: {warning.code}: {cols.safe(warning.message)}\n")
+    trial = diagnosis.trial
+    if trial.performed:
+        step = "bind and listen" if trial.listened else "bind"
+        outcome = trial.errno or "succeeded"
+        note = f" ({trial.note})" if trial.note else ""
+        out.write(f"trial: {step} {outcome}{note}\n")
+    else:
+        out.write(f"trial: skipped ({trial.note}); the answer rests on the rules\n")
+    for fix in diagnosis.fixes:
+        out.write(f"fix: {fix}\n")
