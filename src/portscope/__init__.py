@@ -9,13 +9,13 @@ from .errors import (AccessDenied, BackendError, BackendUnavailable, BaselineErr
                      InvalidInput, KillRefused, PidReused, PortscopeError, ProcessGone)
 from .filters import SocketFilter
 from .snapshot import listeners, owners_of, sockets, take_snapshot
-from .types import (Endpoint, Family, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Proto,
+from .types import (Container, Endpoint, Family, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Proto,
                     Snapshot, Socket, State)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AccessDenied", "BackendError", "BackendUnavailable", "BaselineError", "Endpoint", "Family",
+    "AccessDenied", "BackendError", "BackendUnavailable", "BaselineError", "Container", "Endpoint", "Family",
     "HistoryError", "InvalidInput", "KillRefused", "NetNamespace", "Owner", "OwnerUnknown",
     "PidReused", "PortscopeError", "ProcessGone", "ProcessInfo", "Proto", "Snapshot", "Socket",
     "SocketFilter", "State", "listeners", "owners_of", "sockets", "take_snapshot",

@@ -212,7 +212,7 @@ def _join(sockets: list[Socket], owners: ownership.OwnerIndex, missing: OwnerUnk
     for s in sockets:
         held = owners.get(s.inode) if s.inode else ()
         yield new(Socket, (*s[:11], held, None if held else (missing if s.inode else kernel),
-                           s[13]))
+                           *s[13:]))
 
 
 def sockets(flt: SocketFilter | None = None, **kwargs) -> tuple[Socket, ...]:

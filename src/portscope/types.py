@@ -140,6 +140,23 @@ class Owner(NamedTuple):
     process: ProcessInfo
 
 
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A container a socket or process belongs to.
+
+    Attributes:
+        id: the full container id (64 hex digits).
+        name: the runtime's name for it, None when the runtime did not answer.
+        runtime: ``docker``, ``podman``, ``containerd``/``kubernetes``, or None if unknown.
+        image: the image name, None when the runtime did not answer.
+    """
+
+    id: str
+    name: str | None = None
+    runtime: str | None = None
+    image: str | None = None
+
+
 class Socket(NamedTuple):
     """One kernel socket and every process that holds it.
 
@@ -158,6 +175,8 @@ class Socket(NamedTuple):
         owners: every process holding the socket (fork sharing lists them all).
         owner_unknown: why ``owners`` is empty (an ``OwnerUnknown`` value), else None.
         cookie: the kernel's socket cookie (unique while the socket lives), None if unknown.
+        container: the container serving this socket, when known (by its owner's cgroup, the
+            socket's cgroup, its network namespace, or the forwarder that publishes it).
     """
 
     proto: Proto
@@ -174,6 +193,7 @@ class Socket(NamedTuple):
     owners: tuple[Owner, ...] = ()
     owner_unknown: OwnerUnknown | None = None
     cookie: int | None = None
+    container: Container | None = None
 
     @property
     def is_listener(self) -> bool:

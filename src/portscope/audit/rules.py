@@ -479,37 +479,38 @@ def _canonical(address: str) -> str:
         else f"::ffff:{ip.ipv4_mapped}"
 
 
-def view_key(sock: Socket, canonical: bool = False) -> ViewKey:
+def view_key(sock: Socket) -> ViewKey:
     """The identity of a socket across two kernel views: ``(proto, family, local, remote,
-    state, inode)``; with ``canonical`` the addresses are normalised (zone ids dropped, the
-    IPv4-mapped form fixed), which is slower and used for the few candidates only."""
+    state, inode)`` with the addresses in one spelling (zone ids dropped, the IPv4-mapped form
+    fixed: /proc/net cannot print a zone)."""
     local, remote = sock.local, sock.remote
-    if canonical:
-        local = (_canonical(local.address), local.port)
-        remote = None if remote is None else (_canonical(remote.address), remote.port)
-    else:
-        local = (local.address, local.port)
-        remote = None if remote is None else (remote.address, remote.port)
-    return (sock.proto.value, sock.family.value, local, remote, sock.state.value, sock.inode)
+    return (sock.proto.value, sock.family.value, (_canonical(local.address), local.port),
+            None if remote is None else (_canonical(remote.address), remote.port),
+            sock.state.value, sock.inode)
 
 
 def view_differences(first: Iterable[Socket], second: Iterable[Socket]
                      ) -> tuple[dict[ViewKey, Socket], dict[ViewKey, Socket]]:
     """Sockets one view shows and the other does not.
 
+    Sockets without a descriptor (inode 0: TIME_WAIT, orphans) belong to no process, so there
+    is nothing to hide; they and the states of ``VIEW_BLIND_STATES`` are not compared.
+
     Args:
         first, second: two dumps of the same network namespace (e.g. netlink, then /proc/net).
     Returns:
-        ``(only_first, only_second)``: canonical ``view_key`` -> socket. States in
-        ``VIEW_BLIND_STATES`` are not compared.
+        ``(only_first, only_second)``: ``view_key`` -> socket.
     """
-    a = {view_key(s): s for s in first if s.state not in VIEW_BLIND_STATES}
-    b = {view_key(s): s for s in second if s.state not in VIEW_BLIND_STATES}
-    only_a = {k: s for k, s in a.items() if k not in b}
-    only_b = {k: s for k, s in b.items() if k not in a}
-    # the rare leftovers may differ only in how an address is written
-    only_a = {view_key(s, True): s for s in only_a.values()}
-    only_b = {view_key(s, True): s for s in only_b.values()}
+    blind = VIEW_BLIND_STATES
+    # by inode (an int hashes in C; an enum's hash is Python code), then the fields as the
+    # backends wrote them, (proto, family, local, remote, state, inode), compared as a slice
+    a = {s.inode: s for s in first if s.inode}
+    b = {s.inode: s for s in second if s.inode}
+    only_a = {view_key(s): s for i, s in a.items()
+              if ((t := b.get(i)) is None or t[:6] != s[:6]) and s.state not in blind}
+    only_b = {view_key(s): s for i, s in b.items()
+              if ((t := a.get(i)) is None or t[:6] != s[:6]) and s.state not in blind}
+    # the few leftovers may differ only in how an address is written
     common = only_a.keys() & only_b.keys()
     return ({k: s for k, s in only_a.items() if k not in common},
             {k: s for k, s in only_b.items() if k not in common})

@@ -226,7 +226,7 @@ def decode(raw: RawDump, owners: Mapping[int, tuple[Owner, ...]] | None = None,
                     proto, fam, new(Endpoint, (local_addr, bswap[sport])),
                     new(Endpoint, (remote_addr, bswap[dport])) if dport else None,
                     states[state], inode, uid, netns, v6only, rqueue, wqueue, held,
-                    None if held else (missing if inode else kernel), cookie))
+                    None if held else (missing if inode else kernel), cookie, None))
                 if check is None or check(sock):
                     yield sock
 
