@@ -25,7 +25,7 @@ from .types import Owner, ProcessInfo
 
 PROC = "/proc"
 _SOCKET_PREFIX = "socket:["
-_HEADER = struct.Struct("=QQQQ")   # triples, unreadable PIDs, vanished, scanned
+_HEADER = struct.Struct("=QQQQQ")  # counts of triples, unreadable PIDs, chunks; vanished, scanned
 
 
 class FdScan:
@@ -129,12 +129,12 @@ def list_pids() -> list[int]:
     return [int(name) for name in os.listdir(PROC) if name.isdigit()]
 
 
-def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, list[int], int, int]:
+def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
     """Scan ``pids``; return flat ``(inode, pid, fd)`` triples, unreadable PIDs, vanished count
     and scanned count."""
     triples = array("Q")
     push = triples.extend
-    unreadable: list[int] = []
+    unreadable = array("Q")
     vanished = scanned = 0
     readlink, listdir, open_, close = os.readlink, os.listdir, os.open, os.close
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -169,78 +169,124 @@ def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, list[int], int, i
     return triples, unreadable, vanished, scanned
 
 
-class PendingScan:
-    """An fd scan under way; ``result()`` waits for it.
+class _Tally:
+    """What one scanner (a worker or the caller) found, over the chunks it scanned; it
+    travels from a worker to the caller as bytes."""
 
-    With ``workers`` > 0 the PIDs are split over that many forked processes, started by the
-    constructor; with 0 (or where fork or memfd is unavailable) the scan runs in ``result()``.
+    def __init__(self) -> None:
+        self.triples = array("Q")
+        self.unreadable = array("Q")
+        self.done = array("Q")
+        self.vanished = 0
+        self.scanned = 0
+
+    def scan(self, chunk_number: int, pids: list[int], wanted: frozenset[int] | None) -> None:
+        triples, unreadable, vanished, scanned = _scan(pids, wanted)
+        self.triples.extend(triples)
+        self.unreadable.extend(unreadable)
+        self.vanished += vanished
+        self.scanned += scanned
+        self.done.append(chunk_number)
+
+    def to_bytes(self) -> bytes:
+        return (_HEADER.pack(len(self.triples), len(self.unreadable), len(self.done),
+                             self.vanished, self.scanned)
+                + self.triples.tobytes() + self.unreadable.tobytes() + self.done.tobytes())
+
+    def add_bytes(self, data: bytes) -> None:
+        """Add a worker's tally (from ``to_bytes``)."""
+        start = _HEADER.size
+        *counts, vanished, scanned = _HEADER.unpack_from(data)
+        for target, count in zip((self.triples, self.unreadable, self.done), counts):
+            target.frombytes(data[start:start + 8 * count])
+            start += 8 * count
+        self.vanished += vanished
+        self.scanned += scanned
+
+
+class PendingScan:
+    """An fd scan under way; ``result()`` finishes it and returns the ``FdScan``.
+
+    The PIDs are cut into up to ``CHUNKS`` interleaved chunks whose numbers are written, one
+    byte each, into a pipe. ``workers`` forked processes, started by the constructor, and the
+    caller (once it calls ``result()``, typically after its socket dump) take chunks from the
+    pipe until it is empty: whoever is free scans the next chunk, so the caller's time spent
+    dumping is never lost. Each worker hands its tally over in a memfd; a chunk nobody
+    reported (a worker that died) is rescanned by the caller. Without fork or memfd (not
+    Linux), the caller scans everything.
     """
+
+    CHUNKS = 64
 
     def __init__(self, wanted: frozenset[int] | None = None, workers: int = 0,
                  pids: list[int] | None = None) -> None:
         self._wanted = wanted
-        self._pids = list_pids() if pids is None else pids
-        self._children: list[tuple[int, int, list[int]]] = []
+        pids = list_pids() if pids is None else pids
+        count = max(1, min(self.CHUNKS, len(pids)))
+        self._chunks = [pids[k::count] for k in range(count)]
+        self._children: list[tuple[int, int]] = []
+        self._tokens = -1
         if workers > 0 and hasattr(os, "memfd_create") and hasattr(os, "fork"):
-            for index in range(workers):
-                share = self._pids[index::workers]
-                self._children.append(self._fork(share))
+            read_end, write_end = os.pipe()
+            os.write(write_end, bytes(range(count)))
+            os.close(write_end)             # the pipe reads as empty once every chunk is taken
+            self._tokens = read_end
+            for _ in range(workers):
+                self._children.append(self._fork())
 
-    def _fork(self, pids: list[int]) -> tuple[int, int, list[int]]:
+    def _take(self):
+        """Yield chunk numbers taken from the pipe until none is left."""
+        while True:
+            token = os.read(self._tokens, 1)
+            if not token:
+                return
+            yield token[0]
+
+    def _fork(self) -> tuple[int, int]:
         memfd = os.memfd_create("portscope-fdscan", os.MFD_CLOEXEC)
         child = os.fork()
         if child == 0:                      # the worker: scan, write, leave without cleanup
             status = 1
             try:
-                triples, unreadable, vanished, scanned = _scan(pids, self._wanted)
-                payload = (_HEADER.pack(len(triples), len(unreadable), vanished, scanned)
-                           + triples.tobytes() + array("Q", unreadable).tobytes())
-                view = memoryview(payload)
+                tally = _Tally()
+                for k in self._take():
+                    tally.scan(k, self._chunks[k], self._wanted)
+                view = memoryview(tally.to_bytes())
                 while view:
                     view = view[os.write(memfd, view):]
                 status = 0
             finally:
                 os._exit(status)
-        return child, memfd, pids
+        return child, memfd
 
     def result(self) -> FdScan:
-        """Wait for the workers and return the merged scan (a failed worker's share is
-        rescanned here)."""
-        if not self._children:
-            return FdScan(*_scan(self._pids, self._wanted))
-        triples, unreadable = array("Q"), []
-        vanished = scanned = 0
-        for child, memfd, pids in self._children:
+        """Scan the chunks left, wait for the workers and return the merged scan."""
+        tally = _Tally()
+        for k in self._take() if self._tokens >= 0 else range(len(self._chunks)):
+            tally.scan(k, self._chunks[k], self._wanted)
+        for child, memfd in self._children:
             try:
                 _, status = os.waitpid(child, 0)
-                data = os.pread(memfd, os.fstat(memfd).st_size, 0) if status == 0 else b""
+                if status == 0:
+                    tally.add_bytes(os.pread(memfd, os.fstat(memfd).st_size, 0))
             finally:
                 os.close(memfd)
-            if len(data) < _HEADER.size:
-                part, part_unreadable, part_vanished, part_scanned = _scan(pids, self._wanted)
-                triples.extend(part)
-                unreadable.extend(part_unreadable)
-                vanished += part_vanished
-                scanned += part_scanned
-                continue
-            n_triples, n_unreadable, part_vanished, part_scanned = _HEADER.unpack_from(data)
-            start = _HEADER.size
-            triples.frombytes(data[start:start + 8 * n_triples])
-            start += 8 * n_triples
-            part_unreadable = array("Q")
-            part_unreadable.frombytes(data[start:start + 8 * n_unreadable])
-            unreadable.extend(part_unreadable)
-            vanished += part_vanished
-            scanned += part_scanned
-        return FdScan(triples, unreadable, vanished, scanned)
+        if self._tokens >= 0:
+            os.close(self._tokens)
+        done = set(tally.done)
+        for k, pids in enumerate(self._chunks):
+            if k not in done:               # its worker died: scan it here
+                tally.scan(k, pids, self._wanted)
+        return FdScan(tally.triples, list(tally.unreadable), tally.vanished, tally.scanned)
 
 
 def default_workers() -> int:
-    """Forked scan workers to use: one per CPU up to 2, none on a single CPU or non-Linux."""
+    """Forked scan workers to use beside the caller: one per extra CPU, up to 3; none on a
+    single CPU or off Linux."""
     if not sys.platform.startswith("linux"):
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(2, cpus or 1) if (cpus or 1) > 1 else 0
+    return max(0, min(3, (cpus or 1) - 1))
 
 
 # ---------------------------------------------------------------------------------------------
