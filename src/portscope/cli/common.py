@@ -44,6 +44,15 @@ def add_socket_options(parser: argparse.ArgumentParser) -> None:
                             "enter them, else this one)")
 
 
+def add_listing_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every socket listing: ``add_socket_options``, ``-n/--no-owners`` and
+    ``add_output_options``."""
+    add_socket_options(parser)
+    parser.add_argument("-n", "--no-owners", action="store_true",
+                        help="skip the /proc/*/fd scan (no PID, process or user)")
+    add_output_options(parser)
+
+
 def netns_choice(args: argparse.Namespace) -> str:
     """The ``--netns`` value, or the default: every namespace when the caller may enter them
     (CAP_SYS_ADMIN), else its own; the fallback is said on stderr when others exist."""

@@ -18,7 +18,7 @@ def register(sub) -> None:
         "list", help="list sockets (connected by default; -l listeners, -a all)",
         description="List sockets with every owner. Without -l or -a, connected sockets "
                     "(as ss shows them: no listeners, no TIME_WAIT).")
-    common.add_socket_options(parser)
+    common.add_listing_options(parser)
     states = parser.add_argument_group("selection")
     which = states.add_mutually_exclusive_group()
     which.add_argument("-l", "--listening", action="store_true", help="listeners only")
@@ -33,9 +33,6 @@ def register(sub) -> None:
     states.add_argument("--process", metavar="NAME", help="held by a process of this name")
     states.add_argument("--user", type=common.parse_user, metavar="USER",
                         help="held by this user (name or uid)")
-    parser.add_argument("-n", "--no-owners", action="store_true",
-                        help="skip the /proc/*/fd scan (no PID, process or user)")
-    common.add_output_options(parser)
     parser.set_defaults(run=run)
 
 

@@ -15,10 +15,7 @@ def register(sub) -> None:
         "listeners", help="listening sockets with every owner (the default)",
         description="TCP LISTEN and BOUND_INACTIVE sockets and bound unconnected UDP sockets, "
                     "grouped by port, with service names and every process holding each.")
-    common.add_socket_options(parser)
-    parser.add_argument("-n", "--no-owners", action="store_true",
-                        help="skip the /proc/*/fd scan (no PID, process or user)")
-    common.add_output_options(parser)
+    common.add_listing_options(parser)
     parser.set_defaults(run=run)
 
 

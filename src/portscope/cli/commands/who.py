@@ -22,10 +22,7 @@ def register(sub) -> None:
                     "included), 1 when none is.")
     parser.add_argument("target", metavar="PORT|ADDR:PORT|[IPV6]:PORT|SERVICE",
                         help="e.g. 8080, 127.0.0.1:8080, [::1]:8080, https")
-    common.add_socket_options(parser)
-    parser.add_argument("-n", "--no-owners", action="store_true",
-                        help="skip the /proc/*/fd scan (no PID, process or user)")
-    common.add_output_options(parser)
+    common.add_listing_options(parser)
     parser.set_defaults(run=run)
 
 
