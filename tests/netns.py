@@ -90,8 +90,9 @@ class NetNS:
         enter = (f"_nsfd = os.open('/run/netns/{self.name}', os.O_RDONLY)\n"
                  "assert _libc.setns(_nsfd, 0x40000000) == 0   # CLONE_NEWNET\n"
                  "os.close(_nsfd)\n")
-        if user:
-            enter += f"os.setgroups([]); os.setgid({user[1]}); os.setuid({user[0]})\n"
+        if user:   # then dumpable again, as a process started as that user would be
+            enter += (f"os.setgroups([]); os.setgid({user[1]}); os.setuid({user[0]})\n"
+                      "_libc.prctl(4, 1)   # PR_SET_DUMPABLE\n")
         holder = start_holder(enter + textwrap.dedent(code))
         self.holders.append(holder)
         return holder
