@@ -26,7 +26,7 @@ EXIT_OK, EXIT_NO, EXIT_USAGE, EXIT_RUNTIME, EXIT_ACCESS, EXIT_REFUSED = 0, 1, 2,
 EXIT_INTERRUPTED = 130
 
 #: subcommand modules in cli/commands/, in help order; each has register(subparsers).
-COMMANDS = ("listeners", "who", "list", "check", "free", "kill", "services", "audit")
+COMMANDS = ("listeners", "who", "list", "explain", "check", "free", "kill", "services", "audit")
 DEFAULT_COMMAND = "listeners"
 _NEGATIVE_NUMBER = re.compile(r"-[0-9]")
 

@@ -1,0 +1,104 @@
+"""``portscope explain PORT|PID``: the process <-> socket <-> port relationship in plain words."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import textwrap
+
+from ...render import columns as cols
+from .. import common
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "explain", help="explain a port or a process: its sockets, holders and connections",
+        description="Explain, from a real snapshot, what uses a port (its listeners and their "
+                    "scope, every holder and why several can hold one port, accepted "
+                    "connections, clients, kernel-held TIME_WAIT) or every socket of a process. "
+                    "A number is a port when a socket uses that port, else a PID when such a "
+                    "process exists; --port and --pid decide. Exit 0 when something was found, "
+                    "1 when not.")
+    parser.add_argument("target", metavar="PORT|ADDR:PORT|PID",
+                        help="8080, 127.0.0.1:8080, [::1]:8080, https, or a PID")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--port", dest="kind", action="store_const", const="port",
+                      help="TARGET is a port")
+    kind.add_argument("--pid", dest="kind", action="store_const", const="pid",
+                      help="TARGET is a PID")
+    parser.add_argument("-t", "--tcp", action="store_true", help="TCP sockets only")
+    parser.add_argument("-u", "--udp", action="store_true", help="UDP sockets only")
+    parser.add_argument("--json", action="store_true", help="JSON (schema_version 1)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ... import services
+    from ...explain import explain_pid, explain_port
+    from ...filters import SocketFilter
+    from ...ports import parse_endpoint
+    from ...snapshot import take_snapshot
+    from ...types import Proto
+    protos = frozenset(p for p, on in ((Proto.TCP, args.tcp), (Proto.UDP, args.udp)) if on) \
+        or frozenset({Proto.TCP, Proto.UDP})
+    if args.kind == "pid":
+        pid = common.parse_pid(args.target)
+        address = None
+    else:
+        address, pid = parse_endpoint(args.target, services.resolve_service)
+    snapshot = take_snapshot(SocketFilter(protos=protos))
+    common.report_warnings(snapshot)
+    proto = next(iter(protos)) if len(protos) == 1 else None
+    explanation = None
+    if args.kind != "pid":
+        explanation = explain_port(snapshot, pid, address=address, proto=proto)
+    numeric = args.target.isascii() and args.target.isdigit()
+    if args.kind == "pid" or (args.kind is None and numeric and not explanation.found
+                              and os.path.exists(f"/proc/{pid}")):
+        explanation = explain_pid(snapshot, pid)
+    if args.json:
+        print(json.dumps(explanation_json(explanation), indent=2))
+    else:
+        write_explanation(explanation)
+    return 0 if explanation.found else 1
+
+
+def explanation_json(explanation) -> dict:
+    """``{"schema_version", "kind", "subject", "found", "summary", "sections": [{"title",
+    "lines", "sockets": [inventory socket objects]}]}``."""
+    from ...render import jsonfmt
+    processes: dict = {}
+    addresses: dict = {}
+    return {
+        "schema_version": jsonfmt.SCHEMA_VERSION, "kind": explanation.kind,
+        "subject": explanation.subject, "found": explanation.found,
+        "summary": explanation.summary,
+        "sections": [{"title": s.title, "lines": list(s.lines),
+                      "sockets": [json.loads(jsonfmt.socket_json(x, processes, addresses))
+                                  for x in s.sockets]} for s in explanation.sections],
+    }
+
+
+def write_explanation(explanation) -> None:
+    """Paragraphs; wrapped to the terminal's width on a terminal, one line each in a pipe.
+    Every line is escaped (process names may hold control characters)."""
+    out = sys.stdout
+    width = shutil.get_terminal_size().columns if out.isatty() else 0
+
+    def emit(text: str, indent: str = "") -> None:
+        text = cols.safe(text)
+        if width > 20 and not text.startswith("  "):
+            out.write(textwrap.fill(text, width - 1, initial_indent=indent,
+                                    subsequent_indent=indent) + "\n")
+        else:
+            out.write(indent + text + "\n")
+
+    emit(explanation.summary)
+    for section in explanation.sections:
+        out.write("\n")
+        emit(section.title)
+        for line in section.lines:
+            emit(line, "  ")
