@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .. import ownership, services
-from ..errors import BackendUnavailable
+from ..errors import BackendError
 from ..filters import SocketFilter
 from ..ports import host_port_ranges
 from ..snapshot import take_snapshot
@@ -119,7 +119,7 @@ def _hidden_socket_findings(netns: int | None, inspector: facts.ExeInspector,
             candidates = rules.hidden_sockets(candidates, first, second)
             if not any(candidates):
                 return []
-    except BackendUnavailable as exc:
+    except BackendError as exc:      # e.g. /proc/net unreadable in a hardened container
         warnings.append(f"hidden-socket rule skipped: {exc}")
         return []
     warnings.extend(first_warnings + second_warnings)

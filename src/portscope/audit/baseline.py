@@ -465,21 +465,24 @@ def render(listeners: Iterable[tuple[Identity, str | None]], *, host: str, when:
         if not ident.verified:
             out.append("# program not readable when recorded: matched on protocol, port and "
                        "address only")
-        exe = toml_string(ident.exe) if ident.exe is not None else None
-        if ident.exe is not None and exe is None:
-            out.append("# the executable's path is not UTF-8: matched on its sha256")
+        texts = {name: toml_string(getattr(ident, name)) for name in ("address", "exe", "user")
+                 if getattr(ident, name) is not None}
+        unwritable = [name for name, text in texts.items() if text is None]
+        if unwritable:
+            out.append(f"# not UTF-8, left out (matches any): {', '.join(unwritable)}")
         out.append("[[listener]]")
         out.append(f'proto = "{ident.proto}"')
         out.append(f"port = {ident.port}")
-        out.append(f"address = {toml_string(ident.address)}")
+        if texts.get("address"):
+            out.append(f"address = {texts['address']}")
         if ident.dual_stack is not None:
             out.append(f"dual_stack = {'true' if ident.dual_stack else 'false'}")
-        if exe is not None:
-            out.append(f"exe = {exe}")
+        if texts.get("exe"):
+            out.append(f"exe = {texts['exe']}")
         if ident.sha256 is not None:
             out.append(f'sha256 = "{ident.sha256}"')
-        if ident.user is not None:
-            out.append(f"user = {toml_string(ident.user)}")
+        if texts.get("user"):
+            out.append(f"user = {texts['user']}")
         if ident.netns is not None:
             out.append(f"netns = {ident.netns}")
         if ident.container is not None:

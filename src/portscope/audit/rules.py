@@ -343,9 +343,8 @@ def exe_deleted(l: Listener, ctx: AuditContext) -> Hit | None:
     if exe is None or not exe.deleted or exe.on_disk != "missing":
         return None
     if exe.path.startswith("/memfd:"):
-        return Hit(f"held by a program running from an anonymous memory file ({exe.path}), "
-                   "never from disk")
-    return Hit(f"held by a program whose executable {exe.path} was deleted after it started")
+        return Hit("the program runs from an anonymous memory file, never from disk")
+    return Hit("the program's executable was deleted after it started")
 
 
 def exe_replaced(l: Listener, ctx: AuditContext) -> Hit | None:
@@ -354,7 +353,7 @@ def exe_replaced(l: Listener, ctx: AuditContext) -> Hit | None:
     if exe is None or not exe.deleted or exe.on_disk not in ("other", "unknown"):
         return None
     what = "a different file" if exe.on_disk == "other" else "a file that could not be read"
-    return Hit(f"held by a program whose executable {exe.path} was replaced on disk by {what}")
+    return Hit(f"the program's executable was replaced on disk by {what}")
 
 
 def exe_temp_dir(l: Listener, ctx: AuditContext) -> Hit | None:
@@ -362,10 +361,11 @@ def exe_temp_dir(l: Listener, ctx: AuditContext) -> Hit | None:
     path = l.exe_path
     if path is None:
         return None
-    if path.startswith(TEMP_DIRS):
-        return Hit(f"held by {path}, which runs from a temporary directory")
+    for temp in TEMP_DIRS:
+        if path.startswith(temp):
+            return Hit(f"the program runs from the temporary directory {temp.rstrip('/')}")
     if l.exe is not None and l.exe.world_writable:
-        return Hit(f"held by {path}, which any user may replace (world-writable file or "
+        return Hit("any user may replace the program's executable (world-writable file or "
                    "directory)")
     return None
 
@@ -373,9 +373,10 @@ def exe_temp_dir(l: Listener, ctx: AuditContext) -> Hit | None:
 def exe_hidden_dir(l: Listener, ctx: AuditContext) -> Hit | None:
     """The executable lives in a hidden folder of a home directory (``~/.cache/x``)."""
     path = l.exe_path
-    if path is None or not _HOME_RE.match(path):
+    match = _HOME_RE.match(path) if path is not None else None
+    if match is None:
         return None
-    return Hit(f"held by {path}, which runs from a hidden folder of a home directory")
+    return Hit(f"the program runs from the hidden folder {match.group(0).rstrip('/')}")
 
 
 def shell_listener(l: Listener, ctx: AuditContext) -> Hit | None:
@@ -401,7 +402,7 @@ def kthread_impersonation(l: Listener, ctx: AuditContext) -> Hit | None:
     if not name or not (name.startswith("[") and name.endswith("]")):
         return None
     where = f" (executable {l.exe_path})" if l.exe_path else ""
-    return Hit(f"held by a user-space process named {name}, like a kernel thread{where}")
+    return Hit(f"a user-space process calls itself {name}, like a kernel thread{where}")
 
 
 def _names_agree(name: str, exe_path: str, cmdline: Sequence[str]) -> bool:
@@ -425,7 +426,8 @@ def name_mismatch(l: Listener, ctx: AuditContext) -> Hit | None:
         return None                        # kthread-impersonation says it
     if posixpath.basename(path) in MULTI_CALL or _names_agree(name, path, process.cmdline):
         return None
-    return Hit(f"held by a process named {name!r} whose executable is {path}")
+    return Hit(f"the process calls itself {name!r}, but its executable is "
+               f"{posixpath.basename(path)}")
 
 
 def unexpected_program(l: Listener, ctx: AuditContext) -> Hit | None:

@@ -55,8 +55,9 @@ def register(sub) -> None:
                     "deleted or temporary executables, listening shells and interpreters, "
                     "masquerading process names, unexpected programs on well-known ports, "
                     "ports with reported unauthorized use, ephemeral-range listeners, and "
-                    "sockets hidden from one kernel view. Exit 1 when a finding reaches "
-                    "--fail-on, 0 otherwise; 3 for an unreadable baseline.")
+                    "sockets hidden from one kernel view. Audits the caller's network "
+                    "namespace (use ip netns exec or nsenter for another). Exit 1 when a "
+                    "finding reaches --fail-on, 0 otherwise; 3 for an unreadable baseline.")
     base = parser.add_argument_group("baseline")
     which = base.add_mutually_exclusive_group()
     which.add_argument("--baseline", metavar="FILE",
@@ -78,10 +79,14 @@ def register(sub) -> None:
     rules.add_argument("--skip", type=parse_rule, action="append", default=[], metavar="RULE",
                        help="do not run this rule (repeatable)")
     rules.add_argument("--list-rules", action="store_true",
-                       help="list the rules with their ids, severities and fixes, and exit")
-    common.add_output_options(parser, csv=False)
-    parser.add_argument("--sarif", action="store_true",
-                        help="SARIF 2.1.0 on stdout, for CI code-scanning dashboards")
+                       help="list the rules (id, severity, what each flags) and exit; with "
+                            "--json also their fixes")
+    output = parser.add_argument_group("output")
+    fmt = output.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON (schema_version 1)")
+    fmt.add_argument("--sarif", action="store_true",
+                     help="SARIF 2.1.0 on stdout, for CI code-scanning dashboards")
+    output.add_argument("-H", "--no-header", action="store_true", help="omit the header line")
     parser.set_defaults(run=run)
 
 
@@ -147,8 +152,6 @@ def run(args: argparse.Namespace) -> int:
     from ...audit.rules import Severity
     if args.list_rules:
         return _list_rules(args)
-    if args.json and args.sarif:
-        raise InvalidInput("--json and --sarif exclude each other")
     if args.write_baseline is not None:
         if args.json or args.sarif or args.deep:
             raise InvalidInput("--write-baseline records listeners; it takes no --json, "
