@@ -20,7 +20,7 @@ from datetime import datetime
 from .. import ownership, services
 from ..errors import BackendError
 from ..filters import SocketFilter
-from ..ports import host_port_ranges
+from ..ports import HostPortRanges, host_port_ranges
 from ..snapshot import take_snapshot
 from ..types import Owner, Snapshot, Socket
 from . import baseline as baseline_mod
@@ -83,10 +83,13 @@ def listeners_of(sock: Socket, inspector: facts.ExeInspector) -> list[Listener]:
     return out
 
 
-def inventory(inspector: facts.ExeInspector | None = None
+def inventory(inspector: facts.ExeInspector | None = None, ranges: HostPortRanges | None = None
               ) -> tuple[Snapshot, list[Listener]]:
     """Today's server sockets with their programs' executable facts.
 
+    Args:
+        inspector: reads executable facts (a new one by default).
+        ranges: this host's port ranges (read by default), to tell UDP clients from servers.
     Returns:
         ``(listener snapshot, listeners)``: the snapshot's server sockets (``is_server_socket``)
         as ``Listener`` records, in socket order.
@@ -94,17 +97,22 @@ def inventory(inspector: facts.ExeInspector | None = None
         BackendError: the socket dump failed.
     """
     inspector = inspector or facts.ExeInspector()
+    ranges = ranges or host_port_ranges()
     snapshot = take_snapshot(SocketFilter.listeners())
-    ranges = host_port_ranges()
     listeners = [l for s in snapshot.sockets if rules.is_server_socket(s, ranges)
                  for l in listeners_of(s, inspector)]
     return snapshot, listeners
 
 
-def _netns_key(snapshot: Snapshot) -> int | None:
-    """The namespace inode to record in baselines: None for PID 1's namespace or unknown."""
+def _namespace(snapshot: Snapshot) -> tuple[int | None, int | None]:
+    """``(the snapshot's namespace inode, the inode to record in baselines)``: the second is
+    None for PID 1's namespace or when that cannot be told."""
     netns = snapshot.namespaces[0].inode if snapshot.namespaces else None
-    return netns if facts.is_initial_netns(netns) is False else None
+    return netns, netns if facts.is_initial_netns(netns) is False else None
+
+
+def _proc_net(sock: Socket) -> str:
+    return f"/proc/net/{sock.proto}{'6' if sock.family == 'ipv6' else ''} (netstat)"
 
 
 def _hidden_socket_findings(netns: int | None, inspector: facts.ExeInspector,
@@ -112,29 +120,27 @@ def _hidden_socket_findings(netns: int | None, inspector: facts.ExeInspector,
     """Compare the netlink and /proc/net views, re-checking differences (see
     ``rules.hidden_sockets``), and describe the sockets one of them keeps hiding."""
     candidates = None
+    dump_warnings: list[str] = []
     try:
         for _ in range(1 + RECHECK_ROUNDS):
             first, first_warnings = facts.kernel_view("netlink", netns)
             second, second_warnings = facts.kernel_view("procfs", netns)
+            dump_warnings = first_warnings + second_warnings
             candidates = rules.hidden_sockets(candidates, first, second)
             if not any(candidates):
-                return []
+                break
     except BackendError as exc:      # e.g. /proc/net unreadable in a hardened container
         warnings.append(f"hidden-socket rule skipped: {exc}")
         return []
-    warnings.extend(first_warnings + second_warnings)
-    only_netlink, only_procfs = (list(c.values()) for c in candidates)
-    owners = facts.owners_of_inodes(s.inode for s in only_netlink + only_procfs)
-    findings = []
-    for sock, shown_in in [(s, "netlink") for s in only_netlink] + \
-                          [(s, "procfs") for s in only_procfs]:
-        l = listeners_of(sock._replace(owners=owners.get(sock.inode)), inspector)[0]
-        proc_file = f"/proc/net/{sock.proto}{'6' if sock.family == 'ipv6' else ''}"
-        names = {"netlink": "netlink (ss)", "procfs": f"{proc_file} (netstat)"}
-        hidden_from = "procfs" if shown_in == "netlink" else "netlink"
-        findings.append(rules.hidden_socket(l, names[shown_in], names[hidden_from],
-                                            1 + RECHECK_ROUNDS))
-    return findings
+    warnings.extend(dump_warnings)
+    netlink = "netlink (ss)"
+    hidden = [(s, netlink, _proc_net(s)) for s in candidates[0].values()] + \
+             [(s, _proc_net(s), netlink) for s in candidates[1].values()]
+    owners = facts.owners_of_inodes(s.inode for s, _, _ in hidden)
+    return [rules.hidden_socket(listeners_of(s._replace(owners=owners.get(s.inode)),
+                                             inspector)[0], shown_in, hidden_from,
+                                1 + RECHECK_ROUNDS)
+            for s, shown_in, hidden_from in hidden]
 
 
 def _hidden_port_findings(netns: int | None, warnings: list[str]) -> list[Finding]:
@@ -179,17 +185,18 @@ def audit(*, baseline: Baseline | None = None, deep: bool = False,
     if unknown:
         raise ValueError(f"unknown rule {unknown[0]!r}")
     inspector = facts.ExeInspector()
-    snapshot, listeners = inventory(inspector)
+    ranges = host_port_ranges()
+    snapshot, listeners = inventory(inspector, ranges)
+    netns, netns_key = _namespace(snapshot)
     warnings = list(snapshot.warnings)
     expected = {**rules.EXPECTED_PROGRAMS,
                 **{key: frozenset(names) for key, names in (expected_programs or {}).items()}}
-    ctx = AuditContext(host_port_ranges(), expected, services.is_unauthorized_use)
+    ctx = AuditContext(ranges, expected, services.is_unauthorized_use)
     comparison = None
     if baseline is not None:
-        comparison = baseline_mod.compare(baseline, listeners, _netns_key(snapshot))
+        comparison = baseline_mod.compare(baseline, listeners, netns_key)
     findings = rules.evaluate(listeners, ctx, skip=skip,
                               accepted=comparison.accepted if comparison else ())
-    netns = snapshot.namespaces[0].inode if snapshot.namespaces else None
     if "hidden-socket" not in skip:
         findings += _hidden_socket_findings(netns, inspector, warnings)
     if deep and "hidden-port" not in skip:
@@ -215,7 +222,7 @@ def write_baseline(path: str | os.PathLike[str]) -> tuple[int, int]:
         BackendError: the socket dump failed.
     """
     snapshot, listeners = inventory()
-    netns = _netns_key(snapshot)
+    _, netns = _namespace(snapshot)
     recorded = []
     for l in listeners:
         note = None
