@@ -38,7 +38,8 @@ from .bindcheck import BindDiagnosis, check_bind
 from .errors import AccessDenied, KillRefused, PidReused, ProcessGone
 from .filters import SocketFilter
 from .snapshot import take_snapshot
-from .types import KERNEL_HELD_STATES, OwnerUnknown, ProcessInfo, Proto, Snapshot, Socket, State
+from .types import (KERNEL_HELD_STATES, Container, OwnerUnknown, ProcessInfo, Proto, Snapshot,
+                    Socket, State)
 
 #: signals ``terminate`` accepts, by name
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "HUP": signal.SIGHUP,
@@ -313,15 +314,24 @@ def _own_container() -> str | None:
     return own.container if own else None
 
 
+def _stop_container(container: Container) -> str:
+    """The command that stops ``container`` with its runtime (docker when unknown)."""
+    name = container.name or container.id[:12]
+    runtime = container.runtime if container.runtime in ("docker", "podman") else "docker"
+    return f"{runtime} stop {name}"
+
+
 def find_respawner(process: ProcessInfo, port: int,
-                   unit_path: Sequence[str] = SYSTEM_UNIT_PATH) -> Respawner | None:
+                   unit_path: Sequence[str] = SYSTEM_UNIT_PATH,
+                   container: Container | None = None) -> Respawner | None:
     """What would restart ``process`` after it dies, or None.
 
     Sources: the systemd unit from ``/proc/PID/cgroup`` and its ``Restart=`` (see
     ``unit_restart``; a matching ``.socket`` unit restarts it on the next connection);
-    the container id from the cgroup; ``docker-proxy`` by name; supervisord and pm2 by the
-    variables they set for their children (``SUPERVISOR_PROCESS_NAME``, ``pm_id``) in
-    ``/proc/PID/environ`` (readable by root and the same user).
+    the container id from the cgroup, named by ``container`` (the sockets' ``Socket.container``)
+    when known; ``docker-proxy`` by name; supervisord and pm2 by the variables they set for
+    their children (``SUPERVISOR_PROCESS_NAME``, ``pm_id``) in ``/proc/PID/environ`` (readable
+    by root and the same user).
     """
     unit = process.unit
     if unit and unit.endswith(".service"):
@@ -335,13 +345,21 @@ def find_respawner(process: ProcessInfo, port: int,
             return Respawner("systemd", unit, stop,
                              f"systemd would start {unit} again ({why})")
     if process.name == "docker-proxy":
+        if container is not None:
+            name = container.name or container.id[:12]
+            return Respawner("docker-proxy", name, _stop_container(container),
+                             f"docker-proxy publishes the port for container {name}: stop the "
+                             "container, not its proxy")
         return Respawner("docker-proxy", None,
                          f"docker stop $(docker ps -q --filter publish={port})",
-                         "docker-proxy forwards the port to a container: stop the container")
+                         "docker-proxy publishes the port for a container: stop the container, "
+                         "not its proxy")
     if process.container and process.container != _own_container():
-        short = process.container[:12]
-        return Respawner("container", short, f"docker stop {short}",
-                         f"the holder runs in container {short}; its runtime may restart it")
+        known = container if container is not None and container.id == process.container \
+            else Container(process.container)
+        name = known.name or known.id[:12]
+        return Respawner("container", name, _stop_container(known),
+                         f"the holder runs in container {name}; its runtime may restart it")
     env = _read_environ(process.pid)
     if "SUPERVISOR_PROCESS_NAME" in env:
         name = env["SUPERVISOR_PROCESS_NAME"]
@@ -438,7 +456,8 @@ def _target(pid: int, process: ProcessInfo, sockets: tuple[Socket, ...], port: i
         target.gone = "its PID was reused by another process before the plan was made"
         return target
     target.refusal = safety_refusal(pid, flags)
-    target.respawner = find_respawner(process, port, unit_path)
+    container = next((s.container for s in sockets if s.container is not None), None)
+    target.respawner = find_respawner(process, port, unit_path, container)
     return target
 
 

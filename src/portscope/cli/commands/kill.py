@@ -169,8 +169,11 @@ def _write_plan(plan, sig: int) -> None:
     from ...render import text
     where = f"{plan.address}:{plan.port}" if plan.address else f"port {plan.port}"
     live = [t for t in plan.targets if not t.gone]
-    print(f"{where}: {len(plan.sockets)} socket(s) held by {len(live)} process(es); "
-          f"plan: {signal.Signals(sig).name} each")
+    if live:
+        print(f"{where}: {len(plan.sockets)} socket(s) held by {len(live)} process(es); "
+              f"plan: {signal.Signals(sig).name} each")
+    else:
+        print(f"{where}: no process to signal")
     if plan.targets:
         headers = ["PID", "User", "Started", "Process", "Sockets", "Note", "Command"]
         rows = []
