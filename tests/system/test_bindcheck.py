@@ -64,6 +64,19 @@ def test_specific_and_wildcard_block_each_other(netns):
     assert doc["trial"] == {"performed": True, "errno": None, "listened": True, "note": ""}
 
 
+def test_answer_is_per_network_namespace(netns):
+    from netns import NetNS
+    hold(netns, "keep = sock('0.0.0.0', 8080); ready()")
+    other = NetNS()
+    try:
+        code, doc, _ = check(other, "8080")
+        assert code == 0 and doc["blockers"] == []
+        assert f"net:[{doc['query']['netns']}]" in other.portscope("check", "8080").stdout
+    finally:
+        other.close()
+    assert check(netns, "8080")[0] == 1
+
+
 def test_tcp_and_udp_are_separate_port_spaces(netns):
     hold(netns, """
         keep = sock("0.0.0.0", 5353, udp=True)

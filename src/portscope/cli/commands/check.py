@@ -97,7 +97,9 @@ def write_diagnosis(args: argparse.Namespace, diagnosis) -> None:
     out = sys.stdout
     binds = " and ".join(diagnosis.binds)
     verdict = "bindable" if diagnosis.bindable else f"NOT bindable ({diagnosis.errno})"
-    out.write(f"{binds} {diagnosis.proto.value} as {user_name(diagnosis.uid)}: {verdict}\n")
+    netns = f" (network namespace net:[{diagnosis.netns}])" if diagnosis.netns else ""
+    out.write(f"{binds} {diagnosis.proto.value} as {user_name(diagnosis.uid)}: {verdict}"
+              f"{netns}\n")
     if diagnosis.reasons:
         out.write("reasons:\n")
         for reason in diagnosis.reasons:
