@@ -392,10 +392,10 @@ def explain_pid(snapshot: Snapshot, pid: int, *, ranges: HostPortRanges | None =
             _listed(lines, conns, _connection_line)
             shown.update(id(c) for c in conns)
         name = name_of(sock.local.port, sock.proto.value)
-        title = (f"{sock.proto.value.upper()} {'listener' if sock.state is State.LISTEN else 'bound socket'} "
-                 f"{endpoint_text(*sock.local)}"
-                 + (f" ({name}, {port_class(sock.local.port)} port)" if name else
-                    f" ({port_class(sock.local.port)} port)"))
+        kind = "listener" if sock.state is State.LISTEN else "bound socket"
+        klass = f"{port_class(sock.local.port)} port"
+        title = (f"{sock.proto.value.upper()} {kind} {endpoint_text(*sock.local)} "
+                 f"({f'{name}, ' if name else ''}{klass})")
         sections.append(Section(title, tuple(lines), (sock, *conns)))
     connected = [s for s in mine if s not in listening and id(s) not in shown]
     served = [s for s in connected if id(s) in from_listener]

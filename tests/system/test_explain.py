@@ -35,7 +35,7 @@ def test_forked_listener_with_accepted_connections_and_clients(netns):
     assert titles(doc) == ["TCP listener 127.0.0.1:8080", "Clients of this port", "In short"]
     listener = doc["sections"][0]
     assert "loopback only, IPv4" in text
-    assert (f"held by 4 processes through this one socket" in text.lower()
+    assert ("held by 4 processes through this one socket" in text.lower()
             and "3 forked child(ren)" in text and "fork()" in text)
     for pid in h.info["kids"]:
         assert str(pid) in listener["lines"][1]

@@ -51,7 +51,8 @@ def test_held_ports_are_skipped_whatever_the_state_or_protocol(netns):
         keep = []
         for port in (20000, 20001):
             s = socket.socket(); s.bind(("127.0.0.1", port)); s.listen(); keep.append(s)
-        u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::1", 20002)); keep.append(u)
+        u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::1", 20002))
+        keep.append(u)
         b = socket.socket(); b.bind(("127.0.0.1", 20003)); keep.append(b)      # BOUND_INACTIVE
         l = socket.socket(); l.bind(("127.0.0.1", 20004)); l.listen()
         c = socket.create_connection(("127.0.0.1", 20004)); a, _ = l.accept()
