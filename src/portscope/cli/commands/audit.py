@@ -72,11 +72,11 @@ def register(sub) -> None:
     rules.add_argument("--deep", action="store_true",
                        help="also trial-bind every port to find ports held by sockets that no "
                             "kernel view shows (a few seconds)")
-    rules.add_argument("--expect", type=parse_expect, action="append", default=[],
+    rules.add_argument("--expect", action="append", default=[],
                        metavar="PORT[/PROTO]=NAME[,NAME]",
                        help="programs allowed on a well-known port, replacing the built-in map "
                             "for it (repeatable; e.g. 22/tcp=sshd,dropbear)")
-    rules.add_argument("--skip", type=parse_rule, action="append", default=[], metavar="RULE",
+    rules.add_argument("--skip", action="append", default=[], metavar="RULE",
                        help="do not run this rule (repeatable)")
     rules.add_argument("--list-rules", action="store_true",
                        help="list the rules (id, severity, what each flags) and exit; with "
@@ -163,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
             common.warn(f"{anonymous} of them recorded by port and address only: their "
                         f"program could not be read {who}")
         return 0
+    # parsed here, not by argparse, so that the error says what is wrong (exit 2)
+    expected = dict(pair for text in args.expect for pair in parse_expect(text))
+    skip = [parse_rule(text) for text in args.skip]
     loaded = baseline_file.load(args.baseline) if args.baseline is not None else None
-    expected = dict(pair for pairs in args.expect for pair in pairs)
     report = audit.audit(baseline=loaded, deep=args.deep, expected_programs=expected,
-                         skip=args.skip)
+                         skip=skip)
     for message in report.warnings:
         common.warn(message)
     if report.unverified:
