@@ -507,8 +507,11 @@ def _message(code: str, sock: Socket, port: int, uid: int) -> str:
         "in-use": f"{what} is bound to the same address and port",
         "wildcard-overlap": f"{what}: a wildcard and a specific address of one family block "
                             "each other",
-        "dual-stack-overlap": f"{what}: an IPv6 [::] socket with v6only off also covers IPv4, "
-                              "so it overlaps every IPv4 address",
+        "dual-stack-overlap": (
+            f"{what} is an IPv6 [::] socket with v6only off: it also covers every IPv4 address"
+            if _is_dual_wildcard(sock.family, sock.local.address, sock.v6only) else
+            f"{what}: a new IPv6 [::] socket with v6only off would also cover IPv4, and so "
+            "overlap this IPv4 socket"),
         "time-wait": f"{what}: a closed connection the kernel keeps for up to 60 s",
         "bound-inactive": f"{what} is bound but neither listening nor connected "
                           "(BOUND_INACTIVE): it holds the port without accepting anything",
@@ -525,7 +528,7 @@ def _message(code: str, sock: Socket, port: int, uid: int) -> str:
 
 
 def _fixes(codes: set[str], blockers: Sequence[Socket], port: int, address: str | None,
-           proto: Proto, start: int) -> list[str]:
+           proto: Proto, start: int, dual_bind: bool) -> list[str]:
     fixes: list[str] = []
     units = sorted({o.process.unit for s in blockers for o in s.owners
                     if o.process.unit and o.process.unit.endswith(".service")})
@@ -537,7 +540,7 @@ def _fixes(codes: set[str], blockers: Sequence[Socket], port: int, address: str 
     if codes & {"time-wait", "reuseaddr-not-inherited"}:
         fixes.append("wait for the kernel to drop the old connection(s) (up to 60 s), and set "
                      "SO_REUSEADDR in the server so its next restart is not blocked")
-    if "dual-stack-overlap" in codes:
+    if "dual-stack-overlap" in codes and dual_bind:
         fixes.append("bind IPv6 with IPV6_V6ONLY (check --v6only) so IPv4 and IPv6 are bound "
                      "separately")
     if "wildcard-overlap" in codes and address is None:
@@ -619,14 +622,14 @@ def check_bind(port: int, address: str | None = None, *, proto: Proto | str = Pr
                   and s.family in (Family.IPV4, Family.IPV6) and s.state is not State.NEW_SYN_RECV]
 
     # rules: per existing socket, does it overlap one of our binds, and does it block?
-    findings: list[tuple[Socket, str, bool | None, tuple[bool, bool] | None]] = []
+    findings: list[tuple[Socket, tuple[str, ...], bool | None, tuple[bool, bool] | None]] = []
     for sock in candidates:
-        kinds = [k for b in binds if (k := overlap(b.family, b.address, b.v6only, sock))]
+        kinds = {k for b in binds if (k := overlap(b.family, b.address, b.v6only, sock))}
         if not kinds:
             continue
         options = socket_options(sock) if sock.owners else None
         verdict = conflict(proto, reuseaddr, reuseport, uid, sock, options)
-        findings.append((sock, kinds[0], verdict, options))
+        findings.append((sock, tuple(k for k in _OVERLAPS if k in kinds), verdict, options))
     address_errnos = [e for b in binds if (e := _address_errno(b, proto))]
     privileged = port < ranges.unprivileged_start and not _has_cap_net_bind_service(uid)
     definite = any(v is True for _, _, v, _ in findings)
@@ -673,10 +676,10 @@ def check_bind(port: int, address: str | None = None, *, proto: Proto | str = Pr
                                    f"({ranges.unprivileged_start}) and {who} lacks "
                                    "CAP_NET_BIND_SERVICE (EACCES comes before any conflict "
                                    "check)")
-        for sock, kind, verdict, options in findings:
+        for sock, kinds, verdict, options in findings:
             if not (verdict is True or (verdict is None and blocking_undecided)):
                 continue
-            codes = [kind, *_codes(proto, reuseaddr, reuseport, uid, sock, options)]
+            codes = [*kinds, *_codes(proto, reuseaddr, reuseport, uid, sock, options)]
             blockers.append(sock)
             blocker_codes.append(tuple(codes))
             for code in codes:
@@ -700,7 +703,8 @@ def check_bind(port: int, address: str | None = None, *, proto: Proto | str = Pr
         warnings.append(Reason("owners-hidden", "the holders of some blocking sockets could "
                                "not be read: run as root to see them"))
     codes = {r.code for r in reasons.values()}
-    fixes = _fixes(codes, blockers, port, address, proto, ranges.unprivileged_start)
+    dual_bind = any(_is_dual_wildcard(b.family, b.address, b.v6only) for b in binds)
+    fixes = _fixes(codes, blockers, port, address, proto, ranges.unprivileged_start, dual_bind)
     return BindDiagnosis(
         port=port, proto=proto, binds=tuple(b.text(port) for b in binds), uid=uid,
         bindable=final_errno is None, errno=final_errno, reasons=tuple(reasons.values()),
