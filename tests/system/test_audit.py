@@ -9,6 +9,8 @@ processes enter the namespace with ``setns()`` before they open sockets; the CLI
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -23,7 +25,7 @@ import pytest
 from holders import PRELUDE
 
 import portscope
-from portscope import Proto, SocketFilter
+from portscope import Proto, SocketFilter, ownership
 from portscope.audit import audit as run_audit
 from portscope.audit import facts
 
@@ -455,3 +457,17 @@ def test_expect_and_list_rules(netns, holder, cli):
     assert listed.returncode == 0
     assert {r["id"] for r in json.loads(listed.stdout)["rules"]} >= {
         "hidden-socket", "hidden-port", "baseline-new", "exe-deleted", "unexpected-program"}
+
+
+def test_executable_facts_hash_once_and_refuse_a_reused_pid(holder):
+    kids = [holder("ready()") for _ in range(2)]
+    inspector = facts.ExeInspector()
+    infos = [ownership.process_info(h.pid) for h in kids]
+    got = [inspector.facts(info) for info in infos]
+    with open(os.path.realpath(sys.executable), "rb") as f:
+        expected = hashlib.sha256(f.read()).hexdigest()
+    assert [g.sha256 for g in got] == [expected, expected]
+    assert got[0].path == os.path.realpath(sys.executable) and not got[0].deleted
+    assert len(inspector._digests) == 1                  # one distinct file, hashed once
+    older = dataclasses.replace(infos[0], started_at=infos[0].started_at.replace(year=2000))
+    assert facts.ExeInspector().facts(older) is None     # that PID is someone else now

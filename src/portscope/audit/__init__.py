@@ -77,7 +77,7 @@ def listeners_of(sock: Socket, inspector: facts.ExeInspector) -> list[Listener]:
     out = []
     for owners in groups.values():
         process = owners[0].process
-        out.append(Listener(sock, process, inspector.facts(process.pid, process.exe),
+        out.append(Listener(sock, process, inspector.facts(process),
                             tuple(sorted({o.pid for o in owners})), process.user,
                             first=not out))
     return out

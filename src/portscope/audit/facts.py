@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from .. import backends, ownership
 from ..errors import BackendError
 from ..filters import SocketFilter
-from ..types import Socket
+from ..types import ProcessInfo, Socket
 from .rules import ExeFacts, Refusal
 
 HASH_CHUNK_BYTES = 1 << 20
@@ -50,24 +50,30 @@ class ExeInspector:
             self._digests[key] = h.hexdigest()
         return self._digests[key]
 
-    def facts(self, pid: int, exe_link: str | None) -> ExeFacts | None:
-        """Facts about the executable of process ``pid``.
+    def facts(self, process: ProcessInfo) -> ExeFacts | None:
+        """Facts about the executable of ``process``.
 
         Args:
-            pid: the process.
-            exe_link: its ``/proc/PID/exe`` link text (``ProcessInfo.exe``), None if unreadable.
+            process: the process as a snapshot saw it (``pid``, ``exe`` link text,
+                ``started_at``).
         Returns:
-            ``ExeFacts``; None when the link is unknown or the process has exited. Without the
-            right to read the image (another user's process, not root), ``sha256`` is None and
-            ``on_disk`` is ``"unknown"``.
-        Sources: ``/proc/PID/exe`` (open, fstat, read), ``/proc/PID/root/PATH`` (stat, read).
+            ``ExeFacts``; None when the link is unknown, or the process has exited or its PID
+            now names another process (start time changed). Without the right to read the image
+            (another user's process, not root), ``sha256`` is None and ``on_disk`` is
+            ``"unknown"``.
+        Sources: ``/proc/PID/exe`` (open, fstat, read), ``/proc/PID/root/PATH`` (stat, read),
+        ``/proc/PID/stat`` (start time, read after the image).
         """
+        pid = process.pid
         if pid in self._facts:
             return self._facts[pid]
         result = None
-        if exe_link is not None:
+        if process.exe is not None:
             try:
-                result = self._read(pid, exe_link)
+                result = self._read(pid, process.exe)
+                if process.started_at is not None and \
+                        ownership.started_at(ownership.read_stat(pid)[4]) != process.started_at:
+                    result = None       # the PID was reused: what was read is another program
             except _GONE:
                 result = None
         self._facts[pid] = result
