@@ -455,8 +455,10 @@ def test_expect_and_list_rules(netns, holder, cli):
     assert "unexpected-program" not in of(doc, port=22)
     listed = cli("audit", "--list-rules", "--json")
     assert listed.returncode == 0
-    assert {r["id"] for r in json.loads(listed.stdout)["rules"]} >= {
+    doc = json.loads(listed.stdout)
+    assert {r["id"] for r in doc["rules"]} >= {
         "hidden-socket", "hidden-port", "baseline-new", "exe-deleted", "unexpected-program"}
+    assert "sshd" in doc["expected_programs"]["22/tcp"]
 
 
 def test_executable_facts_hash_once_and_refuse_a_reused_pid(holder):

@@ -75,7 +75,8 @@ def register(sub) -> None:
     rules.add_argument("--expect", action="append", default=[],
                        metavar="PORT[/PROTO]=NAME[,NAME]",
                        help="programs allowed on a well-known port, replacing the built-in map "
-                            "for it (repeatable; e.g. 22/tcp=sshd,dropbear)")
+                            "for it (repeatable; e.g. 22/tcp=sshd,dropbear; the map: "
+                            "--list-rules --json)")
     rules.add_argument("--skip", action="append", default=[], metavar="RULE",
                        help="do not run this rule (repeatable)")
     rules.add_argument("--list-rules", action="store_true",
@@ -110,11 +111,15 @@ def _write_table(headers, rows, aligns, *, header: bool, title: str | None = Non
 
 
 def _list_rules(args: argparse.Namespace) -> int:
-    from ...audit.rules import RULES
+    from ...audit.rules import EXPECTED_PROGRAMS, PORT_HOLDERS, RULES
     if args.json:
-        print(json.dumps({"schema_version": jsonfmt.SCHEMA_VERSION, "rules": [
-            {"id": r.id, "severity": r.severity.value, "title": r.title, "fix": r.fix,
-             "baselinable": r.baselinable} for r in RULES]}, indent=2))
+        print(json.dumps({
+            "schema_version": jsonfmt.SCHEMA_VERSION,
+            "rules": [{"id": r.id, "severity": r.severity.value, "title": r.title, "fix": r.fix,
+                       "baselinable": r.baselinable} for r in RULES],
+            "expected_programs": {f"{port}/{proto}": sorted(names)
+                                  for (port, proto), names in EXPECTED_PROGRAMS.items()},
+            "accepted_on_any_port": sorted(PORT_HOLDERS)}, indent=2))
         return 0
     _write_table(("Rule", "Severity", "Flags"),
                  [[r.id, r.severity.value, r.title] for r in RULES],
