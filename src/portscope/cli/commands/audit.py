@@ -180,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
         common.warn(f"{report.unverified} listener(s) compared with the baseline by port and "
                     "address only: their program could not be read")
     if args.sarif:
-        log = sarif.sarif_log(report.findings, version=__version__,
-                                    hostname=report.hostname, baseline_path=args.baseline)
+        log = sarif.sarif_log(report.findings, version=__version__, hostname=report.hostname,
+                              baseline_path=args.baseline)
         print(json.dumps(log, indent=2))
     elif args.json:
         print(json.dumps({
