@@ -244,6 +244,36 @@ def test_pid_reuse_is_detected_before_signalling(netns):
     assert json.loads(result.stdout) == ["pid-reused", [], True], result.stderr
 
 
+def test_real_pid_reuse_gets_no_signal(netns):
+    """KS1 for real: in a private PID namespace the holder dies after the plan and its PID is
+    handed to a newcomer (ns_last_pid); the newcomer must get no signal."""
+    result = netns.python("""
+        import json, os, socket, time
+        from portscope.kill import plan_kill, terminate
+        l = socket.socket(); l.bind(("127.0.0.1", 8080)); l.listen()
+        old = os.fork()
+        if old == 0:
+            while True: time.sleep(60)
+        l.close()
+        with plan_kill(8080) as plan:
+            os.kill(old, 9); os.waitpid(old, 0)
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(old - 1))
+            new = os.fork()
+            if new == 0:
+                while True: time.sleep(60)
+            (outcome,) = terminate(plan, timeout_s=1)
+        alive = os.waitpid(new, os.WNOHANG) == (0, 0)
+        os.kill(new, 9); os.waitpid(new, 0)
+        print(json.dumps([new == old, outcome.result, list(outcome.signals), alive,
+                          outcome.detail]))
+    """, pidns=True)
+    same_pid, result_name, signals, newcomer_alive, detail = json.loads(result.stdout)
+    assert same_pid, "the PID was not reused: the test proves nothing"
+    assert (result_name, signals, newcomer_alive) == ("pid-reused", [], True)
+    assert "now belongs to" in detail
+
+
 def test_no_terminal_without_yes_is_refused(netns):
     h = hold(netns, "l = listen(); ready()")
     code, doc, _ = kill(netns, "8080")
