@@ -41,7 +41,7 @@ def register(sub) -> None:
     parser.add_argument("-u", "--udp", action="store_true", help="UDP sockets only")
     parser.add_argument("-a", "--all", action="store_true",
                         help="also holders of connected TCP sockets on the local port")
-    parser.add_argument("-s", "--signal", default="TERM", metavar="SIG",
+    parser.add_argument("--signal", default="TERM", metavar="SIG",
                         help="TERM (default), INT, HUP, QUIT or KILL")
     parser.add_argument("--timeout", default="5", metavar="S",
                         help="seconds to wait for holders to exit (default 5)")
