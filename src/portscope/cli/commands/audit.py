@@ -13,9 +13,7 @@ import sys
 
 from ...errors import InvalidInput
 from ...ports import parse_port
-from ...render import jsonfmt
 from ...render.columns import endpoint_text, safe
-from ...snapshot import PRIVILEGE_HINT
 from .. import common
 
 SEVERITIES = ("low", "medium", "high")
@@ -112,6 +110,7 @@ def _write_table(headers, rows, aligns, *, header: bool, title: str | None = Non
 
 def _list_rules(args: argparse.Namespace) -> int:
     from ...audit.rules import EXPECTED_PROGRAMS, PORT_HOLDERS, RULES
+    from ...render import jsonfmt
     if args.json:
         print(json.dumps({
             "schema_version": jsonfmt.SCHEMA_VERSION,
@@ -155,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     from ...audit import baseline as baseline_file
     from ...audit import sarif
     from ...audit.rules import Severity
+    from ...render import jsonfmt
+    from ...snapshot import PRIVILEGE_HINT
     if args.list_rules:
         return _list_rules(args)
     if args.write_baseline is not None:
