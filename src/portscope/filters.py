@@ -12,7 +12,7 @@ from .types import LISTENER_STATES, Family, Owner, Proto, Socket, State
 
 ALL_PROTOS = frozenset({Proto.TCP, Proto.UDP})
 ALL_FAMILIES = frozenset({Family.IPV4, Family.IPV6})
-TCP_STATES = frozenset(State) - {State.UNCONN, State.CLOSE}
+TCP_STATES = frozenset(State) - {State.UNCONN, State.CLOSE, State.PUBLISHED}
 UDP_STATES = frozenset({State.UNCONN, State.ESTABLISHED})
 
 

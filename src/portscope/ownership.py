@@ -6,14 +6,14 @@ every process (not per socket), so it is split over forked workers (Python threa
 serialise on the GIL) that run while the parent dumps the sockets; each worker writes its
 result to a memfd that the parent reads when the worker has exited.
 
-Process details come from ``/proc/PID/{stat,status,exe,cmdline,cgroup}``.
+Process details come from ``/proc/PID/{stat,status,exe,cmdline,cgroup}`` (the cgroup path is
+parsed by ``containers.parse_cgroup``).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
-import re
 import struct
 import sys
 from array import array
@@ -21,6 +21,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from functools import lru_cache
 
+from .containers import parse_cgroup
 from .types import Owner, ProcessInfo
 
 PROC = "/proc"
@@ -292,11 +293,6 @@ def default_workers() -> int:
 # ---------------------------------------------------------------------------------------------
 # Process details
 
-_CONTAINER_RE = re.compile(
-    r"(?:docker|libpod|cri-containerd|crio|containerd)[-/]([0-9a-f]{64})|/([0-9a-f]{64})(?:\.scope)?$")
-_UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount", ".timer", ".slice")
-
-
 @lru_cache(maxsize=1)
 def _clock() -> tuple[float, int]:
     boot = 0.0
@@ -339,21 +335,6 @@ def started_at(starttime_ticks: int) -> datetime:
     return datetime.fromtimestamp(boot + starttime_ticks / hz, tz=timezone.utc)
 
 
-def parse_cgroup(text: str) -> tuple[str | None, str | None]:
-    """``(systemd unit, container id)`` from the text of ``/proc/PID/cgroup``."""
-    unit = container = None
-    for line in text.splitlines():
-        path = line.split(":", 2)[-1]
-        match = _CONTAINER_RE.search(path)
-        if match and container is None:
-            container = match.group(1) or match.group(2)
-        for part in reversed(path.split("/")):
-            if part.endswith(_UNIT_SUFFIXES) and not part.endswith(".slice"):
-                unit = unit or part
-                break
-    return unit, container
-
-
 def _read_text(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
@@ -386,4 +367,5 @@ def process_info(pid: int) -> ProcessInfo | None:
     unit, container = parse_cgroup(_read_text(f"{PROC}/{pid}/cgroup") or "")
     return ProcessInfo(pid=pid, ppid=ppid, name=comm, exe=exe, cmdline=cmdline,
                        user=None if uid is None else user_name(uid), uid=uid,
-                       started_at=started_at(start), unit=unit, container=container)
+                       started_at=started_at(start), unit=unit,
+                       container=None if container is None else container.id)

@@ -1,4 +1,5 @@
-"""take_snapshot(): sockets from a backend joined with their owners from one fd scan."""
+"""take_snapshot(): sockets from a backend joined with their owners from one fd scan, and with
+the containers they belong to (``containers.py``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import itertools
 import os
 import socket as _socket
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 
-from . import backends, namespaces, ownership
+from . import backends, containers, namespaces, ownership
+from .errors import BackendError
 from .filters import SocketFilter, address_covers
 from .types import (LISTENER_STATES, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Proto,
                     Snapshot, Socket, State)
@@ -24,6 +27,12 @@ class SnapshotStream:
     streams large listings this way (a full snapshot of 200,000 sockets never needs to be held
     as objects at once); ``take_snapshot()`` collects it into a ``Snapshot``.
 
+    Container attribution happens during the iteration: a socket whose first owner runs in a
+    container gets ``container``; a forwarder's listener (docker-proxy, conmon, dockerd,
+    rootlessport) is held back and comes at the end with ``container`` and ``published``, once
+    the listeners inside the containers were seen; then, when asked for, ``State.PUBLISHED``
+    rows for ports published with no host socket.
+
     Attributes:
         taken_at: when the scan started (aware UTC).
         hostname, backend, namespaces, unreadable_pids: as in ``Snapshot``.
@@ -33,9 +42,12 @@ class SnapshotStream:
 
     def __init__(self, sockets: Iterator[Socket], flt: SocketFilter, taken_at: datetime,
                  backend: str, warnings: list[str], covered: Sequence[NetNamespace],
-                 unreadable_pids: int) -> None:
+                 unreadable_pids: int, resolver: containers.ContainerResolver | None = None,
+                 published: bool = False) -> None:
         self._sockets = sockets
         self._flt = flt
+        self._resolver = resolver
+        self._published = published
         self.taken_at = taken_at
         self.hostname = _socket.gethostname()
         self.backend = backend
@@ -53,6 +65,10 @@ class SnapshotStream:
         match = self._flt.match_owners if self._flt.needs_owners else None
         permission = OwnerUnknown.PERMISSION
         missing = 0
+        resolver = self._resolver
+        forwarders = containers.FORWARDERS
+        host = namespaces.own_inode() if self._published else None
+        present: set[tuple[Proto, str, int | None]] = set()
         # decoding allocates an object graph without cycles: collections would only re-walk
         # it (measured 10-35 % of a 200,000-socket snapshot)
         gc_was_enabled = gc.isenabled()
@@ -63,7 +79,24 @@ class SnapshotStream:
                     continue
                 if s.owner_unknown is permission:
                     missing += 1
+                if host is not None and s.netns == host:
+                    present.add((s.proto, s.local.address, s.local.port))
+                if resolver is not None:
+                    held = s[11]
+                    if held:
+                        process = held[0][2]
+                        if process.container is not None or process.name in forwarders:
+                            s = resolver.attach(s)
+                            if s is None:       # a forwarder: resolved once all were seen
+                                continue
+                    elif s[14] is not None:
+                        resolver.remember(s)
                 yield s
+            if resolver is not None:
+                yield from resolver.forwarded()
+                if host is not None and any(ns.inode == host for ns in self.namespaces):
+                    yield from self._published_rows(resolver, host, present)
+                self.warnings.extend(resolver.warnings)
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -73,6 +106,14 @@ class SnapshotStream:
                 else f"({PRIVILEGE_HINT})"
             self.warnings.append(f"{missing} socket(s) have no visible owner: "
                                  f"{self.unreadable_pids} process(es) could not be read {who}")
+
+    def _published_rows(self, resolver: containers.ContainerResolver, host: int,
+                        present: set[tuple[Proto, str, int | None]]) -> Iterator[Socket]:
+        # the filter's socket predicates but its states (PUBLISHED is not a kernel state)
+        flt = replace(self._flt, states=None)
+        for row in resolver.published_rows(host, present):
+            if flt.match_socket(row) and flt.match_owners(row):
+                yield row
 
     def to_snapshot(self, sockets: Sequence[Socket]) -> Snapshot:
         """A ``Snapshot`` of ``sockets`` (this stream's, once iterated) with its metadata."""
@@ -84,12 +125,12 @@ class SnapshotStream:
 
 def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
-                  netns: str | None = None) -> SnapshotStream:
+                  netns: str | None = None, published: bool = False) -> SnapshotStream:
     """Start a snapshot and return it as a stream of sockets (see ``take_snapshot``).
 
     The socket dumps and the fd scan happen here (the scan in forked workers while the kernel
-    dumps); decoding and joining happen while the stream is iterated. Arguments, errors and
-    privileges are those of ``take_snapshot``.
+    dumps); decoding, joining and container attribution happen while the stream is iterated.
+    Arguments, errors and privileges are those of ``take_snapshot``.
     """
     flt = flt or SocketFilter()
     taken_at = datetime.now(timezone.utc)
@@ -105,12 +146,13 @@ def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
     # decode the dumps only once the owners are known.
     cheap = flt.single_port is not None or (flt.states is not None
                                               and flt.states <= LISTENER_STATES)
-    lazy = scan_owners and not cheap and hasattr(module, "collect")
+    raw = scan_owners and hasattr(module, "collect")       # netlink: decode after the scan
+    lazy = raw and not cheap
     pending = ownership.PendingScan(workers=workers) if lazy else None
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
-    for entry, result in zip(entries, _dump_each(module, entries, flt, lazy)):
+    for entry, result in zip(entries, _dump_each(module, entries, flt, raw)):
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since it was found: nothing to cover
         if isinstance(result, OSError):
@@ -124,20 +166,53 @@ def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
     if not scan_owners:
         stream: Iterator[Socket] = itertools.chain.from_iterable(dumps)
         return SnapshotStream(stream, flt, taken_at, name, warnings, covered, 0)
-    if lazy:
-        scan = pending.result()
+    resolver = containers.ContainerResolver(listeners_in=_listeners_in)
+    if raw:
+        if lazy:
+            scan = pending.result()
+        else:      # a small dump: scan the descriptors for its inodes only
+            wanted = frozenset(i for part in dumps for i in module.inodes(part))
+            scan = _scan_for(wanted, workers)
         index = ownership.OwnerIndex(scan)
         missing = _missing_reason(scan)
         stream = itertools.chain.from_iterable(
-            module.decode(raw, index, missing, OwnerUnknown.KERNEL) for raw in dumps)
+            module.decode(part, index, missing, OwnerUnknown.KERNEL, resolver)
+            for part in dumps)
     else:
         sockets = [s for part in dumps for s in part]
-        wanted = frozenset(s.inode for s in sockets if s.inode)
-        scan = ownership.PendingScan(wanted=wanted, workers=workers if wanted else 0,
-                                     pids=None if wanted else []).result()
+        scan = _scan_for(frozenset(s.inode for s in sockets if s.inode), workers)
         stream = _join(sockets, ownership.OwnerIndex(scan), _missing_reason(scan))
     return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
-                          len(set(scan.unreadable)))
+                          len(set(scan.unreadable)), resolver, published)
+
+
+def _listeners_in(pid: int, pids: list[int], proto: Proto, port: int) -> list[Socket]:
+    """The ``proto`` listeners on ``port`` in the network namespace of process ``pid``, with
+    their owners among ``pids`` (the listeners behind a container's published port). Empty
+    when that namespace cannot be entered or read."""
+    path = f"/proc/{pid}/ns/net"
+    try:
+        inode = os.stat(path).st_ino
+    except OSError:
+        return []                   # the container's process is gone
+    entry = namespaces.NamespaceEntry(NetNamespace(inode), path, pid)
+    flt = SocketFilter(protos=frozenset({proto}), states=LISTENER_STATES,
+                       port_range=(port, port))
+    try:
+        netlink = backends.load("netlink")
+        (result,) = namespaces.run_in([entry], lambda e: netlink.dump(flt, netns=inode))
+    except BackendError:
+        return []                   # no sock_diag (in there): nothing more to tell
+    if isinstance(result, OSError):
+        return []                   # not allowed in (no CAP_SYS_ADMIN), or it ended
+    sockets = result[0]
+    scan = ownership.PendingScan(wanted=frozenset(s.inode for s in sockets), pids=pids).result()
+    return list(_join(sockets, ownership.OwnerIndex(scan), _missing_reason(scan)))
+
+
+def _scan_for(wanted: frozenset[int], workers: int) -> ownership.FdScan:
+    return ownership.PendingScan(wanted=wanted, workers=workers if wanted else 0,
+                                 pids=None if wanted else []).result()
 
 
 def _ns_label(ns: NetNamespace) -> str:
@@ -145,7 +220,7 @@ def _ns_label(ns: NetNamespace) -> str:
 
 
 def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
-               lazy: bool) -> list:
+               raw: bool) -> list:
     """Per namespace: ``(raw dump or socket list, warnings)``, or the OSError that kept us out.
 
     netlink dumps each namespace from inside it (``setns`` in a worker thread); ``/proc/net``
@@ -154,7 +229,7 @@ def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilt
     """
     own = namespaces.own_inode()
     if module.NAME == "netlink":
-        work = module.collect if lazy else module.dump
+        work = module.collect if raw else module.dump
         return namespaces.run_in(entries, lambda e: work(flt, netns=e.namespace.inode))
     results = []
     for entry in entries:
@@ -170,7 +245,7 @@ def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilt
 
 def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
-                  netns: str | None = None) -> Snapshot:
+                  netns: str | None = None, published: bool = False) -> Snapshot:
     """Take a snapshot: sockets and every process holding them.
 
     Args:
@@ -183,9 +258,15 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
         netns: which network namespaces: None or ``"host"`` (the caller's own), ``"all"``,
             a name (``ip netns``, Docker) or a PID; one fd scan serves them all, and each
             socket carries its namespace inode in ``netns``.
+        published: also list ports that a container runtime publishes with NAT rules and no
+            host socket, as ``State.PUBLISHED`` rows (when the caller's namespace is covered).
     Returns:
         a ``Snapshot``; ``complete`` is False when some processes' descriptors could not be read,
-        and those sockets carry ``owner_unknown="permission"``.
+        and those sockets carry ``owner_unknown="permission"``. With owners, sockets carry
+        their ``container``; a container runtime's forwarder listener (docker-proxy, conmon,
+        dockerd, rootlessport) also ``published``: the container-side address and port, and
+        the processes serving it inside (found when the container's namespace is covered,
+        e.g. ``netns="all"``). Forwarder listeners come after the other sockets.
     Raises:
         ValueError: unknown backend; InvalidInput: unknown namespace name or PID.
         BackendUnavailable: the backend cannot run here.
@@ -195,7 +276,8 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
     ``/proc/PID/fd`` the caller may read (root, or the same user for dumpable processes);
     entering other network namespaces needs CAP_SYS_ADMIN.
     """
-    stream = open_snapshot(flt, backend=backend, owners=owners, workers=workers, netns=netns)
+    stream = open_snapshot(flt, backend=backend, owners=owners, workers=workers, netns=netns,
+                           published=published)
     return stream.to_snapshot(list(stream))
 
 

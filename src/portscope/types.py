@@ -44,7 +44,8 @@ class Family(_StrEnum):
 class State(_StrEnum):
     """Socket state under the kernel's names (``include/net/tcp_states.h``).
 
-    ``BOUND_INACTIVE`` is a TCP socket that called ``bind()`` but never ``listen()`` or
+    ``PUBLISHED`` is portscope's own: a row for a published container port that has no host
+    socket (only listener views ask for these rows). ``BOUND_INACTIVE`` is a TCP socket that called ``bind()`` but never ``listen()`` or
     ``connect()``: it holds its port, yet ss, netstat and ``/proc/net`` do not show it (the
     kernel dumps it from the bind hash, kernel >= 6.8). ``UNCONN`` is an unconnected UDP socket
     (the kernel's TCP_CLOSE), as ss names it.
@@ -64,6 +65,9 @@ class State(_StrEnum):
     NEW_SYN_RECV = "NEW_SYN_RECV"
     BOUND_INACTIVE = "BOUND_INACTIVE"
     UNCONN = "UNCONN"
+    #: not a kernel state: a port a container runtime publishes through NAT rules (DNAT) with
+    #: no socket on the host; such rows have inode 0 and ``owner_unknown`` ``dnat``.
+    PUBLISHED = "PUBLISHED"
 
 
 #: States in which a socket is a server endpoint (a "listener" in portscope's views).
@@ -81,12 +85,15 @@ class OwnerUnknown(_StrEnum):
     - ``kernel``: the kernel holds the socket with no descriptor (TIME_WAIT, orphans, inode 0).
     - ``vanished``: every process was readable and none holds it any more (closed mid-scan).
     - ``other-netns``: held by a process of another network namespace that was not scanned.
+    - ``dnat``: no socket at all: a container runtime forwards the port with NAT rules
+      (``State.PUBLISHED`` rows).
     """
 
     PERMISSION = "permission"
     KERNEL = "kernel"
     VANISHED = "vanished"
     OTHER_NETNS = "other-netns"
+    DNAT = "dnat"
 
 
 class Endpoint(NamedTuple):
@@ -149,12 +156,38 @@ class Container:
         name: the runtime's name for it, None when the runtime did not answer.
         runtime: ``docker``, ``podman``, ``containerd``/``kubernetes``, or None if unknown.
         image: the image name, None when the runtime did not answer.
+        pod: the pod id (a Kubernetes pod UID, a Podman pod id) when the container is in one.
     """
 
     id: str
     name: str | None = None
     runtime: str | None = None
     image: str | None = None
+    pod: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """Where a host port that a container runtime publishes really goes.
+
+    Attributes:
+        container: the container the port is published for.
+        address: the container-side address the traffic is sent to (its IP on the container
+            network), None when unknown.
+        port: the container-side port, None when the runtime's state could not be read.
+        forwarder: what holds the host port: ``docker-proxy`` (proxies the traffic),
+            ``conmon``, ``dockerd`` or ``rootlessport`` (hold it while NAT rules or a helper
+            forward), or None when nothing does (NAT rules only, ``State.PUBLISHED``).
+        served_by: every process holding a listener on ``port`` in the container's network
+            namespace that receives for ``address`` (empty: nothing serves it, or that
+            namespace was not covered by the snapshot).
+    """
+
+    container: Container
+    address: str | None
+    port: int | None
+    forwarder: str | None
+    served_by: tuple["Owner", ...] = ()
 
 
 class Socket(NamedTuple):
@@ -177,6 +210,8 @@ class Socket(NamedTuple):
         cookie: the kernel's socket cookie (unique while the socket lives), None if unknown.
         container: the container serving this socket, when known (by its owner's cgroup, the
             socket's cgroup, its network namespace, or the forwarder that publishes it).
+        published: for a host port held by a container runtime's forwarder (or published
+            with NAT rules only), where it really goes; None otherwise.
     """
 
     proto: Proto
@@ -194,6 +229,7 @@ class Socket(NamedTuple):
     owner_unknown: OwnerUnknown | None = None
     cookie: int | None = None
     container: Container | None = None
+    published: Published | None = None
 
     @property
     def is_listener(self) -> bool:

@@ -1,29 +1,10 @@
-"""Ownership details: cgroup parsing, /proc/PID/stat parsing, the fd-scan index."""
+"""Ownership details: /proc/PID/stat parsing, the fd-scan index (cgroup paths: test_containers)."""
 
 from __future__ import annotations
 
 from array import array
 
-import pytest
-
 from portscope import ownership
-
-
-@pytest.mark.parametrize("text, unit, container", [
-    ("0::/system.slice/nginx.service\n", "nginx.service", None),
-    ("0::/user.slice/user-1000.slice/session-2.scope\n", "session-2.scope", None),
-    ("0::/system.slice/docker-" + "a" * 64 + ".scope\n", "docker-" + "a" * 64 + ".scope",
-     "a" * 64),
-    ("12:pids:/docker/" + "b" * 64 + "\n0::/docker/" + "b" * 64 + "\n", None, "b" * 64),
-    ("0::/machine.slice/libpod-" + "c" * 64 + ".scope/container\n",
-     "libpod-" + "c" * 64 + ".scope", "c" * 64),
-    ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/"
-     "cri-containerd-" + "d" * 64 + ".scope\n", "cri-containerd-" + "d" * 64 + ".scope", "d" * 64),
-    ("0::/\n", None, None),
-    ("", None, None),
-])
-def test_parse_cgroup(text, unit, container):
-    assert ownership.parse_cgroup(text) == (unit, container)
 
 
 def test_fd_scan_index_lists_every_holder_in_pid_order():

@@ -55,6 +55,9 @@ NLMSGHDR = struct.Struct("=IHHII")
 NLMSG_INET_DIAG_MSG = struct.Struct("=IHHIIBBBBHH16s16sIQIIIII")
 INET_DIAG_MSG_OFFSET = NLMSGHDR.size
 ATTRS_OFFSET = NLMSG_INET_DIAG_MSG.size          # 16 + 72 = 88
+IDIAG_INODE_OFFSET = ATTRS_OFFSET - 4            # idiag_inode, the last u32 of inet_diag_msg
+U32 = struct.Struct("=I")
+U64 = struct.Struct("=Q")                         # INET_DIAG_CGROUP_ID's payload
 
 NLATTR = struct.Struct("=HH")
 

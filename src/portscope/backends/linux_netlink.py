@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..errors import BackendError
 from ..filters import SocketFilter
-from ..types import Endpoint, Family, Owner, OwnerUnknown, Proto, Socket, State
+from ..types import Container, Endpoint, Family, Owner, OwnerUnknown, Proto, Socket, State
 from . import _netlink_io as nlio
 from . import _netlink_wire as w
 
@@ -149,9 +149,31 @@ def _receive(datagrams) -> tuple[list[bytes], bool]:
     raise BackendError("netlink sock_diag: the reply ended without NLMSG_DONE")
 
 
+def inodes(raw: RawDump) -> set[int]:
+    """The socket inodes of a ``RawDump`` (0, for sockets without descriptor, left out),
+    read without decoding the messages (to scan owners for exactly these)."""
+    header = w.NLMSGHDR.unpack_from
+    inode_at = w.U32.unpack_from
+    offset = w.IDIAG_INODE_OFFSET
+    full = w.NLMSG_INET_DIAG_MSG.size
+    msg_type = w.SOCK_DIAG_BY_FAMILY, w.TCPDIAG_GETSOCK
+    found: set[int] = set()
+    for _proto, chunks, _interrupted in raw.replies:
+        for chunk in chunks:
+            off = 0
+            while off + full <= len(chunk):
+                length, kind, _flags, _seq, _pid = header(chunk, off)
+                if kind not in msg_type:
+                    break
+                found.add(inode_at(chunk, off + offset)[0])
+                off += (length + 3) & ~3
+    found.discard(0)
+    return found
+
+
 def decode(raw: RawDump, owners: Mapping[int, tuple[Owner, ...]] | None = None,
-           missing: OwnerUnknown | None = None, kernel: OwnerUnknown | None = None
-           ) -> Iterator[Socket]:
+           missing: OwnerUnknown | None = None, kernel: OwnerUnknown | None = None,
+           cgroups: Mapping[int, Container] | None = None) -> Iterator[Socket]:
     """Decode a ``RawDump`` into sockets, lazily, joining owners as it goes.
 
     Args:
@@ -159,6 +181,9 @@ def decode(raw: RawDump, owners: Mapping[int, tuple[Owner, ...]] | None = None,
         owners: socket inode -> its owners (default: no owners are joined).
         missing: ``owner_unknown`` for a socket with an inode but no entry in ``owners``.
         kernel: ``owner_unknown`` for a socket without inode (TIME_WAIT, orphans).
+        cgroups: cgroup id -> container; for a socket with an inode but no owner, its
+            ``INET_DIAG_CGROUP_ID`` is looked up there to fill ``container`` (the attribute
+            is not even searched for sockets that have owners).
     Yields:
         ``Socket`` records in kernel order, filtered by ``raw.flt``'s socket predicates.
 
@@ -180,6 +205,9 @@ def decode(raw: RawDump, owners: Mapping[int, tuple[Owner, ...]] | None = None,
     names6: dict[bytes, str] = {}
     find_attr = w.find_attr
     skv6only = w.INET_DIAG_SKV6ONLY
+    cgroup_attr = w.INET_DIAG_CGROUP_ID
+    cgroup_of = cgroups.get if cgroups is not None else None
+    u64 = w.U64.unpack_from
     msg_type = w.SOCK_DIAG_BY_FAMILY, w.TCPDIAG_GETSOCK
     for proto, chunks, interrupted in raw.replies:
         states = _TCP_STATES if proto is Proto.TCP else _UDP_STATES
@@ -222,11 +250,18 @@ def decode(raw: RawDump, owners: Mapping[int, tuple[Owner, ...]] | None = None,
                         continue
                     seen.add((inode, cookie))
                 held = owned(inode, ()) if inode else ()
+                container = None
+                if not held and inode and cgroup_of is not None:
+                    # the owner is hidden: the socket's own cgroup may still name a container
+                    start = off - ((length + 3) & ~3)
+                    pos = find_attr(chunk, start + full, start + length, cgroup_attr)
+                    if pos >= 0:
+                        container = cgroup_of(u64(chunk, pos)[0])
                 sock = new(Socket, (
                     proto, fam, new(Endpoint, (local_addr, bswap[sport])),
                     new(Endpoint, (remote_addr, bswap[dport])) if dport else None,
                     states[state], inode, uid, netns, v6only, rqueue, wqueue, held,
-                    None if held else (missing if inode else kernel), cookie, None))
+                    None if held else (missing if inode else kernel), cookie, container, None))
                 if check is None or check(sock):
                     yield sock
 

@@ -130,7 +130,7 @@ def parse_table(data: bytes, proto: Proto, family: Family, states: frozenset[Sta
             remote = new(Endpoint, (remote_addr, remote_port))
         append(new(Socket, (proto, family, new(Endpoint, (local, port)), remote, state,
                             int(inode), int(uid), netns, None, int(rx, 16), int(tx, 16), (),
-                            None, None, None)))
+                            None, None, None, None)))
     header = 1 if data.lstrip(b" \t").startswith(b"sl") else 0
     lines = data.count(b"\n") + (not data.endswith(b"\n"))
     if lines - header != rows:          # some line did not match: count the nonblank ones

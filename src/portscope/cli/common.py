@@ -142,7 +142,8 @@ def write_listing(args: argparse.Namespace, meta: Snapshot | SnapshotStream,
     """Write sockets as JSON, CSV, a table (terminal) or plain text (pipe), per ``args``.
 
     ``sockets`` may be a stream: it is consumed once, as it is written (a table needs at most
-    ``TABLE_MAX_ROWS`` of them in memory).
+    ``TABLE_MAX_ROWS`` of them in memory). The Container and "Forwards to" columns are added
+    when one of the first ``TABLE_MAX_ROWS`` sockets has a container or a published port.
     """
     out = sys.stdout
     if args.json:
@@ -151,17 +152,22 @@ def write_listing(args: argparse.Namespace, meta: Snapshot | SnapshotStream,
         return
     if len(meta.namespaces) > 1:
         columns = (cols.netns_column(meta.namespaces), *columns)
-    getters: list[Callable[[Socket], str]] = [c.get for c in columns]
     sockets = iter(sockets)
+    first = list(itertools.islice(sockets, TABLE_MAX_ROWS + 1))
+    # container columns only when the first rows have something to show in them
+    if any(s.container is not None for s in first):
+        columns = (*columns, cols.CONTAINER)
+    if any(s.published is not None for s in first):
+        columns = (*columns, cols.PUBLISHED)
+    getters: list[Callable[[Socket], str]] = [c.get for c in columns]
     if getattr(args, "csv", False):
         from ..render import csvfmt
         csvfmt.write_rows(out, [c.key for c in columns],
-                          ([get(s) for get in getters] for s in sockets),
+                          ([get(s) for get in getters] for s in itertools.chain(first, sockets)),
                           header=not args.no_header)
         return
     headers = [c.header for c in columns]
     aligns = [c.align for c in columns]
-    first = list(itertools.islice(sockets, TABLE_MAX_ROWS + 1))
     if use_table(out, len(first)):
         from ..render import table
         table.write_table(out, headers, [[get(s) for get in getters] for s in first], aligns,

@@ -20,7 +20,7 @@ def safe(text: str) -> str:
     return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def endpoint_text(address: str, port: int | None) -> str:
+def endpoint_text(address: str, port: int | str | None) -> str:
     """``addr:port``, with IPv6 in brackets (``[::1]:80``); ``*`` for a missing port."""
     port_text = "*" if port is None else str(port)
     return f"[{address}]:{port_text}" if ":" in address else f"{address}:{port_text}"
@@ -77,6 +77,36 @@ PROCESS = Column("process", "Process", owner_names)
 USER = Column("user", "User", owner_users)
 INODE = Column("inode", "Inode", lambda s: str(s.inode), "right")
 SCOPE = Column("v6only", "V6only", _scope)
+
+
+def container_name(sock: Socket) -> str:
+    """The container's name, else its short id (12 hex digits); empty when none."""
+    c = sock.container
+    if c is None:
+        return ""
+    return safe(c.name) if c.name else c.id[:12]
+
+
+def published_text(sock: Socket) -> str:
+    """Where a published host port goes: ``172.17.0.2:8080 httpd/4242``; ``?`` for what the
+    runtime did not tell; ``(no listener seen)`` when no process was seen serving it inside
+    (none listens there, or the container's namespace was not covered)."""
+    p = sock.published
+    if p is None:
+        return ""
+    port = "?" if p.port is None else str(p.port)
+    target = endpoint_text(p.address, port) if p.address else f"port {port}"
+    if p.port is None:
+        return target
+    if not p.served_by:
+        return f"{target} (no listener seen)"
+    servers = ",".join(dict.fromkeys(f"{safe(o.process.name or '?')}/{o.pid}"
+                                     for o in p.served_by))
+    return f"{target} {servers}"
+
+
+CONTAINER = Column("container", "Container", container_name)
+PUBLISHED = Column("published", "Forwards to", published_text)
 
 
 def service_column(name_of: Callable[[int, str], str | None]) -> Column:

@@ -69,7 +69,7 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
     identity of their ``ProcessInfo``) and ``addresses`` the encoded start of endpoints.
     ``extra`` adds view-specific keys. This runs once per socket of a listing: keep it lean."""
     proto, family, local, remote, state, inode, uid, netns, v6only, rq, wq, owners, unknown, \
-        cookie, container = s
+        cookie, container, published = s
     held = ""
     if owners:
         parts = []
@@ -85,7 +85,8 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
             f'"rx_queue_bytes": {rq}, "tx_queue_bytes": {wq}, "owners": [{held}], '
             f'"owner_unknown": {"null" if unknown is None else _encode(unknown.value)}, '
             f'"cookie": {"null" if cookie is None else cookie}, '
-            f'"container": {"null" if container is None else json.dumps(jsonable(container))}')
+            f'"container": {"null" if container is None else json.dumps(jsonable(container))}, '
+            f'"published": {"null" if published is None else json.dumps(jsonable(published))}')
     if extra:
         text += "".join(f", {json.dumps(k)}: {json.dumps(jsonable(v))}" for k, v in extra.items())
     return text + "}"

@@ -21,7 +21,9 @@ def register(sub) -> None:
     common.add_listing_options(parser)
     states = parser.add_argument_group("selection")
     which = states.add_mutually_exclusive_group()
-    which.add_argument("-l", "--listening", action="store_true", help="listeners only")
+    which.add_argument("-l", "--listening", action="store_true",
+                       help="listeners only (and ports published by NAT rules alone, as "
+                            "PUBLISHED)")
     which.add_argument("-a", "--all", action="store_true", help="every state")
     which.add_argument("--state", type=common.parse_state, metavar="STATE[,STATE]",
                        help="these states (listen, established, time-wait, bound-inactive, "
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                        pids=frozenset(args.pid) if args.pid else None, process=args.process,
                        uids=None if args.user is None else frozenset({args.user}))
     stream = open_snapshot(flt, backend=args.backend, owners=not args.no_owners,
-                           netns=common.netns_choice(args))
+                           netns=common.netns_choice(args), published=args.listening)
     columns = cols.NO_OWNER_COLUMNS if args.no_owners else cols.LIST_COLUMNS
     common.write_listing(args, stream, stream, columns)
     common.report_warnings(stream)

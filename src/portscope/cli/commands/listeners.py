@@ -14,7 +14,10 @@ def register(sub) -> None:
     parser = sub.add_parser(
         "listeners", help="listening sockets with every owner (the default)",
         description="TCP LISTEN and BOUND_INACTIVE sockets and bound unconnected UDP sockets, "
-                    "grouped by port, with service names and every process holding each.")
+                    "grouped by port, with service names and every process holding each. "
+                    "Sockets of containers name their container; a port a container runtime "
+                    "publishes shows where it forwards to and who serves it there, and a port "
+                    "published by NAT rules alone (no host socket) is listed as PUBLISHED.")
     common.add_listing_options(parser)
     parser.set_defaults(run=run)
 
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     protos, families = common.protos_families(args)
     snapshot = take_snapshot(SocketFilter.listeners(protos=protos, families=families),
                              backend=args.backend, owners=not args.no_owners,
-                             netns=common.netns_choice(args))
+                             netns=common.netns_choice(args), published=True)
     sockets = sorted(snapshot.sockets,
                      key=lambda s: (s.local.port or 0, s.proto, s.family, s.local.address))
     service = cols.service_column(services.service_name)

@@ -9,7 +9,7 @@ from ...filters import SocketFilter
 from ...ports import parse_endpoint, port_class
 from ...render import columns as cols
 from ...snapshot import accepted_connections, take_snapshot
-from ...types import LISTENER_STATES
+from ...types import LISTENER_STATES, Socket, State
 from .. import common
 
 
@@ -18,8 +18,10 @@ def register(sub) -> None:
         "who", help="who is on a port (also: portscope PORT)",
         description="Every socket whose LOCAL port matches (never the remote port), every "
                     "process holding it, and for each listener the connections accepted from "
-                    "it. Exit 0 when any socket is on the port (kernel-held TIME_WAIT "
-                    "included), 1 when none is.")
+                    "it. A port a container runtime publishes names its container, where it "
+                    "forwards to and who serves it there (PUBLISHED when only NAT rules "
+                    "forward it). Exit 0 when any socket is on the port (kernel-held "
+                    "TIME_WAIT included) or a container publishes it, 1 when none is.")
     parser.add_argument("target", metavar="PORT|ADDR:PORT|[IPV6]:PORT|SERVICE",
                         help="e.g. 8080, 127.0.0.1:8080, [::1]:8080, https")
     common.add_listing_options(parser)
@@ -33,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     snapshot = take_snapshot(SocketFilter(protos=protos, families=families,
                                           port_range=(port, port), address=address),
                              backend=args.backend, owners=not args.no_owners,
-                             netns=common.netns_choice(args))
-    # listeners first, then the rest in kernel order
-    sockets = sorted(snapshot.sockets, key=lambda s: s.state not in LISTENER_STATES)
+                             netns=common.netns_choice(args), published=True)
+    # listeners (and published ports) first, then the rest in kernel order
+    sockets = sorted(snapshot.sockets, key=lambda s: s.state not in LISTENER_STATES
+                     and s.state is not State.PUBLISHED)
     accepted = {i: len(conns) for i, conns in accepted_connections(sockets).items()}
     name = services.service_name(port, "tcp") or services.service_name(port, "udp")
     where = f"{address}:{port}" if address else f"port {port}"
@@ -54,8 +57,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"{where} ({name or 'no service name'}, {port_class(port)}): "
                   f"{len(sockets)} socket(s)")
         common.write_listing(args, snapshot, sockets, columns)
+        if sys.stdout.isatty():
+            for s in sockets:
+                if s.published is not None:
+                    print(_published_line(s))
     common.report_warnings(snapshot)
     if not sockets:
         common.warn(f"no socket on local {where} in this network namespace")
         return 1
     return 0
+
+
+def _published_line(sock: Socket) -> str:
+    """One sentence naming the container behind a published host port."""
+    p = sock.published
+    c = p.container
+    name = cols.safe(c.name) if c.name else c.id[:12]
+    about = ", ".join(x for x in (c.runtime, c.image and f"image {cols.safe(c.image)}") if x)
+    how = f"held by {p.forwarder}" if p.forwarder else "NAT rules only, no host socket"
+    target = cols.published_text(sock) or "?"
+    return (f"{cols.endpoint_text(*sock.local)} is published by container {name}"
+            f"{f' ({about})' if about else ''}, {how}: forwards to {target}")
