@@ -394,3 +394,17 @@ def test_bad_input(netns, args):
     result = netns.run(sys.executable, "-m", "portscope", "kill", *args, "--yes")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_library_free_port(netns):
+    h = hold(netns, "l = listen(); kid = fork_child(); ready(kid=kid)")
+    result = netns.python("""
+        import json
+        from portscope.kill import free_port
+        r = free_port(8080, protos=("tcp",), timeout_s=2)
+        print(json.dumps([r.freed, sorted((o.pid, o.result) for o in r.outcomes),
+                          [c.bindable for c in r.check.checks]]))
+    """)
+    freed, outcomes, checks = json.loads(result.stdout)
+    assert freed and checks == [True], result.stderr
+    assert outcomes == sorted([[h.pid, "exited"], [h.info["kid"], "exited"]])
