@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -98,8 +99,13 @@ class NetNS:
         return holder
 
     def close(self) -> None:
-        """Stop the holders (by PID, process group) and delete the namespace."""
+        """Stop the holders and everything they forked (each holder's own process group, even
+        when the holder itself already exited), then delete the namespace."""
         for holder in self.holders:
+            try:
+                os.killpg(holder.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass             # the whole group is gone already
             holder.stop()
         self.holders.clear()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
