@@ -49,11 +49,10 @@ class Holder:
 
     def stop(self) -> None:
         """End the holder and everything it forked (its own process group)."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:                          # the group outlives its leader: end it either way
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait(timeout=10)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream:

@@ -72,7 +72,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .filters import SocketFilter
-from .ports import host_port_ranges, parse_address
+from .ports import endpoint_text, host_port_ranges, parse_address
 from .snapshot import take_snapshot
 from .types import KERNEL_HELD_STATES, Family, OwnerUnknown, Proto, Snapshot, Socket, State
 
@@ -185,12 +185,6 @@ class _Bind:
         if ipaddress.ip_address(self.address).is_unspecified:
             mode = " (v6only)" if self.v6only else " (dual-stack)"
         return f"[{self.address}{zone}]:{port}{mode}"
-
-
-def endpoint_text(address: str, port: int | None) -> str:
-    """``addr:port`` with IPv6 in brackets (``[::1]:80``)."""
-    port_text = "*" if port is None else str(port)
-    return f"[{address}]:{port_text}" if ":" in address else f"{address}:{port_text}"
 
 
 # ---------------------------------------------------------------------------------------------

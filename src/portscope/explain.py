@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import ownership
-from .bindcheck import endpoint_text, socket_options
+from .bindcheck import socket_options
 from .filters import address_covers
-from .ports import HostPortRanges, host_port_ranges, port_class
+from .ports import HostPortRanges, endpoint_text, host_port_ranges, port_class
 from .snapshot import accepted_connections
 from .types import (KERNEL_HELD_STATES, Family, OwnerUnknown, ProcessInfo, Proto, Snapshot,
                     Socket, State)

@@ -122,9 +122,9 @@ def parse_endpoint(text: str, resolve_service: Callable[[str], int] | None = Non
         inner, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
             raise InvalidInput(f"invalid endpoint {shown(text)}: expected [IPV6]:PORT")
-        address = parse_address(inner)
-        if ":" not in address:
+        if ":" not in inner:
             raise InvalidInput(f"invalid endpoint {shown(text)}: brackets are for IPv6 addresses")
+        address = parse_address(inner)
         return address, port_of(rest[1:])
     if text.count(":") > 1:
         raise InvalidInput(f"invalid endpoint {shown(text)}: write an IPv6 address with a port "
@@ -135,6 +135,12 @@ def parse_endpoint(text: str, resolve_service: Callable[[str], int] | None = Non
     if not address_text:
         return None, port_of(port_text)
     return parse_address(address_text), port_of(port_text)
+
+
+def endpoint_text(address: str, port: int | None) -> str:
+    """``addr:port``, with IPv6 in brackets (``[::1]:80``); ``*`` for a missing port."""
+    port_text = "*" if port is None else str(port)
+    return f"[{address}]:{port_text}" if ":" in address else f"{address}:{port_text}"
 
 
 def port_class(port: int) -> str:

@@ -36,7 +36,12 @@ Which processes use which ports.
   portscope               listeners (TCP and UDP, IPv4 and IPv6) with every owning process
   portscope PORT          who is on a port: PORT, ADDR:PORT, [IPV6]:PORT or a service name
   portscope list [...]    any sockets, filtered as ss filters them
+  portscope explain X     a port or a PID in plain words: process, socket, port, connections
+  portscope check PORT    can it be bound? if not: which rule, which socket, which process
+  portscope free          pick free ports that really bind, outside the ephemeral range
+  portscope kill PORT     stop every holder safely, then prove the port is free
   portscope services Q    the IANA registry and /etc/services, by port or by name
+  portscope audit         listeners judged against rules and a baseline
 
 exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 runtime error,
 4 access denied, 5 refused by a safety rule, 130 interrupted

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..ports import endpoint_text
 from ..types import NetNamespace, Socket
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -18,12 +19,6 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def safe(text: str) -> str:
     """``text`` with control characters (ESC, newline, C1) shown as ``\\xNN``."""
     return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def endpoint_text(address: str, port: int | str | None) -> str:
-    """``addr:port``, with IPv6 in brackets (``[::1]:80``); ``*`` for a missing port."""
-    port_text = "*" if port is None else str(port)
-    return f"[{address}]:{port_text}" if ":" in address else f"{address}:{port_text}"
 
 
 def owner_pids(sock: Socket) -> str:
