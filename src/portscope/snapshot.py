@@ -333,7 +333,9 @@ def owners_of(port: int, **kwargs) -> tuple[Owner, ...]:
 def accepted_connections(sockets: Sequence[Socket]) -> dict[int, list[Socket]]:
     """Pair each TCP listener with the connections ``accept()`` returned from it.
 
-    An accepted socket has the listener's local port and an address the listener covers
+    An accepted socket is a connected TCP socket that a process still holds (TIME_WAIT and
+    other kernel-held leftovers are not counted), with the listener's local port and an address
+    the listener covers
     (a wildcard listener covers every address of its family; ``::`` without v6only covers
     IPv4 too). When several listeners cover it (an SO_REUSEPORT group), the one sharing a
     holder PID wins, else the first.
@@ -351,8 +353,8 @@ def accepted_connections(sockets: Sequence[Socket]) -> dict[int, list[Socket]]:
     for i in listening:
         by_port.setdefault((sockets[i].netns, sockets[i].local.port), []).append(i)
     for s in sockets:
-        if s.proto is not Proto.TCP or s.remote is None:
-            continue
+        if s.proto is not Proto.TCP or s.remote is None or not s.inode:
+            continue             # not TCP, not connected, or closed (kernel-held TIME_WAIT)
         candidates = [i for i in by_port.get((s.netns, s.local.port), ())
                       if address_covers(sockets[i], s.local.address)]
         if not candidates:
