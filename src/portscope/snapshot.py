@@ -335,9 +335,8 @@ def accepted_connections(sockets: Sequence[Socket]) -> dict[int, list[Socket]]:
 
     An accepted socket is a connected TCP socket that a process still holds (TIME_WAIT and
     other kernel-held leftovers are not counted), with the listener's local port and an address
-    the listener covers
-    (a wildcard listener covers every address of its family; ``::`` without v6only covers
-    IPv4 too). When several listeners cover it (an SO_REUSEPORT group), the one sharing a
+    the listener covers (a wildcard listener covers every address of its family; ``::``
+    without v6only covers IPv4 too). When several listeners cover it (an SO_REUSEPORT group), the one sharing a
     holder PID wins, else the first.
 
     Args:
