@@ -35,6 +35,7 @@ from pathlib import Path
 
 from . import ownership
 from .bindcheck import BindDiagnosis, check_bind
+from .containers import FORWARDERS
 from .errors import AccessDenied, KillRefused, PidReused, ProcessGone
 from .filters import SocketFilter
 from .snapshot import take_snapshot
@@ -62,7 +63,8 @@ class Respawner:
     """What would start a holder again after it dies.
 
     Attributes:
-        kind: ``"systemd"``, ``"container"``, ``"docker-proxy"``, ``"supervisord"``, ``"pm2"``.
+        kind: ``"systemd"``, ``"container"``, a container runtime's forwarder (``"docker-proxy"``,
+            ``"conmon"``, ``"dockerd"``, ``"rootlessport"``), ``"supervisord"``, ``"pm2"``.
         name: the unit, container id, or program name, when known.
         command: the command that stops it for good.
         detail: one sentence, for people.
@@ -329,9 +331,10 @@ def find_respawner(process: ProcessInfo, port: int,
     Sources: the systemd unit from ``/proc/PID/cgroup`` and its ``Restart=`` (see
     ``unit_restart``; a matching ``.socket`` unit restarts it on the next connection);
     the container id from the cgroup, named by ``container`` (the sockets' ``Socket.container``)
-    when known; ``docker-proxy`` by name; supervisord and pm2 by the variables they set for
-    their children (``SUPERVISOR_PROCESS_NAME``, ``pm_id``) in ``/proc/PID/environ`` (readable
-    by root and the same user).
+    when known; a forwarder that holds the port for ``container`` (docker-proxy, conmon,
+    dockerd, rootlessport), or ``docker-proxy`` by name; supervisord and pm2 by the variables
+    they set for their children (``SUPERVISOR_PROCESS_NAME``, ``pm_id``) in
+    ``/proc/PID/environ`` (readable by root and the same user).
     """
     unit = process.unit
     if unit and unit.endswith(".service"):
@@ -344,12 +347,12 @@ def find_respawner(process: ProcessInfo, port: int,
             why = f"Restart={restart}" if restart != "no" else f"socket activation by {socket_unit}"
             return Respawner("systemd", unit, stop,
                              f"systemd would start {unit} again ({why})")
+    if container is not None and process.name in FORWARDERS and process.container is None:
+        name = container.name or container.id[:12]
+        return Respawner(process.name, name, _stop_container(container),
+                         f"{process.name} publishes the port for container {name}: stop the "
+                         f"container, not its {process.name}")
     if process.name == "docker-proxy":
-        if container is not None:
-            name = container.name or container.id[:12]
-            return Respawner("docker-proxy", name, _stop_container(container),
-                             f"docker-proxy publishes the port for container {name}: stop the "
-                             "container, not its proxy")
         return Respawner("docker-proxy", None,
                          f"docker stop $(docker ps -q --filter publish={port})",
                          "docker-proxy publishes the port for a container: stop the container, "

@@ -301,6 +301,23 @@ def test_single_port_query_finds_the_inner_server_and_names_the_container(engine
     assert "Container" in listing.stdout and eng.dhost["name"] in listing.stdout
 
 
+@pytest.mark.parametrize("key, forwarder, runtime",
+                         [("pweb", "conmon", "podman"), ("dweb", "docker-proxy", "docker")])
+def test_kill_on_a_published_port_proposes_stopping_the_container(engines, key, forwarder,
+                                                                 runtime):
+    eng = engines
+    container = getattr(eng, key)
+    result = subprocess.run([sys.executable, "-m", "portscope", "kill", str(eng.ports[key]),
+                             "--yes"], capture_output=True, text=True, env=eng.env, timeout=60)
+    assert result.returncode == 5, (result.stdout, result.stderr)
+    assert f"{runtime} stop {container['name']}" in result.stdout + result.stderr
+    # nothing was signalled: the forwarder and the container still serve
+    assert serving(eng.ports[key])
+    forwarders = [o for s in portscope.take_snapshot(
+        SocketFilter.listeners(port_range=(eng.ports[key],) * 2)).sockets for o in s.owners]
+    assert [o.process.name for o in forwarders] == [forwarder]
+
+
 def test_runtime_api_down_shows_ids_and_does_not_fail(engines, tmp_path):
     eng = engines
     dead = tmp_path / "dead.sock"
