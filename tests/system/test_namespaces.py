@@ -110,3 +110,16 @@ def test_cli_labels_namespaces_and_says_when_it_cannot_enter(named_netns, cli):
 def test_unknown_namespace_is_a_usage_error(cli):
     result = cli("--netns", "no-such-netns-xyz")
     assert result.returncode == 2 and "no network namespace" in result.stderr
+
+
+def test_check_and_free_answer_for_the_namespace_named(named_netns, cli):
+    name, inode, port, pid = named_netns
+    inside = cli("check", f"127.0.0.1:{port}", "--netns", name, "--json")
+    assert inside.returncode == 1, inside.stderr
+    doc = json.loads(inside.stdout)
+    assert [o["pid"] for b in doc["blockers"] for o in b["owners"]] == [pid]
+    assert doc["query"]["netns"] == inode and doc["blockers"][0]["netns"] == inode
+    assert cli("check", f"127.0.0.1:{port}", "--netns", "host").returncode in (0, 1)
+    picked = cli("free", "--netns", name, "--near", str(port))
+    assert picked.returncode == 0 and int(picked.stdout) != port
+    assert cli("free", "--netns", "all").returncode == 2

@@ -7,15 +7,16 @@ import itertools
 import pwd
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from .. import backends
-from ..errors import InvalidInput
+from ..errors import AccessDenied, InvalidInput
 from ..filters import ALL_FAMILIES, ALL_PROTOS, SocketFilter
 from ..snapshot import SnapshotStream
 from ..types import Family, Proto, Snapshot, Socket, State
 from ..render import columns as cols
 
+T = TypeVar("T")
 TABLE_MAX_ROWS = 2000   # beyond this a terminal gets plain aligned text (a rich table is slow)
 
 
@@ -39,9 +40,41 @@ def add_socket_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
     group.add_argument("--backend", choices=backends.BACKENDS,
                        help="socket source (default: netlink on Linux, psutil elsewhere)")
-    group.add_argument("--netns", metavar="all|host|NAME|PID",
-                       help="network namespaces to cover (default: all when this user may "
-                            "enter them, else this one)")
+    add_netns_option(group, "all|host|NAME|PID", "network namespaces to cover (default: all "
+                     "when this user may enter them, else this one)")
+
+
+def add_netns_option(parser, metavar: str = "host|NAME|PID",
+                     help_text: str = "answer for this network namespace (default: this "
+                                      "process's own): a name (ip netns, Docker) or a PID "
+                                      "living in it") -> None:
+    """``--netns``: which network namespace(s); ``run_in_netns`` runs a one-namespace
+    command there."""
+    parser.add_argument("--netns", metavar=metavar, help=help_text)
+
+
+def run_in_netns(spec: str | None, work: Callable[[], T]) -> T:
+    """``work()`` run inside the one network namespace ``--netns spec`` names (in a thread
+    that entered it: sockets it creates and dumps it takes are that namespace's); in the
+    caller's own when ``spec`` is None.
+
+    Raises:
+        InvalidInput: ``all``, an unknown name or PID.
+        AccessDenied: the namespace cannot be entered (needs CAP_SYS_ADMIN).
+    """
+    if spec is None:
+        return work()
+    from .. import namespaces
+    if spec == "all":
+        raise InvalidInput("--netns all: this command answers for one network namespace: "
+                           "give host, a name or a PID")
+    entries = namespaces.select(spec)
+    namespaces.require_entry(entries)
+    (result,) = namespaces.run_in(entries, lambda _entry: work())
+    if isinstance(result, OSError):
+        raise AccessDenied(f"--netns {spec}: cannot enter that network namespace: "
+                           f"{result.strerror or result}")
+    return result
 
 
 def add_listing_options(parser: argparse.ArgumentParser) -> None:

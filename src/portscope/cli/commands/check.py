@@ -45,6 +45,7 @@ def register(sub) -> None:
                         "SO_REUSEPORT's uid rule, privileged ports; the trial bind runs as "
                         "USER only when the caller is root")
     parser.add_argument("--no-trial", action="store_true", help="rules only, no trial bind")
+    common.add_netns_option(parser)
     common.add_output_options(parser, csv=False)
     parser.set_defaults(run=run)
 
@@ -55,9 +56,16 @@ def run(args: argparse.Namespace) -> int:
     from ...ports import parse_endpoint
     address, port = parse_endpoint(args.target, services.resolve_service)
     uid = common.parse_user(args.user) if args.user is not None else None
-    diagnosis = check_bind(port, address, proto="udp" if args.udp else "tcp",
-                           reuseaddr=args.reuseaddr, reuseport=args.reuseport,
-                           v6only=args.v6only, uid=uid, trial=not args.no_trial)
+    proto = "udp" if args.udp else "tcp"
+    snapshot = None
+    if args.netns is not None:      # labelled with that namespace, taken from inside it
+        from ...filters import SocketFilter
+        from ...snapshot import take_snapshot
+        snapshot = take_snapshot(SocketFilter(protos=frozenset({proto}),
+                                              port_range=(port, port)), netns=args.netns)
+    diagnosis = common.run_in_netns(args.netns, lambda: check_bind(
+        port, address, proto=proto, reuseaddr=args.reuseaddr, reuseport=args.reuseport,
+        v6only=args.v6only, uid=uid, trial=not args.no_trial, snapshot=snapshot))
     if args.json:
         print(json.dumps(diagnosis_json(diagnosis, address), indent=2))
     else:

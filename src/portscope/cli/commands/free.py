@@ -35,6 +35,7 @@ def register(sub) -> None:
                        help="ports free for both TCP and UDP")
     parser.add_argument("--host", metavar="ADDR", help="probe this address only (default "
                         "0.0.0.0 and ::)")
+    common.add_netns_option(parser)
     common.add_output_options(parser, csv=False)
     parser.set_defaults(run=run)
 
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     near = parse_port(args.near) if args.near else None
     host = parse_address(args.host) if args.host else None
     protos = ("tcp", "udp") if args.tcp_and_udp else ("udp",) if args.udp else ("tcp",)
-    ports = pick_free_ports(count, port_range=port_range, near=near, protos=protos, host=host)
+    ports = common.run_in_netns(args.netns, lambda: pick_free_ports(
+        count, port_range=port_range, near=near, protos=protos, host=host))
     if args.json:
         print(json.dumps({"schema_version": 1, "ports": ports}))
     else:
