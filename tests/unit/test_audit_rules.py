@@ -304,3 +304,13 @@ def test_difference_of_a_later_round_only_is_not_reported():
     result = hidden_sockets(None, [early], [])
     result = hidden_sockets(result, [late], [early])
     assert not any(result)
+
+
+def test_exposure_of_a_published_port_names_its_container():
+    from portscope.types import Container, Published
+    c = Container("a" * 64, "web", "docker")
+    sock = Socket(Proto.TCP, Family.IPV4, Endpoint("0.0.0.0", 8080), None, State.LISTEN, 1, 0,
+                  container=c, published=Published(c, "172.17.0.2", 80, "docker-proxy"))
+    hit = rules.exposed_all_interfaces(Listener(sock, None, None, (), None), None)
+    assert hit.message == ("accepts traffic on every IPv4 address (0.0.0.0), published for "
+                           "container web port 80")

@@ -321,7 +321,7 @@ def exposed_all_interfaces(l: Listener, ctx: AuditContext) -> Hit | None:
         reach = "every IPv6 and every IPv4 address (dual-stack [::], v6only off)"
     else:
         reach = "every IPv6 address, and IPv4 too unless v6only is set ([::])"
-    return Hit(f"accepts traffic on {reach}")
+    return Hit(f"accepts traffic on {reach}{_published_for(sock)}")
 
 
 def exposed_address(l: Listener, ctx: AuditContext) -> Hit | None:
@@ -334,7 +334,18 @@ def exposed_address(l: Listener, ctx: AuditContext) -> Hit | None:
         return None
     kind = ("link-local" if ip.is_link_local else "private" if ip.is_private
             else "public")
-    return Hit(f"accepts traffic on {kind} address {sock.local.address}")
+    return Hit(f"accepts traffic on {kind} address {sock.local.address}{_published_for(sock)}")
+
+
+def _published_for(sock: Socket) -> str:
+    """Where a host port published for a container goes, as a clause (empty otherwise): the
+    exposure is the host socket's; the container's own listener stays in its namespace."""
+    published = sock.published
+    if published is None:
+        return ""
+    name = published.container.name or published.container.id[:12]
+    port = "" if published.port is None else f" port {published.port}"
+    return f", published for container {name}{port}"
 
 
 def exe_deleted(l: Listener, ctx: AuditContext) -> Hit | None:
