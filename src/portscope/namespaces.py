@@ -78,8 +78,8 @@ def discover() -> list[NamespaceEntry]:
     """Every network namespace this caller can see, the caller's own first.
 
     Returns:
-        one entry per namespace inode; named ones carry the bind mount's file name, and the
-        caller's own is named ``host`` unless a bind mount names it.
+        one entry per namespace inode; the caller's own is named ``host``, the others carry
+        their bind mount's file name when they have one.
     Privileges: another user's ``/proc/PID/ns/net`` is unreadable without root
     (CAP_SYS_PTRACE), so an unprivileged caller sees only its own processes' namespaces and
     the named ones.
@@ -112,6 +112,8 @@ def discover() -> list[NamespaceEntry]:
         if inode is not None and inode not in found:
             found[inode] = NamespaceEntry(NetNamespace(inode), path, int(entry))
     for inode, (name, path) in named.items():
+        if inode == own:
+            continue         # the caller's own stays "host" (Docker mounts it as "default")
         known = found.get(inode)
         pid = known.pid if known else None
         found[inode] = NamespaceEntry(NetNamespace(inode, name), path, pid)
