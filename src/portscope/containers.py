@@ -26,7 +26,6 @@ Nothing is cached across snapshots: a ``ContainerResolver`` lives for one snapsh
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import pwd
@@ -175,24 +174,6 @@ class ContainerRecord(NamedTuple):
     pid: int | None = None        # its first process, when the runtime says
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a UNIX stream socket (the Docker Engine API)."""
-
-    def __init__(self, path: str, timeout_s: float) -> None:
-        super().__init__("localhost", timeout=timeout_s)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def docker_socket_path() -> str | None:
     """The Docker Engine API socket: ``DOCKER_HOST`` when it is ``unix://PATH``, else
     ``/var/run/docker.sock``; None when ``DOCKER_HOST`` names a TCP endpoint (not used)."""
@@ -212,7 +193,22 @@ def docker_containers(path: str, timeout_s: float = TIMEOUT_S) -> list[Container
         ValueError: an HTTP error status or a reply that is not the expected JSON.
     Source: ``GET /containers/json`` (one request; answers in about a millisecond).
     """
-    conn = _UnixHTTPConnection(path, timeout_s)
+    import http.client       # 15 ms to import (ssl, email): only when Docker is asked
+
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        """HTTP over a UNIX stream socket (the Docker Engine API)."""
+
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    conn = UnixHTTPConnection("localhost", timeout=timeout_s)
     try:
         conn.request("GET", "/containers/json")
         reply = conn.getresponse()

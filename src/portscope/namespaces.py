@@ -12,7 +12,6 @@ so no thread of the caller is ever left in a foreign namespace.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -170,6 +169,7 @@ def _setns(fd: int) -> None:
     if setns is not None:
         setns(fd, CLONE_NEWNET)
         return
+    import ctypes                                     # Python 3.10, 3.11
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.setns(fd, CLONE_NEWNET) != 0:
         code = ctypes.get_errno()

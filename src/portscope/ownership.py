@@ -37,49 +37,48 @@ class FdScan:
         vanished: how many processes exited during the scan.
         scanned: how many processes were read.
 
-    The ``(inode, pid, fd)`` triples stay in flat arrays with a dict index by inode, about
-    100 bytes per socket descriptor (a dict of lists took 250).
+    The index maps each inode to its holder packed as ``pid << 32 | fd``, or to -1 when
+    several descriptors hold it (those are listed apart): about 100 bytes per socket
+    descriptor, and one dict lookup per socket when joining.
     """
 
-    __slots__ = ("_inodes", "_pids", "_fds", "_index", "_shared", "unreadable", "vanished",
-                 "scanned")
+    __slots__ = ("_index", "_shared", "_count", "unreadable", "vanished", "scanned")
 
     def __init__(self, triples: array, unreadable: list[int], vanished: int,
                  scanned: int) -> None:
-        self._inodes = triples[0::3]
-        self._pids = triples[1::3]
-        self._fds = triples[2::3]
-        count = len(self._inodes)
-        # first holder of each inode; inodes held by several descriptors are listed apart
-        self._index = dict(zip(reversed(self._inodes), range(count - 1, -1, -1)))
-        self._shared: dict[int, list[int]] = {}
-        if len(self._index) != count:
-            for inode, times in Counter(self._inodes).items():
+        inodes, pids, fds = triples[0::3], triples[1::3], triples[2::3]
+        self._count = len(inodes)
+        self._index = dict(zip(inodes, (pid << 32 | fd for pid, fd in zip(pids, fds))))
+        self._shared: dict[int, list[tuple[int, int]]] = {}
+        if len(self._index) != self._count:
+            for inode, times in Counter(inodes).items():
                 if times > 1:
                     self._shared[inode] = []
-            for i, inode in enumerate(self._inodes):
+                    self._index[inode] = -1
+            for inode, pid, fd in zip(inodes, pids, fds):
                 if inode in self._shared:
-                    self._shared[inode].append(i)
-            for indexes in self._shared.values():     # PID order, whatever the worker split
-                indexes.sort(key=lambda i: (self._pids[i], self._fds[i]))
+                    self._shared[inode].append((pid, fd))
+            for holders in self._shared.values():     # PID order, whatever the worker split
+                holders.sort()
         self.unreadable = unreadable
         self.vanished = vanished
         self.scanned = scanned
 
     def __len__(self) -> int:
         """How many socket descriptors were found."""
-        return len(self._inodes)
+        return self._count
 
     def __contains__(self, inode: int) -> bool:
         return inode in self._index
 
     def holders(self, inode: int) -> list[tuple[int, int]]:
         """Every ``(pid, fd)`` holding socket ``inode``, in scan order (empty if none)."""
-        shared = self._shared.get(inode)
-        if shared is not None:
-            return [(self._pids[i], self._fds[i]) for i in shared]
-        i = self._index.get(inode)
-        return [] if i is None else [(self._pids[i], self._fds[i])]
+        packed = self._index.get(inode)
+        if packed is None:
+            return []
+        if packed < 0:
+            return list(self._shared[inode])
+        return [(packed >> 32, packed & 0xFFFFFFFF)]
 
     def inodes(self) -> set[int]:
         """Every socket inode some process holds."""
@@ -96,9 +95,6 @@ class OwnerIndex:
     def __init__(self, scan: FdScan) -> None:
         self._scan = scan
         self._index = scan._index
-        self._shared = scan._shared
-        self._pids = scan._pids
-        self._fds = scan._fds
         self._infos: dict[int, ProcessInfo | None] = {}
 
     def _info(self, pid: int) -> ProcessInfo | None:
@@ -108,21 +104,22 @@ class OwnerIndex:
     def get(self, inode: int, default: tuple[Owner, ...] = ()) -> tuple[Owner, ...]:
         """The owners of ``inode``; ``default`` when none (processes that exited since the scan
         are left out)."""
-        i = self._index.get(inode)
-        if i is None:
+        packed = self._index.get(inode)
+        if packed is None:
             return default
-        if inode in self._shared:
+        infos = self._infos
+        if packed < 0:
             found = []
             for pid, fd in self._scan.holders(inode):
-                info = self._infos[pid] if pid in self._infos else self._info(pid)
+                info = infos[pid] if pid in infos else self._info(pid)
                 if info is not None:
                     found.append(tuple.__new__(Owner, (pid, fd, info)))
             return tuple(found) or default
-        pid = self._pids[i]
-        info = self._infos[pid] if pid in self._infos else self._info(pid)
+        pid = packed >> 32
+        info = infos[pid] if pid in infos else self._info(pid)
         if info is None:
             return default
-        return (tuple.__new__(Owner, (pid, self._fds[i], info)),)
+        return (tuple.__new__(Owner, (pid, packed & 0xFFFFFFFF, info)),)
 
 
 def list_pids() -> list[int]:

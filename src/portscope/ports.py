@@ -16,13 +16,12 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import InvalidInput
 
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _LETTER_RE = re.compile(r"[A-Za-z]")
-_SYSCTL = Path("/proc/sys/net/ipv4")
+_SYSCTL = "/proc/sys/net/ipv4"
 
 WELL_KNOWN = (0, 1023)
 REGISTERED = (1024, 49151)
@@ -155,7 +154,8 @@ def port_class(port: int) -> str:
 
 def _read_sysctl(name: str) -> str | None:
     try:
-        return (_SYSCTL / name).read_text()
+        with open(f"{_SYSCTL}/{name}", encoding="ascii") as f:
+            return f.read()
     except OSError:
         return None
 

@@ -48,14 +48,15 @@ exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 ru
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every subcommand registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: with every subcommand registered, or with ``only`` that one
+    (importing a command module and declaring its options costs a few ms each)."""
     parser = argparse.ArgumentParser(
         prog="portscope", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"portscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in (only,) if only in COMMANDS else COMMANDS:
         importlib.import_module(f".commands.{name}", __name__).register(sub)
     return parser
 
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run portscope with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
-        args = parser.parse_args(_route(argv))
+        argv = _route(argv)
+        args = build_parser(argv[0]).parse_args(argv)
         return args.run(args)
     except InvalidInput as exc:
         print(f"portscope: error: {exc}", file=sys.stderr)
