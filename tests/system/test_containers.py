@@ -75,12 +75,15 @@ def wait_for(predicate, timeout_s: float = 20, what: str = "condition"):
 
 
 def serving(port: int) -> bool:
+    reply = b""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            return b"hello" in s.recv(4096)
+            while chunk := s.recv(4096):     # a proxy may pass headers and body apart
+                reply += chunk
     except OSError:
-        return False
+        pass                                 # refused, reset or timed out: judged below
+    return b"hello" in reply
 
 
 class Engines:
@@ -352,6 +355,10 @@ def test_port_published_by_nat_only_is_listed(docker_api):
     os.kill(proxy_pid, signal.SIGKILL)     # a proxy of our own dockerd: now NAT rules only
     wait_for(lambda: not os.path.exists(f"/proc/{proxy_pid}/stat")
              or open(f"/proc/{proxy_pid}/stat").read().split(") ")[1][0] == "Z", 10, "exit")
+    # the kernel may finish closing the proxy's listener a moment after the process exits
+    wait_for(lambda: not portscope.take_snapshot(
+        SocketFilter.listeners(port_range=(eng.ports["dnat"],) * 2), owners=False).sockets,
+        10, "the proxy's listener closed")
     snap = portscope.take_snapshot(SocketFilter.listeners(port_range=(eng.ports["dnat"],) * 2),
                                    netns="all", published=True)
     rows = [s for s in snap.sockets if s.local.port == eng.ports["dnat"]]
