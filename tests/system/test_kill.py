@@ -214,7 +214,12 @@ def test_refuses_itself_and_kernel_threads(netns):
                 terminate(plan)
             except KillRefused as exc:
                 print("refused")
-        kthreads = [p for p in list_pids() if read_stat(p)[3] & PF_KTHREAD]
+        def kthread(pid):
+            try:
+                return read_stat(pid)[3] & PF_KTHREAD
+            except (FileNotFoundError, ProcessLookupError):
+                return False             # exited since /proc was listed
+        kthreads = [p for p in list_pids() if kthread(p)]
         print(safety_refusal(kthreads[0]) if kthreads else "PID 2 is a kernel thread")
         print(safety_refusal(0), safety_refusal(-1), sep="\\n")
     """)
