@@ -8,7 +8,7 @@ import gc
 import itertools
 import os
 import socket as _socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -37,22 +37,27 @@ class SnapshotStream:
     Attributes:
         taken_at: when the scan started (aware UTC).
         hostname, backend, namespaces, unreadable_pids: as in ``Snapshot``.
-        warnings: diagnostics, one line each (grows at the end of the iteration).
+        warnings: diagnostics, one line each (final once the stream was iterated).
         missing_owners: sockets left without owner for lack of permission.
+        dump_bytes: size of the kernel replies still to decode (0 when already decoded).
     """
 
     def __init__(self, sockets: Iterator[Socket], flt: SocketFilter, taken_at: datetime,
                  backend: str, warnings: list[str], covered: Sequence[NetNamespace],
                  unreadable_pids: int, resolver: containers.ContainerResolver | None = None,
-                 published: bool = False) -> None:
+                 published: bool = False,
+                 shares: Callable[[int, int], Iterator[Socket]] | None = None,
+                 dump_bytes: int = 0) -> None:
         self._sockets = sockets
+        self._shares = None if published else shares
+        self.dump_bytes = dump_bytes
         self._flt = flt
         self._resolver = resolver
         self._published = published
         self.taken_at = taken_at
         self.hostname = _socket.gethostname()
         self.backend = backend
-        self.warnings = warnings
+        self._warnings = warnings
         self.namespaces = tuple(covered)
         self.unreadable_pids = unreadable_pids
         self.missing_owners = 0
@@ -62,7 +67,37 @@ class SnapshotStream:
         """False when some sockets' owners could not be read (final after iteration)."""
         return not self.missing_owners
 
+    @property
+    def warnings(self) -> list[str]:
+        """Diagnostics, one line each; final once the stream was iterated."""
+        if not self.missing_owners:
+            return list(self._warnings)
+        who = "even as root (a sandbox or LSM denies it)" if os.geteuid() == 0 \
+            else f"({PRIVILEGE_HINT})"
+        return [*self._warnings, f"{self.missing_owners} socket(s) have no visible owner: "
+                f"{self.unreadable_pids} process(es) could not be read {who}"]
+
+    @property
+    def divisible(self) -> bool:
+        """True when ``share()`` can split the stream (a decoded-on-the-fly netlink dump)."""
+        return self._shares is not None
+
+    def share(self, index: int, count: int) -> Iterator[Socket]:
+        """Share ``index`` of ``count`` disjoint parts of the stream, for rendering in several
+        processes; together the shares hold every socket once (a forwarder's listener comes
+        at the end of the share that holds it). Use either the shares or the whole stream.
+
+        Raises:
+            ValueError: the stream is not ``divisible``.
+        """
+        if self._shares is None:
+            raise ValueError("this snapshot stream cannot be divided")
+        return self._walk(self._shares(index, count))
+
     def __iter__(self) -> Iterator[Socket]:
+        return self._walk(self._sockets)
+
+    def _walk(self, sockets: Iterator[Socket]) -> Iterator[Socket]:
         match = self._flt.match_owners if self._flt.needs_owners else None
         permission = OwnerUnknown.PERMISSION
         missing = 0
@@ -71,7 +106,7 @@ class SnapshotStream:
         host = namespaces.own_inode() if self._published else None
         present: set[tuple[Proto, str, int | None]] = set()
         with _gc_paused():
-            for s in self._sockets:
+            for s in sockets:
                 if match is not None and not match(s):
                     continue
                 if s.owner_unknown is permission:
@@ -93,13 +128,19 @@ class SnapshotStream:
                 yield from resolver.forwarded()
                 if host is not None and any(ns.inode == host for ns in self.namespaces):
                     yield from self._published_rows(resolver, host, present)
-                self.warnings.extend(resolver.warnings)
-        self.missing_owners = missing
-        if missing:
-            who = "even as root (a sandbox or LSM denies it)" if os.geteuid() == 0 \
-                else f"({PRIVILEGE_HINT})"
-            self.warnings.append(f"{missing} socket(s) have no visible owner: "
-                                 f"{self.unreadable_pids} process(es) could not be read {who}")
+                self._warnings.extend(w for w in resolver.warnings if w not in self._warnings)
+        self.missing_owners += missing
+
+    def share_result(self) -> tuple[int, list[str]]:
+        """What iterating this stream (or a share of it) found: ``(missing_owners, warnings
+        other than the missing-owner summary)``, for ``add_share_result`` in another
+        process."""
+        return self.missing_owners, list(self._warnings)
+
+    def add_share_result(self, missing_owners: int, warnings: Sequence[str]) -> None:
+        """Count in what iterating a share in another process found (``share_result``)."""
+        self.missing_owners += missing_owners
+        self._warnings.extend(w for w in warnings if w not in self._warnings)
 
     def _published_rows(self, resolver: containers.ContainerResolver, host: int,
                         present: set[tuple[Proto, str, int | None]]) -> Iterator[Socket]:
@@ -188,15 +229,21 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
             scan = _scan_for(wanted, workers)
         index = ownership.OwnerIndex(scan)
         missing = _missing_reason(scan)
-        stream = itertools.chain.from_iterable(
-            module.decode(part, index, missing, OwnerUnknown.KERNEL, resolver)
-            for part in dumps)
+
+        def shares(k: int, n: int) -> Iterator[Socket]:
+            return itertools.chain.from_iterable(
+                module.decode(module.split(part, n)[k], index, missing, OwnerUnknown.KERNEL,
+                              resolver) for part in dumps)
+
+        stream = shares(0, 1)
     else:
         sockets = [s for part in dumps for s in part]
         scan = _scan_for(frozenset(s.inode for s in sockets if s.inode), workers)
         stream = _join(sockets, ownership.OwnerIndex(scan), _missing_reason(scan))
     return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
-                          len(set(scan.unreadable)), resolver, published)
+                          len(set(scan.unreadable)), resolver, published,
+                          shares if raw else None,
+                          sum(map(len, dumps)) if raw else 0)
 
 
 def _listeners_in(pid: int, pids: list[int], proto: Proto, port: int) -> list[Socket]:

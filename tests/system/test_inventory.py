@@ -235,3 +235,28 @@ def test_who_port_exit_codes_in_private_netns():
     assert (empty_rc, held_rc) == (1, 0), result
     assert "no socket" in empty_err
     assert "127.0.0.1:8080" in held_out
+
+
+def test_json_listing_rendered_in_two_processes_holds_every_socket_once(holder, tmp_path):
+    from portscope.cli import common
+    from portscope.snapshot import open_snapshot
+    h = holder("""
+        keep = []
+        for _ in range(300):
+            s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); keep.append(s)
+        ready(ports=[s.getsockname()[1] for s in keep])
+    """)
+    stream = open_snapshot(netns="host")
+    assert stream.divisible
+    path = tmp_path / "listing.json"
+    with open(path, "w", encoding="utf-8") as out:
+        common._write_json_in_two(out, stream, {"query": None})
+    doc = json.loads(path.read_text())
+    mine = [s for s in doc["sockets"] if s["local"]["port"] in set(h.info["ports"])
+            and s["state"] == "LISTEN"]
+    assert sorted(s["local"]["port"] for s in mine) == sorted(h.info["ports"])
+    assert all([o["pid"] for o in s["owners"]] == [h.pid] for s in mine)
+    keys = [(s["proto"], s["netns"], s["cookie"]) for s in doc["sockets"]]
+    assert len(keys) == len(set(keys)), "no socket written twice"
+    assert doc["complete"] is (not any(s["owner_unknown"] == "permission"
+                                       for s in doc["sockets"]))

@@ -96,6 +96,20 @@ def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None
     return raw, warnings
 
 
+def split(raw: RawDump, count: int) -> list[RawDump]:
+    """Cut a dump into ``count`` dumps of consecutive datagrams, to decode in parallel (an
+    interrupted reply stays whole in the first: its duplicates are dropped across it)."""
+    parts = [RawDump(raw.flt, raw.netns) for _ in range(count)]
+    for proto, chunks, interrupted in raw.replies:
+        if interrupted:
+            parts[0].replies.append((proto, chunks, True))
+            continue
+        for k, part in enumerate(parts):
+            part.replies.append((proto, chunks[k * len(chunks) // count:
+                                              (k + 1) * len(chunks) // count], False))
+    return parts
+
+
 def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
          ) -> tuple[list[Socket], list[str]]:
     """Dump the TCP and UDP sockets of the caller's network namespace that ``flt`` selects.

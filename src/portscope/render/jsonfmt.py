@@ -92,11 +92,48 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
     return text + "}"
 
 
+def write_head(out: TextIO, meta: Snapshot | SnapshotStream,
+               fields: Mapping[str, Any] | None = None) -> None:
+    """The start of a listing, up to the opening of ``"sockets": [``."""
+    head = {"schema_version": SCHEMA_VERSION, "taken_at": meta.taken_at.isoformat(),
+            "hostname": meta.hostname, "backend": meta.backend,
+            "namespaces": [{"inode": ns.inode, "name": ns.name} for ns in meta.namespaces],
+            **(jsonable(dict(fields)) if fields else {})}
+    out.write(json.dumps(head)[:-1] + ', "sockets": [')
+
+
+def write_items(out: TextIO, sockets: Iterable[Socket],
+                extras: Mapping[int, Mapping[str, Any]] | None = None,
+                lead: str = "\n  ") -> int:
+    """Write sockets as the items of the ``sockets`` array; the first is preceded by
+    ``lead``, the others by a comma. Returns how many were written."""
+    processes: dict[int, str] = {}
+    addresses: dict[str, str] = {}
+    batch = []
+    separator = lead
+    count = 0
+    for count, s in enumerate(sockets, 1):
+        batch.append(separator + socket_json(s, processes, addresses,
+                                             extras.get(count - 1) if extras else None))
+        separator = ",\n  "
+        if len(batch) >= 2048:
+            out.write("".join(batch))
+            batch.clear()
+    out.write("".join(batch))
+    return count
+
+
+def write_tail(out: TextIO, meta: Snapshot | SnapshotStream) -> None:
+    """The end of a listing: ``complete`` and ``warnings``, which a stream knows only now."""
+    out.write(f'\n], "complete": {json.dumps(meta.complete)}, '
+              f'"warnings": {json.dumps(list(meta.warnings))}}}\n')
+
+
 def write_snapshot(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterable[Socket],
                    extras: Mapping[int, Mapping[str, Any]] | None = None,
                    fields: Mapping[str, Any] | None = None) -> None:
-    """Stream a listing as ``{"schema_version", "taken_at", "hostname", "backend", ...fields,
-    "sockets": [...], "complete", "warnings"}`` to ``out``.
+    """Stream a listing as ``{"schema_version", "taken_at", "hostname", "backend",
+    "namespaces", ...fields, "sockets": [...], "complete", "warnings"}`` to ``out``.
 
     ``complete`` and ``warnings`` come last: a streamed snapshot knows them only once every
     socket was written.
@@ -107,21 +144,6 @@ def write_snapshot(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterab
         extras: per-socket extra keys, by index in ``sockets``.
         fields: extra top-level keys (written before ``sockets``).
     """
-    head = {"schema_version": SCHEMA_VERSION, "taken_at": meta.taken_at.isoformat(),
-            "hostname": meta.hostname, "backend": meta.backend,
-            "namespaces": [{"inode": ns.inode, "name": ns.name} for ns in meta.namespaces],
-            **(jsonable(dict(fields)) if fields else {})}
-    out.write(json.dumps(head)[:-1] + ', "sockets": [')
-    processes: dict[int, str] = {}
-    addresses: dict[str, str] = {}
-    batch = []
-    separator = "\n  "
-    for i, s in enumerate(sockets):
-        batch.append(separator + socket_json(s, processes, addresses,
-                                             extras.get(i) if extras else None))
-        separator = ",\n  "
-        if len(batch) >= 2048:
-            out.write("".join(batch))
-            batch.clear()
-    out.write("".join(batch) + f'\n], "complete": {json.dumps(meta.complete)}, '
-              f'"warnings": {json.dumps(list(meta.warnings))}}}\n')
+    write_head(out, meta, fields)
+    write_items(out, sockets, extras)
+    write_tail(out, meta)
