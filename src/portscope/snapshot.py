@@ -4,6 +4,7 @@ the containers they belong to (``containers.py``)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import itertools
 import os
@@ -290,7 +291,16 @@ def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilt
     own = namespaces.own_inode()
     if module.NAME == "netlink":
         work = module.collect if raw else module.dump
-        return namespaces.run_in(entries, lambda e: work(flt, netns=e.namespace.inode))
+        # Finding BOUND_INACTIVE sockets walks the kernel's bind hash, which all namespaces
+        # share: 45 ms per namespace on a host with 200,000 bound ports, against 0.3 ms for
+        # its listeners. A listener view of several namespaces asks for them in the caller's
+        # own only (a view of one namespace, --netns NAME, has them).
+        foreign = flt
+        if (len(entries) > 1 and flt.states is not None and flt.states <= LISTENER_STATES
+                and State.BOUND_INACTIVE in flt.states):
+            foreign = dataclasses.replace(flt, states=flt.states - {State.BOUND_INACTIVE})
+        return namespaces.run_in(entries, lambda e: work(
+            flt if e.namespace.inode == own else foreign, netns=e.namespace.inode))
     results = []
     for entry in entries:
         inode = entry.namespace.inode

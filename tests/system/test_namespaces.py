@@ -123,3 +123,25 @@ def test_check_and_free_answer_for_the_namespace_named(named_netns, cli):
     picked = cli("free", "--netns", name, "--near", str(port))
     assert picked.returncode == 0 and int(picked.stdout) != port
     assert cli("free", "--netns", "all").returncode == 2
+
+
+def test_bound_inactive_in_other_namespaces_only_when_one_is_asked_for(named_netns):
+    """A listener view of all namespaces walks the shared bind hash in the caller's own only;
+    naming the namespace shows its bound-but-inactive sockets too."""
+    if tuple(map(int, os.uname().release.split(".")[:2])) < (6, 8):
+        pytest.skip("the kernel dumps bound-inactive TCP sockets from 6.8 on")
+    name, inode, _port, _pid = named_netns
+    code = "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); " \
+           "print(s.getsockname()[1], flush=True); sys.stdin.read()"
+    proc = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", code],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        every = portscope.take_snapshot(SocketFilter.listeners(), netns="all")
+        assert not [s for s in every.sockets if s.netns == inode and s.local.port == port]
+        one = portscope.take_snapshot(SocketFilter.listeners(), netns=name)
+        (sock,) = [s for s in one.sockets if s.local.port == port]
+        assert sock.state is State.BOUND_INACTIVE and sock.owners
+    finally:
+        proc.kill()
+        proc.wait()
