@@ -43,7 +43,9 @@ def add_socket_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", choices=backends.BACKENDS,
                        help="socket source (default: netlink on Linux, psutil elsewhere)")
     add_netns_option(group, "all|host|NAME|PID", "network namespaces to cover (default: all "
-                     "when this user may enter them, else this one)")
+                     "when this user may enter them, else this one); with several, listener "
+                     "views look for BOUND_INACTIVE sockets in this one only (that walks the "
+                     "kernel's bind hash, shared by all namespaces)")
 
 
 def add_netns_option(parser, metavar: str = "host|NAME|PID",
