@@ -103,7 +103,11 @@ def discover() -> list[NamespaceEntry]:
         inode = _stat_inode(path)
         if inode is not None and inode not in named:
             named[inode] = (os.path.basename(path), path)
-    for entry in os.listdir(PROC):
+    try:
+        processes = os.listdir(PROC)
+    except OSError:
+        processes = []       # no /proc: not Linux
+    for entry in processes:
         if not entry.isdigit():
             continue
         path = f"{PROC}/{entry}/ns/net"
@@ -160,8 +164,8 @@ def may_enter() -> bool:
                 if line.startswith("CapEff:"):
                     return bool(int(line.split()[1], 16) & (1 << 21))   # CAP_SYS_ADMIN
     except OSError:
-        pass                 # not Linux
-    return os.geteuid() == 0
+        pass                 # no /proc: not Linux, no network namespaces to enter
+    return False
 
 
 def _setns(fd: int) -> None:
