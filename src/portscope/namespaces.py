@@ -23,6 +23,7 @@ from .types import NetNamespace
 
 PROC = "/proc"
 NAMED_DIRS = ("/run/netns", "/var/run/docker/netns")
+OWN_PATH = f"{PROC}/self/ns/net"
 CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
@@ -47,7 +48,7 @@ class NamespaceEntry:
 def own_inode() -> int | None:
     """Inode of the caller's network namespace (``/proc/self/ns/net``), None if unreadable."""
     try:
-        return os.stat(f"{PROC}/self/ns/net").st_ino
+        return os.stat(OWN_PATH).st_ino
     except OSError:
         return None
 
@@ -86,7 +87,7 @@ def discover() -> list[NamespaceEntry]:
     found: dict[int, NamespaceEntry] = {}
     own = own_inode()
     if own is not None:
-        found[own] = NamespaceEntry(NetNamespace(own, "host"), f"{PROC}/self/ns/net",
+        found[own] = NamespaceEntry(NetNamespace(own, "host"), OWN_PATH,
                                     os.getpid())
     named: dict[int, tuple[str, str]] = {}
     for directory in NAMED_DIRS:
@@ -136,7 +137,7 @@ def select(spec: str | None, entries: Sequence[NamespaceEntry] | None = None
     """
     if spec in (None, "host"):
         own = own_inode()
-        return [NamespaceEntry(NetNamespace(own or 0, "host"), f"{PROC}/self/ns/net",
+        return [NamespaceEntry(NetNamespace(own or 0, "host"), OWN_PATH,
                                os.getpid())]
     entries = discover() if entries is None else entries
     if spec == "all":

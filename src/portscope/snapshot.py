@@ -75,8 +75,10 @@ class SnapshotStream:
             return list(self._warnings)
         who = "even as root (a sandbox or LSM denies it)" if os.geteuid() == 0 \
             else f"({PRIVILEGE_HINT})"
+        unread = (f"{self.unreadable_pids} process(es) could not be read"
+                  if self.unreadable_pids else "the backend could not attribute them")
         return [*self._warnings, f"{self.missing_owners} socket(s) have no visible owner: "
-                f"{self.unreadable_pids} process(es) could not be read {who}"]
+                f"{unread} {who}"]
 
     @property
     def divisible(self) -> bool:
@@ -304,8 +306,8 @@ def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilt
     results = []
     for entry in entries:
         inode = entry.namespace.inode
-        if inode == own:
-            results.append(module.dump(flt, netns=inode))
+        if inode == own or entry.path == namespaces.OWN_PATH:   # no /proc: only our own
+            results.append(module.dump(flt, netns=inode or None))
         elif module.NAME == "procfs" and entry.pid is not None:
             results.append(module.dump(flt, netns=inode, proc_root=f"/proc/{entry.pid}"))
         else:
