@@ -75,10 +75,9 @@ class SnapshotStream:
             return list(self._warnings)
         who = "even as root (a sandbox or LSM denies it)" if os.geteuid() == 0 \
             else f"({PRIVILEGE_HINT})"
-        unread = (f"{self.unreadable_pids} process(es) could not be read"
-                  if self.unreadable_pids else "the backend could not attribute them")
-        return [*self._warnings, f"{self.missing_owners} socket(s) have no visible owner: "
-                f"{unread} {who}"]
+        why = (f"{self.unreadable_pids} process(es) could not be read {who}"
+               if self.unreadable_pids else f"the {self.backend} backend could not attribute them")
+        return [*self._warnings, f"{self.missing_owners} socket(s) have no visible owner: {why}"]
 
     @property
     def divisible(self) -> bool:
