@@ -487,7 +487,25 @@ def holds_any(pid: int, inodes: Iterable[int]) -> bool:
                 return True
         except (FileNotFoundError, ProcessLookupError):
             continue             # closed since listdir
+        except PermissionError:
+            # an exiting process's /proc entries turn root-owned once its memory is gone
+            if _exiting(pid):
+                return False
+            raise AccessDenied(f"cannot read /proc/{pid}/fd") from None
     return False
+
+
+PF_EXITING = 0x00000004
+
+
+def _exiting(pid: int) -> bool:
+    """True when ``pid`` is gone, a zombie or exiting (``/proc/PID/stat``: state Z, X or x,
+    or the PF_EXITING flag)."""
+    try:
+        _comm, state, _ppid, flags, _start = ownership.read_stat(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X", "x") or bool(flags & PF_EXITING)
 
 
 def verify_identity(target: Target) -> None:
