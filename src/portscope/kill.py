@@ -46,6 +46,7 @@ from .types import (KERNEL_HELD_STATES, Container, OwnerUnknown, ProcessInfo, Pr
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "HUP": signal.SIGHUP,
            "QUIT": signal.SIGQUIT, "KILL": signal.SIGKILL}
 PF_KTHREAD = 0x00200000           # include/linux/sched.h: the task is a kernel thread
+PF_EXITING = 0x00000004           # include/linux/sched.h: the task is exiting
 CAP_KILL = 5
 POLL_INTERVAL_S = 0.05
 #: systemd's system unit search path (systemd.unit(5)), highest priority first
@@ -493,9 +494,6 @@ def holds_any(pid: int, inodes: Iterable[int]) -> bool:
                 return False
             raise AccessDenied(f"cannot read /proc/{pid}/fd") from None
     return False
-
-
-PF_EXITING = 0x00000004
 
 
 def _exiting(pid: int) -> bool:
