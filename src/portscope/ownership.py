@@ -26,7 +26,8 @@ from .types import Owner, ProcessInfo
 
 PROC = "/proc"
 _SOCKET_PREFIX = "socket:["
-_HEADER = struct.Struct("=QQQQQ")  # counts of triples, unreadable PIDs, chunks; vanished, scanned
+_HEADER = struct.Struct("=QQQQQ")  # counts of pairs, unreadable PIDs, chunks; vanished, scanned
+_FD_MASK = 0xFFFFFFFF               # a holder is packed as pid << 32 | fd
 
 
 class FdScan:
@@ -44,22 +45,27 @@ class FdScan:
 
     __slots__ = ("_index", "_shared", "_count", "unreadable", "vanished", "scanned")
 
-    def __init__(self, triples: array, unreadable: list[int], vanished: int,
+    def __init__(self, pairs: array, unreadable: list[int], vanished: int,
                  scanned: int) -> None:
-        inodes, pids, fds = triples[0::3], triples[1::3], triples[2::3]
+        """``pairs``: flat ``(inode, pid << 32 | fd)`` pairs, as ``_scan`` returns them."""
+        inodes, holders = pairs[0::2], pairs[1::2]
         self._count = len(inodes)
-        self._index = dict(zip(inodes, (pid << 32 | fd for pid, fd in zip(pids, fds))))
+        self._index = dict(zip(inodes, holders))
         self._shared: dict[int, list[tuple[int, int]]] = {}
         if len(self._index) != self._count:
-            for inode, times in Counter(inodes).items():
-                if times > 1:
-                    self._shared[inode] = []
-                    self._index[inode] = -1
-            for inode, pid, fd in zip(inodes, pids, fds):
-                if inode in self._shared:
-                    self._shared[inode].append((pid, fd))
-            for holders in self._shared.values():     # PID order, whatever the worker split
-                holders.sort()
+            shared = [inode for inode, times in Counter(inodes).items() if times > 1]
+            if len(shared) <= 32:           # a few: let array.index find them, in C
+                positions = {inode: _positions(inodes, inode) for inode in shared}
+            else:
+                positions = {inode: [] for inode in shared}
+                for i, inode in enumerate(inodes):
+                    if inode in positions:
+                        positions[inode].append(i)
+            for inode, found in positions.items():
+                # PID order, whatever the worker split
+                self._shared[inode] = sorted((holders[i] >> 32, holders[i] & _FD_MASK)
+                                             for i in found)
+                self._index[inode] = -1
         self.unreadable = unreadable
         self.vanished = vanished
         self.scanned = scanned
@@ -78,7 +84,7 @@ class FdScan:
             return []
         if packed < 0:
             return list(self._shared[inode])
-        return [(packed >> 32, packed & 0xFFFFFFFF)]
+        return [(packed >> 32, packed & _FD_MASK)]
 
     def inodes(self) -> set[int]:
         """Every socket inode some process holds."""
@@ -119,7 +125,7 @@ class OwnerIndex:
         info = infos[pid] if pid in infos else self._info(pid)
         if info is None:
             return default
-        return (tuple.__new__(Owner, (pid, packed & 0xFFFFFFFF, info)),)
+        return (tuple.__new__(Owner, (pid, packed & _FD_MASK, info)),)
 
 
 def list_pids() -> list[int]:
@@ -127,11 +133,21 @@ def list_pids() -> list[int]:
     return [int(name) for name in os.listdir(PROC) if name.isdigit()]
 
 
+def _positions(values: array, value: int) -> list[int]:
+    """Every index of ``value`` in ``values``."""
+    found = []
+    try:
+        while True:
+            found.append(values.index(value, found[-1] + 1 if found else 0))
+    except ValueError:
+        return found
+
+
 def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
-    """Scan ``pids``; return flat ``(inode, pid, fd)`` triples, unreadable PIDs, vanished count
-    and scanned count."""
-    triples = array("Q")
-    push = triples.extend
+    """Scan ``pids``; return flat ``(inode, pid << 32 | fd)`` pairs, unreadable PIDs, vanished
+    count and scanned count."""
+    pairs = array("Q")
+    push = pairs.extend
     unreadable = array("Q")
     vanished = scanned = 0
     readlink, listdir, open_, close = os.readlink, os.listdir, os.open, os.close
@@ -147,6 +163,7 @@ def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
             unreadable.append(pid)
             continue
         scanned += 1
+        holder = pid << 32
         try:
             for name in listdir(dir_fd):
                 try:
@@ -159,12 +176,12 @@ def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
                 if link[:8] == prefix:
                     inode = int(link[8:-1])
                     if wanted is None or inode in wanted:
-                        push((inode, pid, int(name)))
+                        push((inode, holder | int(name)))
         except (FileNotFoundError, ProcessLookupError):
             vanished += 1          # exited while its descriptors were listed
         finally:
             close(dir_fd)
-    return triples, unreadable, vanished, scanned
+    return pairs, unreadable, vanished, scanned
 
 
 class _Tally:
@@ -172,30 +189,30 @@ class _Tally:
     travels from a worker to the caller as bytes."""
 
     def __init__(self) -> None:
-        self.triples = array("Q")
+        self.pairs = array("Q")
         self.unreadable = array("Q")
         self.done = array("Q")
         self.vanished = 0
         self.scanned = 0
 
     def scan(self, chunk_number: int, pids: list[int], wanted: frozenset[int] | None) -> None:
-        triples, unreadable, vanished, scanned = _scan(pids, wanted)
-        self.triples.extend(triples)
+        pairs, unreadable, vanished, scanned = _scan(pids, wanted)
+        self.pairs.extend(pairs)
         self.unreadable.extend(unreadable)
         self.vanished += vanished
         self.scanned += scanned
         self.done.append(chunk_number)
 
     def to_bytes(self) -> bytes:
-        return (_HEADER.pack(len(self.triples), len(self.unreadable), len(self.done),
+        return (_HEADER.pack(len(self.pairs), len(self.unreadable), len(self.done),
                              self.vanished, self.scanned)
-                + self.triples.tobytes() + self.unreadable.tobytes() + self.done.tobytes())
+                + self.pairs.tobytes() + self.unreadable.tobytes() + self.done.tobytes())
 
     def add_bytes(self, data: bytes) -> None:
         """Add a worker's tally (from ``to_bytes``)."""
         start = _HEADER.size
         *counts, vanished, scanned = _HEADER.unpack_from(data)
-        for target, count in zip((self.triples, self.unreadable, self.done), counts):
+        for target, count in zip((self.pairs, self.unreadable, self.done), counts):
             target.frombytes(data[start:start + 8 * count])
             start += 8 * count
         self.vanished += vanished
@@ -275,7 +292,7 @@ class PendingScan:
         for k, pids in enumerate(self._chunks):
             if k not in done:               # its worker died: scan it here
                 tally.scan(k, pids, self._wanted)
-        return FdScan(tally.triples, list(tally.unreadable), tally.vanished, tally.scanned)
+        return FdScan(tally.pairs, list(tally.unreadable), tally.vanished, tally.scanned)
 
 
 def default_workers() -> int:

@@ -8,9 +8,9 @@ from portscope import ownership
 
 
 def test_fd_scan_index_lists_every_holder_in_pid_order():
-    # (inode, pid, fd) triples as two workers could return them: PIDs out of order
-    triples = array("Q", [7, 30, 3, 8, 10, 4, 7, 10, 3, 7, 20, 5])
-    scan = ownership.FdScan(triples, [], 0, 2)
+    # (inode, pid << 32 | fd) pairs as two workers could return them: PIDs out of order
+    pairs = array("Q", [7, 30 << 32 | 3, 8, 10 << 32 | 4, 7, 10 << 32 | 3, 7, 20 << 32 | 5])
+    scan = ownership.FdScan(pairs, [], 0, 2)
     assert scan.holders(7) == [(10, 3), (20, 5), (30, 3)]
     assert scan.holders(8) == [(10, 4)]
     assert scan.holders(9) == [] and 9 not in scan and 7 in scan
@@ -50,3 +50,14 @@ def test_process_info_of_a_gone_process_is_none():
         os._exit(0)
     os.waitpid(pid, 0)
     assert ownership.process_info(pid) is None
+
+
+def test_fd_scan_index_with_many_shared_sockets():
+    # 40 inodes held by two processes each (a pre-fork server with many listeners)
+    pairs = array("Q")
+    for inode in range(100, 140):
+        pairs.extend((inode, 2 << 32 | inode, inode, 1 << 32 | inode))
+    pairs.extend((999, 5 << 32 | 7))
+    scan = ownership.FdScan(pairs, [], 0, 3)
+    assert all(scan.holders(i) == [(1, i), (2, i)] for i in range(100, 140))
+    assert scan.holders(999) == [(5, 7)] and len(scan) == 81
