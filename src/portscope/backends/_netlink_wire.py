@@ -14,7 +14,6 @@ from array import array
 
 NETLINK_INET_DIAG = 4          # == NETLINK_SOCK_DIAG
 NLM_F_REQUEST = 0x01
-NLM_F_MULTI = 0x02
 NLM_F_DUMP_INTR = 0x10
 NLM_F_ROOT = 0x100
 NLM_F_MATCH = 0x200
@@ -53,7 +52,6 @@ NLMSGHDR = struct.Struct("=IHHII")
 # len type flags seq pid | family state timer retrans | sport dport src dst if cookie |
 # expires rqueue wqueue uid inode
 NLMSG_INET_DIAG_MSG = struct.Struct("=IHHIIBBBBHH16s16sIQIIIII")
-INET_DIAG_MSG_OFFSET = NLMSGHDR.size
 ATTRS_OFFSET = NLMSG_INET_DIAG_MSG.size          # 16 + 72 = 88
 IDIAG_INODE_OFFSET = ATTRS_OFFSET - 4            # idiag_inode, the last u32 of inet_diag_msg
 U32 = struct.Struct("=I")
