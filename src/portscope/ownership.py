@@ -1,10 +1,16 @@
-"""Who holds which socket: one pass over ``/proc/*/fd`` and the holders' process details.
+"""Who holds which socket: one pass over every process's descriptors, and the holders' process
+details.
 
 The scan maps every socket inode to every ``(pid, fd)`` that holds it, so a listener shared by
-a parent and its forked children lists all of them. It costs about 2-3 us per descriptor of
-every process (not per socket), so it is split over forked workers (Python threads would
-serialise on the GIL) that run while the parent dumps the sockets; each worker writes its
-result to a memfd that the parent reads when the worker has exited.
+a parent and its forked children lists all of them. ``start_scan`` picks how:
+
+* BPF iterators (``bpfiter.py``; root on Linux with BTF): the kernel walks the descriptor
+  tables and returns only the sockets, in a thread beside the caller's socket dump; about 13x
+  less time than the ``/proc`` scan at 237,000 descriptors;
+* otherwise ``/proc/*/fd``: one readlink per descriptor of every process (about 2-3 us each, not
+  per socket), split over forked workers (Python threads would serialise on the GIL) that run
+  while the parent dumps the sockets; each worker writes its result to a memfd that the parent
+  reads when the worker has exited.
 
 Process details come from ``/proc/PID/{stat,status,exe,cmdline,cgroup}`` (the cgroup path is
 parsed by ``containers.parse_cgroup``).
@@ -21,6 +27,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from functools import lru_cache
 
+from . import bpfiter
 from .containers import parse_cgroup
 from .types import Owner, ProcessInfo
 
@@ -62,9 +69,9 @@ class FdScan:
                     if inode in positions:
                         positions[inode].append(i)
             for inode, found in positions.items():
-                # PID order, whatever the worker split
-                self._shared[inode] = sorted((holders[i] >> 32, holders[i] & _FD_MASK)
-                                             for i in found)
+                # PID order, whatever the worker split; once each (threads sharing a table)
+                self._shared[inode] = sorted({(holders[i] >> 32, holders[i] & _FD_MASK)
+                                              for i in found})
                 self._index[inode] = -1
         self.unreadable = unreadable
         self.vanished = vanished
@@ -274,8 +281,9 @@ class PendingScan:
                 os._exit(status)
         return child, memfd
 
-    def result(self) -> FdScan:
-        """Scan the chunks left, wait for the workers and return the merged scan."""
+    def result(self, wanted: frozenset[int] | None = None) -> FdScan:
+        """Scan the chunks left, wait for the workers and return the merged scan (of the
+        ``wanted`` inodes only, when given)."""
         tally = _Tally()
         for k in self._take() if self._tokens >= 0 else range(len(self._chunks)):
             tally.scan(k, self._chunks[k], self._wanted)
@@ -292,7 +300,67 @@ class PendingScan:
         for k, pids in enumerate(self._chunks):
             if k not in done:               # its worker died: scan it here
                 tally.scan(k, pids, self._wanted)
-        return FdScan(tally.pairs, list(tally.unreadable), tally.vanished, tally.scanned)
+        return FdScan(_only(tally.pairs, wanted), list(tally.unreadable), tally.vanished,
+                      tally.scanned)
+
+
+class BpfScan:
+    """An fd scan by BPF iterators (``bpfiter.IterScan``), started by the constructor; the
+    same ``result()`` as ``PendingScan``.
+
+    PIDs that ``/proc`` lists but the iterators did not visit (hidden from them, or exited)
+    are scanned through ``/proc``, so they count as unreadable or vanished as there. When the
+    programs cannot run, ``result()`` does the whole ``/proc`` scan instead.
+    """
+
+    def __init__(self, wanted: frozenset[int] | None = None, workers: int = 0) -> None:
+        self._wanted = wanted
+        self._workers = workers
+        self._pids = list_pids()
+        self._iter = bpfiter.IterScan()
+
+    def result(self, wanted: frozenset[int] | None = None) -> FdScan:
+        """Wait for the iterators and return the scan (of the ``wanted`` inodes only, when
+        given here or to the constructor)."""
+        if wanted is None:
+            wanted = self._wanted
+        try:
+            pairs, visible = self._iter.result()
+        except OSError:
+            return PendingScan(wanted, self._workers).result()
+        hidden = [pid for pid in self._pids if pid not in visible]
+        rest, unreadable, vanished, scanned = _scan(hidden, wanted)
+        pairs = _only(pairs, wanted)
+        pairs.extend(rest)
+        return FdScan(pairs, list(unreadable), vanished,
+                      scanned + len(self._pids) - len(hidden))
+
+
+def start_scan(wanted: frozenset[int] | None = None, workers: int = 0,
+               pids: list[int] | None = None) -> BpfScan | PendingScan:
+    """Start an fd scan of every process (or of ``pids``) for the ``wanted`` socket inodes (all
+    when None): by BPF iterators when they may run here, else over ``/proc`` with ``workers``
+    forked workers. Call ``result()`` on what it returns."""
+    if pids is None and bpfiter.usable():
+        return BpfScan(wanted, workers)
+    return PendingScan(wanted, workers, pids)
+
+
+def _only(pairs: array, wanted: frozenset[int] | None) -> array:
+    """The ``(inode, holder)`` pairs of ``pairs`` whose inode is in ``wanted`` (all if None)."""
+    if wanted is None:
+        return pairs
+    inodes, holders = pairs[0::2], pairs[1::2]
+    kept = array("Q")
+    if len(wanted) <= 32:               # a port's few sockets: let array.index find them
+        for inode in wanted:
+            for i in _positions(inodes, inode):
+                kept.extend((inode, holders[i]))
+    else:
+        for inode, holder in zip(inodes, holders):
+            if inode in wanted:
+                kept.extend((inode, holder))
+    return kept
 
 
 def default_workers() -> int:

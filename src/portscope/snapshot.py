@@ -198,12 +198,14 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         workers = ownership.default_workers()
     # A listener or single-port dump is cheap (under 1 ms to a few tens of ms): dump first and
     # scan only for its inodes. A full dump is not: scan in forked workers meanwhile, and
-    # decode the dumps only once the owners are known.
+    # decode the dumps only once the owners are known. A BPF scan runs beside any dump (in a
+    # thread) and is cut to the dump's inodes afterwards.
     cheap = flt.single_port is not None or (flt.states is not None
                                               and flt.states <= LISTENER_STATES)
     raw = hasattr(module, "collect")        # netlink: keep the reply, decode while streaming
     lazy = raw and scan_owners and not cheap
-    pending = ownership.PendingScan(workers=workers) if lazy else None
+    early = lazy or (scan_owners and ownership.bpfiter.usable())
+    pending = ownership.start_scan(workers=workers) if early else None
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
@@ -228,7 +230,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
             scan = pending.result()
         else:      # a small dump: scan the descriptors for its inodes only
             wanted = frozenset(i for part in dumps for i in module.inodes(part))
-            scan = _scan_for(wanted, workers)
+            scan = pending.result(wanted) if pending is not None else _scan_for(wanted, workers)
         index = ownership.OwnerIndex(scan)
         missing = _missing_reason(scan)
 
@@ -240,7 +242,8 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         stream = shares(0, 1)
     else:
         sockets = [s for part in dumps for s in part]
-        scan = _scan_for(frozenset(s.inode for s in sockets if s.inode), workers)
+        wanted = frozenset(s.inode for s in sockets if s.inode)
+        scan = pending.result(wanted) if pending is not None else _scan_for(wanted, workers)
         stream = _join(sockets, ownership.OwnerIndex(scan), _missing_reason(scan))
     return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
                           len(set(scan.unreadable)), resolver, published,
@@ -273,8 +276,8 @@ def _listeners_in(pid: int, pids: list[int], proto: Proto, port: int) -> list[So
 
 
 def _scan_for(wanted: frozenset[int], workers: int) -> ownership.FdScan:
-    return ownership.PendingScan(wanted=wanted, workers=workers if wanted else 0,
-                                 pids=None if wanted else []).result()
+    return ownership.start_scan(wanted=wanted, workers=workers if wanted else 0,
+                                pids=None if wanted else []).result()
 
 
 def _ns_label(ns: NetNamespace) -> str:

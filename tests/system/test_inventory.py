@@ -9,9 +9,19 @@ import subprocess
 import pytest
 
 import portscope
-from portscope import OwnerUnknown, Proto, SocketFilter, State
+from portscope import OwnerUnknown, Proto, SocketFilter, State, bpfiter
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/ns/net"), reason="Linux only")
+
+
+@pytest.fixture(autouse=True, params=["bpf", "proc"])
+def fd_scan(request, monkeypatch):
+    """Every test twice: with the BPF iterators (as root) and with the /proc/*/fd scan."""
+    if request.param == "proc":
+        monkeypatch.setenv(bpfiter.ENV, "proc")
+    elif not bpfiter.usable():
+        pytest.skip("BPF iterators cannot run here (not root, no BTF, or a PID namespace)")
+    return request.param
 
 
 def on_port(port: int, udp: bool = False, **kwargs):

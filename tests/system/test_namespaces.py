@@ -80,13 +80,13 @@ def test_unnamed_namespace_found_through_its_process(unnamed_netns):
 
 def test_one_fd_scan_serves_every_namespace(named_netns, unnamed_netns, monkeypatch):
     scans = []
-    real = ownership.PendingScan
+    real = ownership.start_scan
 
     def counting(*args, **kwargs):
         scans.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ownership, "PendingScan", counting)
+    monkeypatch.setattr(ownership, "start_scan", counting)
     for flt in (SocketFilter(), SocketFilter.listeners()):
         scans.clear()
         snap = portscope.take_snapshot(flt, netns="all")

@@ -140,11 +140,11 @@ def kernel_view(name: str, netns: int | None) -> tuple[list[Socket], list[str]]:
 
 
 def owners_of_inodes(inodes: Iterable[int]) -> ownership.OwnerIndex:
-    """The holders of socket ``inodes`` (``OwnerIndex.get(inode)``), from one ``/proc/*/fd``
-    pass."""
+    """The holders of socket ``inodes`` (``OwnerIndex.get(inode)``), from one fd scan
+    (``ownership.start_scan``)."""
     wanted = frozenset(i for i in inodes if i)
-    return ownership.OwnerIndex(ownership.PendingScan(wanted=wanted, pids=None if wanted
-                                                      else []).result())
+    return ownership.OwnerIndex(ownership.start_scan(wanted=wanted, pids=None if wanted
+                                                     else []).result())
 
 
 def is_initial_netns(netns: int | None) -> bool | None:

@@ -1,0 +1,140 @@
+"""The BPF fd scan (bpfiter.py) against the /proc/*/fd scan, on real processes and sockets."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from portscope import SocketFilter, bpfiter, ownership, take_snapshot
+
+pytestmark = pytest.mark.skipif(not bpfiter.usable(),
+                                reason="BPF iterators cannot run here (not root, no BTF, "
+                                       "or a PID namespace)")
+
+SHARED_AND_PAIRED = """
+    l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen()
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::1", 0))
+    a, b = socket.socketpair()
+    kids = [fork_sleeper() for _ in range(2)]
+    ready(port=l.getsockname()[1], kids=kids)
+"""
+
+
+def holdings(pairs, pids) -> set[tuple[int, int, int]]:
+    """``(inode, pid, fd)`` of ``pairs`` (flat inode, pid << 32 | fd) held by ``pids``."""
+    found = set()
+    for inode, holder in zip(pairs[0::2], pairs[1::2]):
+        if holder >> 32 in pids:
+            found.add((inode, holder >> 32, holder & 0xFFFFFFFF))
+    return found
+
+
+def test_bpf_and_proc_scans_find_the_same_socket_descriptors(holder):
+    h = holder(SHARED_AND_PAIRED)
+    pids = {h.pid, *h.info["kids"]}
+    pairs, visible = bpfiter.IterScan().result()
+    assert pids <= visible
+    from_proc = ownership._scan(sorted(pids), None)[0]
+    found = holdings(pairs, pids)
+    assert found == holdings(from_proc, pids)
+    # listener, UDP socket, both ends of the pair, stdin/stdout are pipes: 4 sockets x 3 pids
+    assert len(found) == 12
+    for inode, pid, fd in found:
+        assert os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
+
+
+def test_a_thread_with_its_own_descriptor_table_is_seen(holder):
+    """unshare(CLONE_FILES) in a thread: its descriptors are not in /proc/PID/fd (the
+    leader's table), yet the socket it opens there is held by the process."""
+    h = holder("""
+        import threading
+        CLONE_FILES = 0x400
+        box = {}
+        def private():
+            if _libc.unshare(CLONE_FILES) != 0:
+                box["error"] = ctypes.get_errno()
+            else:
+                s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+                box["port"], box["fd"], box["s"] = s.getsockname()[1], s.fileno(), s
+            done.set()
+            time.sleep(3600)
+        done = threading.Event()
+        threading.Thread(target=private, daemon=True).start()
+        done.wait()
+        ready(port=box.get("port"), fd=box.get("fd"), error=box.get("error"))
+    """)
+    assert h.info["error"] is None
+    port, fd = h.info["port"], h.info["fd"]
+    listener = [s for s in take_snapshot(SocketFilter(port_range=(port, port))).sockets]
+    assert len(listener) == 1
+    assert [(o.pid, o.fd) for o in listener[0].owners] == [(h.pid, fd)]
+    proc_links = {os.readlink(f"/proc/{h.pid}/fd/{n}") for n in os.listdir(f"/proc/{h.pid}/fd")}
+    assert f"socket:[{listener[0].inode}]" not in proc_links
+
+
+def test_a_pid_hidden_from_the_iterators_is_scanned_through_proc(holder, monkeypatch):
+    """A sandbox may hide a process from the iterators (this VM's PID 1 is): that PID's
+    sockets come from /proc instead, and are not lost."""
+    h = holder(SHARED_AND_PAIRED)
+    real = bpfiter.IterScan.result
+
+    def hiding(self):
+        pairs, visible = real(self)
+        kept = [x for inode, holder in zip(pairs[0::2], pairs[1::2]) if holder >> 32 != h.pid
+                for x in (inode, holder)]
+        return type(pairs)("Q", kept), visible - {h.pid}
+
+    monkeypatch.setattr(bpfiter.IterScan, "result", hiding)
+    scan = ownership.start_scan()
+    assert isinstance(scan, ownership.BpfScan)
+    result = scan.result()
+    port = h.info["port"]
+    (listener,) = [s for s in take_snapshot(SocketFilter(port_range=(port, port))).sockets]
+    assert sorted(pid for pid, _ in result.holders(listener.inode)) == sorted(
+        [h.pid, *h.info["kids"]])
+
+
+def test_unusable_programs_fall_back_to_proc(holder, monkeypatch, tmp_path):
+    h = holder(SHARED_AND_PAIRED)
+    bogus = tmp_path / "vmlinux"
+    bogus.write_bytes(b"\x00" * 64)
+    monkeypatch.setattr(bpfiter, "BTF_PATH", str(bogus))
+    monkeypatch.setattr(bpfiter, "CACHE_PATH", str(tmp_path / "cache" / "btf-layout"))
+    with pytest.raises(OSError, match="BTF"):
+        bpfiter.IterScan().result()
+    scan = ownership.start_scan()
+    assert isinstance(scan, ownership.BpfScan)
+    port = h.info["port"]
+    (listener,) = take_snapshot(SocketFilter(port_range=(port, port))).sockets
+    assert sorted(pid for pid, _ in scan.result().holders(listener.inode)) == sorted(
+        [h.pid, *h.info["kids"]])
+
+
+def test_environment_switch_turns_the_bpf_path_off(monkeypatch):
+    monkeypatch.setenv(bpfiter.ENV, "proc")
+    assert not bpfiter.usable()
+    assert isinstance(ownership.start_scan(), ownership.PendingScan)
+
+
+def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
+    path = tmp_path / "run" / "btf-layout"
+    monkeypatch.setattr(bpfiter, "CACHE_PATH", str(path))
+    parsed = bpfiter.parse_btf(bpfiter._read_all(bpfiter.BTF_PATH))
+    assert bpfiter._layout() == parsed                 # parsed, then written
+    info = os.stat(path)
+    assert info.st_uid == 0 and stat.S_IMODE(info.st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert parsed["task_struct.tgid:size"] == 4 and parsed["inode.i_mode:size"] == 2
+    assert parsed["file.f_inode:size"] == parsed["inode.i_sb:size"] == 8
+    key = path.read_text().splitlines()[0]
+    assert bpfiter._read_cache(key) == parsed
+    assert bpfiter._read_cache(key + "x") is None      # another boot or kernel
+    os.chmod(path, 0o666)
+    assert bpfiter._read_cache(key) is None            # writable by others: not trusted
+    os.chmod(path, 0o600)
+    path.write_text(key + "\nbpf_iter_task 12\n")
+    assert bpfiter._read_cache(key) is None            # incomplete
+    path.write_text("garbage\n")
+    assert bpfiter._layout() == parsed                 # rewritten
