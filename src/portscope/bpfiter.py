@@ -9,14 +9,16 @@ How: a 27-instruction program, assembled here, is loaded with ``bpf(BPF_PROG_LOA
 tracing program attached to the iterator target ``bpf_iter_task_file``, then read through
 ``bpf(BPF_ITER_CREATE)``. For each descriptor whose inode is a socket (``S_IFSOCK`` on sockfs)
 it writes ``(inode, tgid << 32 | fd)``. A second program on ``bpf_iter_task`` lists the thread
-groups the iterators visit: a PID that ``/proc`` lists but the iterators do not see (a sandbox
-may hide one) is scanned through ``/proc`` as before, so its sockets are still attributed, or
+groups the iterators visit, with each one's network namespace (which spares namespace
+discovery a ``/proc/PID/ns/net`` readlink per process): a PID that ``/proc`` lists but the
+iterators do not see (a sandbox may hide one) is scanned through ``/proc`` as before, so its sockets are still attributed, or
 are labelled ``permission`` when it cannot be read there either. Threads that unshared their
 descriptor table (``unshare(CLONE_FILES)``) are walked too, which ``/proc/PID/fd`` (the
 leader's table) misses.
 
-Struct offsets (``task_struct.tgid``, ``file.f_inode``, ``inode.i_mode/i_ino/i_sb``,
-``super_block.s_magic``) and the iterator targets' BTF ids come from the kernel's own BTF,
+Struct offsets (``task_struct.tgid/pid/nsproxy``, ``nsproxy.net_ns``, ``net.ns.inum``,
+``file.f_inode``, ``inode.i_mode/i_ino/i_sb``, ``super_block.s_magic``) and the iterator
+targets' BTF ids come from the kernel's own BTF,
 ``/sys/kernel/btf/vmlinux``: about 30 ms to parse, so the result is kept in
 ``/run/portscope/btf-layout`` (root only), keyed on the boot id.
 
@@ -63,8 +65,10 @@ _HEADER = struct.Struct("<HBBIIIII")
 _TYPE = struct.Struct("<III")
 
 _TARGETS = ("bpf_iter_task_file", "bpf_iter_task")
-_FIELDS = (("task_struct", "tgid"), ("file", "f_inode"), ("inode", "i_mode"),
-           ("inode", "i_ino"), ("inode", "i_sb"), ("super_block", "s_magic"))
+_FIELDS = (("task_struct", "tgid"), ("task_struct", "pid"), ("task_struct", "nsproxy"),
+           ("nsproxy", "net_ns"), ("net", "ns", "inum"), ("file", "f_inode"),
+           ("inode", "i_mode"), ("inode", "i_ino"), ("inode", "i_sb"),
+           ("super_block", "s_magic"))
 
 
 def usable() -> bool:
@@ -85,47 +89,110 @@ def usable() -> bool:
     return bool(caps >> _CAP_SYS_ADMIN & 1 or (caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1))
 
 
+class Tasks:
+    """What the ``task`` iterator saw, with the PIDs ``/proc`` listed just before it ran.
+
+    Attributes:
+        pids: PIDs listed in ``/proc``.
+        visible: thread group ids the iterators visit.
+        netns: thread group id -> inode of its network namespace (of its leader thread, as
+            ``/proc/PID/ns/net`` shows it), for processes that have one (not zombies).
+    """
+
+    __slots__ = ("pids", "visible", "netns")
+
+    def __init__(self, pids: list[int], visible: set[int], netns: dict[int, int]) -> None:
+        self.pids, self.visible, self.netns = pids, visible, netns
+
+
 class IterScan:
     """A BPF scan under way in a thread (the iterators block in ``read``, without the GIL, so
-    the caller's socket dump runs beside it on another CPU).
-
-    ``result()`` returns ``(pairs, visible)``: flat ``array('Q')`` of ``(inode, tgid << 32 |
-    fd)`` for every socket descriptor, and the set of thread group ids the iterators visited.
+    the caller's socket dump runs beside it on another CPU): first the ``task`` iterator
+    (``tasks()``), then the ``task_file`` iterator (``result()``).
     """
 
     def __init__(self) -> None:
-        self._outcome: tuple[array, set[int]] | OSError | None = None
+        self._tasks: Tasks | OSError | None = None
+        self._pairs: array | OSError | None = None
+        self._tasks_ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="portscope-bpfiter", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._outcome = _scan()
+            try:
+                pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+                layout = _layout()
+                self._tasks = _tasks(pids, _iterate(_task_program(layout),
+                                                    layout["bpf_iter_task"]))
+            finally:
+                self._tasks_ready.set()
+            self._pairs = array("Q", _iterate(_task_file_program(layout),
+                                              layout["bpf_iter_task_file"]))
         except OSError as exc:
-            self._outcome = exc
-        except (ValueError, struct.error) as exc:       # BTF not as expected
-            self._outcome = OSError(f"kernel BTF: {exc}")
+            self._pairs = exc
+        except Exception as exc:  # noqa: BLE001 - BTF not as expected: the /proc scan takes over
+            self._pairs = OSError(f"kernel BTF: {type(exc).__name__}: {exc}")
+        if self._tasks is None:
+            self._tasks = self._pairs if isinstance(self._pairs, OSError) else OSError("no tasks")
 
-    def result(self) -> tuple[array, set[int]]:
-        """Wait for the scan.
+    def tasks(self) -> Tasks:
+        """Wait for the ``task`` iterator (about 1 ms per 1,000 tasks).
 
         Raises:
             OSError: the programs could not be loaded or read (no privilege, no BTF, an old
                 kernel, a lockdown): fall back to ``/proc``.
         """
+        self._tasks_ready.wait()
+        if self._tasks is None:         # set by the thread once the iterator failed
+            self._thread.join()
+        if isinstance(self._tasks, OSError):
+            raise self._tasks
+        assert self._tasks is not None
+        return self._tasks
+
+    def result(self) -> array:
+        """Wait for the whole scan: flat ``array('Q')`` of ``(inode, tgid << 32 | fd)`` for
+        every socket descriptor of every visible process.
+
+        Raises:
+            OSError: as ``tasks()``.
+        """
         self._thread.join()
-        outcome = self._outcome
-        if isinstance(outcome, OSError):
-            raise outcome
-        assert outcome is not None
-        return outcome
+        if isinstance(self._pairs, OSError):
+            raise self._pairs
+        assert self._pairs is not None
+        return self._pairs
 
 
-def _scan() -> tuple[array, set[int]]:
-    layout = _layout()
-    visible = array("Q", _iterate(_task_program(layout), layout["bpf_iter_task"]))
-    pairs = array("Q", _iterate(_task_file_program(layout), layout["bpf_iter_task_file"]))
-    return pairs, set(visible)
+def _tasks(pids: list[int], records: bytes) -> Tasks:
+    """``Tasks`` from the task program's ``(tgid << 32 | pid, netns inode)`` records."""
+    fields = array("Q", records)
+    visible: set[int] = set()
+    netns: dict[int, int] = {}
+    for ids, inode in zip(fields[0::2], fields[1::2]):
+        tgid = ids >> 32
+        visible.add(tgid)
+        if inode and tgid == ids & 0xFFFFFFFF:
+            netns[tgid] = inode
+    return Tasks(pids, visible, netns)
+
+
+_prefetched: IterScan | None = None
+
+
+def prefetch() -> None:
+    """Start a scan now, for the next ``take_prefetched()`` (the CLI calls this first thing,
+    so that the kernel walks the descriptor tables while Python imports the rest)."""
+    global _prefetched
+    _prefetched = IterScan()
+
+
+def take_prefetched() -> IterScan | None:
+    """The scan ``prefetch()`` started, once; None when there is none."""
+    global _prefetched
+    scan, _prefetched = _prefetched, None
+    return scan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,12 +252,18 @@ def _task_file_program(layout: dict[str, int]) -> bytes:
 
 
 def _task_program(layout: dict[str, int]) -> bytes:
-    """For ``struct bpf_iter__task {meta; task}``: write each task's tgid."""
+    """For ``struct bpf_iter__task {meta; task}``: write ``(tgid << 32 | pid, inode of
+    task->nsproxy->net_ns)``; the inode reads as 0 when ``nsproxy`` is NULL (an exiting task:
+    a faulting load of a BTF pointer yields 0)."""
     return _assemble([
         _insn(_MOV_REG, 6, 1),
         _insn(_LOAD[8], 7, 6, 8), _insn(_JEQ_IMM, 7, off=_OUT),
-        _load(layout, 2, 7, "task_struct.tgid"), _insn(_STORE_DW, 10, 2, -8),
-        *_emit(8)])
+        _load(layout, 2, 7, "task_struct.tgid"), _insn(_LSH_IMM, 2, imm=32),
+        _load(layout, 3, 7, "task_struct.pid"), _insn(_OR_REG, 2, 3),
+        _insn(_STORE_DW, 10, 2, -16),
+        _load(layout, 3, 7, "task_struct.nsproxy"), _load(layout, 3, 3, "nsproxy.net_ns"),
+        _load(layout, 3, 3, "net.ns.inum"), _insn(_STORE_DW, 10, 3, -8),
+        *_emit(16)])
 
 
 _libc = None
@@ -281,7 +354,7 @@ def _read_cache(key: str) -> dict[str, int] | None:
         layout = {name: int(value) for name, value in (line.split() for line in lines[1:])}
     except ValueError:
         return None
-    needed = {*_TARGETS, *(f"{s}.{m}" for s, m in _FIELDS)}
+    needed = {*_TARGETS, *map(".".join, _FIELDS)}
     return layout if needed <= layout.keys() else None
 
 
@@ -322,10 +395,10 @@ def _read_all(path: str) -> bytes:
 
 
 def parse_btf(data: bytes) -> dict[str, int]:
-    """Find in BTF ``data`` the ids of the FUNCs named in ``_TARGETS`` and, for each
-    ``(struct, member)`` of ``_FIELDS``, ``"struct.member"`` -> byte offset and
-    ``"struct.member:size"`` -> size in bytes (members of anonymous structs and unions
-    included).
+    """Find in BTF ``data`` the ids of the FUNCs named in ``_TARGETS`` and, for each path
+    ``(struct, member, ...)`` of ``_FIELDS``, ``"struct.member..."`` -> byte offset from the
+    struct's start and ``"struct.member...:size"`` -> size in bytes (members of anonymous
+    structs and unions included).
 
     Raises:
         ValueError: not little-endian BTF, or a name or member is missing, or a member is a
@@ -345,7 +418,7 @@ def parse_btf(data: bytes) -> dict[str, int]:
             raise ValueError(f"no name {name!r}")
         return at + 1 - strings_at
 
-    wanted = {name_offset(name): name for name in {*_TARGETS, *(s for s, _ in _FIELDS)}}
+    wanted = {name_offset(name): name for name in {*_TARGETS, *(path[0] for path in _FIELDS)}}
     positions = [0]                     # type id -> offset of its header in data
     found: dict[tuple[str, int], int] = {}
     unpack, extra, per_item = _TYPE.unpack_from, _EXTRA, _PER_ITEM
@@ -365,10 +438,16 @@ def parse_btf(data: bytes) -> dict[str, int]:
         _, info, size_or_type = unpack(data, positions[type_id])
         return info >> 24 & 0x1F, info, size_or_type
 
-    def size_of(type_id: int) -> int:
+    def resolved(type_id: int) -> int:
+        """``type_id`` past typedefs and qualifiers."""
         kind, _, size_or_type = kind_of(type_id)
         while kind in _KINDS_ALIAS:
-            kind, _, size_or_type = kind_of(size_or_type)
+            type_id = size_or_type
+            kind, _, size_or_type = kind_of(type_id)
+        return type_id
+
+    def size_of(type_id: int) -> int:
+        kind, _, size_or_type = kind_of(resolved(type_id))
         if kind == _KIND_PTR:
             return 8
         if kind in (_KIND_INT, _KIND_ENUM, _KIND_ENUM64, _KIND_STRUCT, _KIND_UNION):
@@ -399,14 +478,21 @@ def parse_btf(data: bytes) -> dict[str, int]:
         if (target, _KIND_FUNC) not in found:
             raise ValueError(f"no iterator target {target}")
         layout[target] = found[target, _KIND_FUNC]
-    for struct_name, field in _FIELDS:
-        type_id = found.get((struct_name, _KIND_STRUCT))
-        hit = None if type_id is None else member(type_id, name_offset(field))
-        if hit is None or hit[0] % 8:
-            raise ValueError(f"no byte-aligned {struct_name}.{field}")
-        size = size_of(hit[1])
-        if size not in _LOAD:
-            raise ValueError(f"{struct_name}.{field} is {size} bytes long")
-        layout[f"{struct_name}.{field}"] = hit[0] // 8
-        layout[f"{struct_name}.{field}:size"] = size
+    for path in _FIELDS:
+        key = ".".join(path)
+        type_id = found.get((path[0], _KIND_STRUCT))
+        bits = 0
+        for field in path[1:]:
+            hit = None
+            if type_id is not None and kind_of(type_id)[0] in (_KIND_STRUCT, _KIND_UNION):
+                hit = member(type_id, name_offset(field))
+            if hit is None:
+                raise ValueError(f"no member {key}")
+            bits += hit[0]
+            type_id = resolved(hit[1])
+        size = size_of(type_id)
+        if bits % 8 or size not in _LOAD:
+            raise ValueError(f"{key} is not a byte-aligned scalar ({size} bytes)")
+        layout[key] = bits // 8
+        layout[key + ":size"] = size
     return layout

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -74,9 +74,29 @@ def _nsfs_mounts() -> list[str]:
     return paths
 
 
-def discover() -> list[NamespaceEntry]:
+def _netns_by_pid() -> dict[int, int]:
+    """PID -> network namespace inode, from each ``/proc/PID/ns/net`` this caller may read."""
+    found = {}
+    try:
+        processes = os.listdir(PROC)
+    except OSError:
+        processes = []       # no /proc: not Linux
+    readlink = os.readlink      # "net:[INODE]": 30 % cheaper than a stat, per process
+    for entry in processes:
+        if entry.isdigit():
+            try:
+                found[int(entry)] = int(readlink(f"{PROC}/{entry}/ns/net")[5:-1])
+            except OSError:  # gone, or not ours to see (EACCES on another user's process)
+                pass
+    return found
+
+
+def discover(netns_by_pid: Mapping[int, int] | None = None) -> list[NamespaceEntry]:
     """Every network namespace this caller can see, the caller's own first.
 
+    Args:
+        netns_by_pid: PID -> namespace inode of every process, when known already (from the
+            BPF task iterator); else each ``/proc/PID/ns/net`` is read.
     Returns:
         one entry per namespace inode; the caller's own is named ``host``, the others carry
         their bind mount's file name when they have one.
@@ -104,17 +124,9 @@ def discover() -> list[NamespaceEntry]:
         inode = _stat_inode(path)
         if inode is not None and inode not in named:
             named[inode] = (os.path.basename(path), path)
-    try:
-        processes = os.listdir(PROC)
-    except OSError:
-        processes = []       # no /proc: not Linux
-    for entry in processes:
-        if not entry.isdigit():
-            continue
-        path = f"{PROC}/{entry}/ns/net"
-        inode = _stat_inode(path)
-        if inode is not None and inode not in found:
-            found[inode] = NamespaceEntry(NetNamespace(inode), path, int(entry))
+    for pid, inode in (_netns_by_pid() if netns_by_pid is None else netns_by_pid).items():
+        if inode not in found:
+            found[inode] = NamespaceEntry(NetNamespace(inode), f"{PROC}/{pid}/ns/net", pid)
     for inode, (name, path) in named.items():
         if inode == own:
             continue         # the caller's own stays "host" (Docker mounts it as "default")
@@ -124,7 +136,8 @@ def discover() -> list[NamespaceEntry]:
     return list(found.values())
 
 
-def select(spec: str | None, entries: Sequence[NamespaceEntry] | None = None
+def select(spec: str | None, entries: Sequence[NamespaceEntry] | None = None,
+           netns_by_pid: Callable[[], Mapping[int, int] | None] | None = None
            ) -> list[NamespaceEntry]:
     """The namespaces a ``--netns`` value names.
 
@@ -132,6 +145,7 @@ def select(spec: str | None, entries: Sequence[NamespaceEntry] | None = None
         spec: ``"all"``, ``"host"`` (the caller's own), a name (``ip netns`` or Docker's), or a
             PID (that process's namespace); None means ``"host"``.
         entries: from ``discover()`` (discovered here when omitted).
+        netns_by_pid: when discovering, called for ``discover``'s argument.
     Raises:
         InvalidInput: no namespace has that name, or no such process.
     """
@@ -139,7 +153,8 @@ def select(spec: str | None, entries: Sequence[NamespaceEntry] | None = None
         own = own_inode()
         return [NamespaceEntry(NetNamespace(own or 0, "host"), OWN_PATH,
                                os.getpid())]
-    entries = discover() if entries is None else entries
+    if entries is None:
+        entries = discover(netns_by_pid() if netns_by_pid is not None else None)
     if spec == "all":
         return list(entries)
     if spec.isascii() and spec.isdigit():

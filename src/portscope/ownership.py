@@ -281,9 +281,8 @@ class PendingScan:
                 os._exit(status)
         return child, memfd
 
-    def result(self, wanted: frozenset[int] | None = None) -> FdScan:
-        """Scan the chunks left, wait for the workers and return the merged scan (of the
-        ``wanted`` inodes only, when given)."""
+    def result(self) -> FdScan:
+        """Scan the chunks left, wait for the workers and return the merged scan."""
         tally = _Tally()
         for k in self._take() if self._tokens >= 0 else range(len(self._chunks)):
             tally.scan(k, self._chunks[k], self._wanted)
@@ -300,8 +299,7 @@ class PendingScan:
         for k, pids in enumerate(self._chunks):
             if k not in done:               # its worker died: scan it here
                 tally.scan(k, pids, self._wanted)
-        return FdScan(_only(tally.pairs, wanted), list(tally.unreadable), tally.vanished,
-                      tally.scanned)
+        return FdScan(tally.pairs, list(tally.unreadable), tally.vanished, tally.scanned)
 
 
 class BpfScan:
@@ -316,8 +314,15 @@ class BpfScan:
     def __init__(self, wanted: frozenset[int] | None = None, workers: int = 0) -> None:
         self._wanted = wanted
         self._workers = workers
-        self._pids = list_pids()
-        self._iter = bpfiter.IterScan()
+        self._iter = bpfiter.take_prefetched() or bpfiter.IterScan()
+
+    def netns_by_pid(self) -> dict[int, int] | None:
+        """PID -> network namespace inode of every visible process (``namespaces.discover``
+        takes it); None when the iterators cannot run."""
+        try:
+            return self._iter.tasks().netns
+        except OSError:
+            return None
 
     def result(self, wanted: frozenset[int] | None = None) -> FdScan:
         """Wait for the iterators and return the scan (of the ``wanted`` inodes only, when
@@ -325,15 +330,16 @@ class BpfScan:
         if wanted is None:
             wanted = self._wanted
         try:
-            pairs, visible = self._iter.result()
+            tasks = self._iter.tasks()
+            pairs = self._iter.result()
         except OSError:
             return PendingScan(wanted, self._workers).result()
-        hidden = [pid for pid in self._pids if pid not in visible]
+        pids = tasks.pids
+        hidden = [pid for pid in pids if pid not in tasks.visible]
         rest, unreadable, vanished, scanned = _scan(hidden, wanted)
         pairs = _only(pairs, wanted)
         pairs.extend(rest)
-        return FdScan(pairs, list(unreadable), vanished,
-                      scanned + len(self._pids) - len(hidden))
+        return FdScan(pairs, list(unreadable), vanished, scanned + len(pids) - len(hidden))
 
 
 def start_scan(wanted: frozenset[int] | None = None, workers: int = 0,

@@ -191,21 +191,25 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     taken_at = datetime.now(timezone.utc)
     name = backend or backends.default_backend()
     module = backends.load(name)
-    entries = namespaces.select(netns)
-    namespaces.require_entry(entries)
     scan_owners = owners and not module.PROVIDES_OWNERS
     if workers is None:
         workers = ownership.default_workers()
-    # A listener or single-port dump is cheap (under 1 ms to a few tens of ms): dump first and
-    # scan only for its inodes. A full dump is not: scan in forked workers meanwhile, and
-    # decode the dumps only once the owners are known. A BPF scan runs beside any dump (in a
-    # thread) and is cut to the dump's inodes afterwards.
+    # A BPF scan is a thread that reads the kernel's iterators: start it first, so that it
+    # runs beside the namespace discovery and the dumps, and cut it to the dumps' inodes
+    # afterwards. Without it: a listener or single-port dump is cheap (under 1 ms to a few
+    # tens of ms), so dump first and scan /proc for its inodes only; a full dump is not, so
+    # scan in forked workers meanwhile, and decode the dumps once the owners are known.
+    pending: ownership.BpfScan | ownership.PendingScan | None = (
+        ownership.BpfScan(workers=workers) if scan_owners and ownership.bpfiter.usable()
+        else None)
+    entries = namespaces.select(netns, netns_by_pid=pending.netns_by_pid if pending else None)
+    namespaces.require_entry(entries)
     cheap = flt.single_port is not None or (flt.states is not None
                                               and flt.states <= LISTENER_STATES)
     raw = hasattr(module, "collect")        # netlink: keep the reply, decode while streaming
     lazy = raw and scan_owners and not cheap
-    early = lazy or (scan_owners and ownership.bpfiter.usable())
-    pending = ownership.start_scan(workers=workers) if early else None
+    if lazy and pending is None:
+        pending = ownership.PendingScan(workers=workers)
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []

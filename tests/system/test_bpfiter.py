@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import time
 
 import pytest
 
-from portscope import SocketFilter, bpfiter, ownership, take_snapshot
+from portscope import SocketFilter, bpfiter, namespaces, ownership, take_snapshot
 
 pytestmark = pytest.mark.skipif(not bpfiter.usable(),
                                 reason="BPF iterators cannot run here (not root, no BTF, "
@@ -34,8 +36,9 @@ def holdings(pairs, pids) -> set[tuple[int, int, int]]:
 def test_bpf_and_proc_scans_find_the_same_socket_descriptors(holder):
     h = holder(SHARED_AND_PAIRED)
     pids = {h.pid, *h.info["kids"]}
-    pairs, visible = bpfiter.IterScan().result()
-    assert pids <= visible
+    scan = bpfiter.IterScan()
+    pairs = scan.result()
+    assert pids <= scan.tasks().visible
     from_proc = ownership._scan(sorted(pids), None)[0]
     found = holdings(pairs, pids)
     assert found == holdings(from_proc, pids)
@@ -78,15 +81,20 @@ def test_a_pid_hidden_from_the_iterators_is_scanned_through_proc(holder, monkeyp
     """A sandbox may hide a process from the iterators (this VM's PID 1 is): that PID's
     sockets come from /proc instead, and are not lost."""
     h = holder(SHARED_AND_PAIRED)
-    real = bpfiter.IterScan.result
+    real_tasks, real_result = bpfiter.IterScan.tasks, bpfiter.IterScan.result
 
-    def hiding(self):
-        pairs, visible = real(self)
+    def tasks(self):
+        seen = real_tasks(self)
+        return bpfiter.Tasks(seen.pids, seen.visible - {h.pid}, seen.netns)
+
+    def result(self):
+        pairs = real_result(self)
         kept = [x for inode, holder in zip(pairs[0::2], pairs[1::2]) if holder >> 32 != h.pid
                 for x in (inode, holder)]
-        return type(pairs)("Q", kept), visible - {h.pid}
+        return type(pairs)("Q", kept)
 
-    monkeypatch.setattr(bpfiter.IterScan, "result", hiding)
+    monkeypatch.setattr(bpfiter.IterScan, "tasks", tasks)
+    monkeypatch.setattr(bpfiter.IterScan, "result", result)
     scan = ownership.start_scan()
     assert isinstance(scan, ownership.BpfScan)
     result = scan.result()
@@ -102,14 +110,37 @@ def test_unusable_programs_fall_back_to_proc(holder, monkeypatch, tmp_path):
     bogus.write_bytes(b"\x00" * 64)
     monkeypatch.setattr(bpfiter, "BTF_PATH", str(bogus))
     monkeypatch.setattr(bpfiter, "CACHE_PATH", str(tmp_path / "cache" / "btf-layout"))
-    with pytest.raises(OSError, match="BTF"):
-        bpfiter.IterScan().result()
+    broken = bpfiter.IterScan()
+    for wait in (broken.tasks, broken.result):
+        with pytest.raises(OSError, match="BTF"):
+            wait()
     scan = ownership.start_scan()
     assert isinstance(scan, ownership.BpfScan)
     port = h.info["port"]
     (listener,) = take_snapshot(SocketFilter(port_range=(port, port))).sockets
     assert sorted(pid for pid, _ in scan.result().holders(listener.inode)) == sorted(
         [h.pid, *h.info["kids"]])
+
+
+def test_task_iterator_sees_each_process_network_namespace():
+    """The namespaces the task iterator reports are those /proc/PID/ns/net shows, a process
+    in a fresh namespace included."""
+    child = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        deadline = time.monotonic() + 5
+        own = os.readlink("/proc/self/ns/net")
+        while os.readlink(f"/proc/{child.pid}/ns/net") == own:      # not yet unshared
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        tasks = bpfiter.IterScan().tasks()
+        from_proc = namespaces._netns_by_pid()
+        assert tasks.netns[child.pid] == from_proc[child.pid] != from_proc[os.getpid()]
+        both = tasks.netns.keys() & from_proc.keys()
+        assert len(both) > 10
+        assert {pid: tasks.netns[pid] for pid in both} == {pid: from_proc[pid] for pid in both}
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_environment_switch_turns_the_bpf_path_off(monkeypatch):
@@ -128,6 +159,7 @@ def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
     assert parsed["task_struct.tgid:size"] == 4 and parsed["inode.i_mode:size"] == 2
     assert parsed["file.f_inode:size"] == parsed["inode.i_sb:size"] == 8
+    assert parsed["net.ns.inum:size"] == 4
     key = path.read_text().splitlines()[0]
     assert bpfiter._read_cache(key) == parsed
     assert bpfiter._read_cache(key + "x") is None      # another boot or kernel

@@ -80,13 +80,12 @@ def test_unnamed_namespace_found_through_its_process(unnamed_netns):
 
 def test_one_fd_scan_serves_every_namespace(named_netns, unnamed_netns, monkeypatch):
     scans = []
-    real = ownership.start_scan
+    for kind in ("BpfScan", "PendingScan"):
+        def counting(*args, real=getattr(ownership, kind), **kwargs):
+            scans.append(kwargs)
+            return real(*args, **kwargs)
 
-    def counting(*args, **kwargs):
-        scans.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ownership, "start_scan", counting)
+        monkeypatch.setattr(ownership, kind, counting)
     for flt in (SocketFilter(), SocketFilter.listeners()):
         scans.clear()
         snap = portscope.take_snapshot(flt, netns="all")

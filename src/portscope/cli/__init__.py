@@ -76,11 +76,28 @@ def _route(argv: list[str]) -> list[str]:
     return ["who", *argv]
 
 
+def _prefetch(argv: list[str]) -> None:
+    """Start the BPF fd scan (``bpfiter.prefetch``) when the routed command ``argv`` will scan
+    every process's descriptors: the kernel walks them on another CPU while the parser and the
+    command's modules load (about 40 ms)."""
+    if argv[0] not in ("listeners", "who", "list"):
+        return
+    for arg in argv:
+        if arg.startswith("--backend") or arg in ("--no-owners", "--help", "--"):
+            return
+        if arg[:1] == "-" and arg[1:2] != "-" and ("n" in arg or "h" in arg):
+            return                              # -n (no owners) or -h, alone or combined
+    from .. import bpfiter
+    if bpfiter.usable():
+        bpfiter.prefetch()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run portscope with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = _route(argv)
+        _prefetch(argv)
         args = build_parser(argv[0]).parse_args(argv)
         return args.run(args)
     except InvalidInput as exc:
