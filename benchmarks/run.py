@@ -64,6 +64,8 @@ RATIOS = [
     ("ps_full", {"ss": "ss_full", "lsof": "lsof_full", "psutil": "psutil_full"}),
     ("ps_port", {"ss": "ss_port", "lsof": "lsof_port", "fuser": "fuser_port", "psutil": "psutil_full"}),
     ("ps_port_json", {"ss": "ss_port", "lsof": "lsof_port", "fuser": "fuser_port", "psutil": "psutil_full"}),
+    ("ps_full_proc", {"ss": "ss_full", "lsof": "lsof_full", "psutil": "psutil_full"}),
+    ("ps_port_proc", {"ss": "ss_port", "lsof": "lsof_port", "fuser": "fuser_port", "psutil": "psutil_full"}),
 ]
 
 
@@ -307,6 +309,8 @@ class Cmd:
 
 def display_argv(argv: list[str], portscope: list[str]) -> str:
     """a command line without machine paths."""
+    if argv[:1] == ["env"] and "=" in argv[1]:
+        return shlex.join(argv[:2]) + " " + display_argv(argv[2:], portscope)
     n = len(portscope)
     if argv[:n] == portscope:
         head = [os.path.basename(portscope[0])] + portscope[1:]
@@ -324,6 +328,12 @@ def commands(state: dict, portscope: list[str], only: str | None, skip: str | No
         Cmd("ps_full", "portscope list -a --json", portscope + ["list", "-a", "--json"], "portscope", True),
         Cmd("ps_port", "portscope P", portscope + [P], "portscope", True),
         Cmd("ps_port_json", "portscope P --json", portscope + [P, "--json"], "portscope", True),
+        # the same without the BPF iterators: what a caller without CAP_BPF/CAP_SYS_ADMIN (or
+        # a kernel without BTF) gets from the /proc/*/fd scan
+        Cmd("ps_full_proc", "PORTSCOPE_FDSCAN=proc portscope list -a --json",
+            ["env", "PORTSCOPE_FDSCAN=proc"] + portscope + ["list", "-a", "--json"], "portscope"),
+        Cmd("ps_port_proc", "PORTSCOPE_FDSCAN=proc portscope P",
+            ["env", "PORTSCOPE_FDSCAN=proc"] + portscope + [P], "portscope"),
         Cmd("ss_full", "ss -tuanp", ["ss", "-tuanp"], "anchor", True),
         Cmd("ss_port", "ss -tanp 'sport = :P'", ["ss", "-tanp", f"sport = :{P}"], "anchor", True),
         Cmd("lsof_full", "lsof -nP -iTCP", ["lsof", "-nP", "-iTCP"], "anchor", True),

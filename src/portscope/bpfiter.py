@@ -5,22 +5,21 @@ A ``/proc/*/fd`` scan pays one ``readlink`` per descriptor of every process, soc
 kernel and hands back only the sockets, 16 bytes each: measured 81 ms against 1,070 ms for one
 Python ``/proc`` scan of 237,000 descriptors (200,706 sockets), with identical results.
 
-How: a 27-instruction program, assembled here, is loaded with ``bpf(BPF_PROG_LOAD)`` as a
+How: a program of 27 instructions, assembled here, is loaded with ``bpf(BPF_PROG_LOAD)`` as a
 tracing program attached to the iterator target ``bpf_iter_task_file``, then read through
 ``bpf(BPF_ITER_CREATE)``. For each descriptor whose inode is a socket (``S_IFSOCK`` on sockfs)
 it writes ``(inode, tgid << 32 | fd)``. A second program on ``bpf_iter_task`` lists the thread
 groups the iterators visit, with each one's network namespace (which spares namespace
-discovery a ``/proc/PID/ns/net`` readlink per process): a PID that ``/proc`` lists but the
-iterators do not see (a sandbox may hide one) is scanned through ``/proc`` as before, so its sockets are still attributed, or
-are labelled ``permission`` when it cannot be read there either. Threads that unshared their
-descriptor table (``unshare(CLONE_FILES)``) are walked too, which ``/proc/PID/fd`` (the
-leader's table) misses.
+discovery a ``/proc/PID/ns/net`` readlink per process). A PID that ``/proc`` lists but the
+iterators do not visit (a sandbox may hide one) is scanned through ``/proc`` as before, so its
+sockets are still attributed, or labelled ``permission`` when it cannot be read there either.
+Threads that unshared their descriptor table (``unshare(CLONE_FILES)``) are walked too, which
+``/proc/PID/fd`` (the leader's table) misses.
 
 Struct offsets (``task_struct.tgid/pid/nsproxy``, ``nsproxy.net_ns``, ``net.ns.inum``,
 ``file.f_inode``, ``inode.i_mode/i_ino/i_sb``, ``super_block.s_magic``) and the iterator
-targets' BTF ids come from the kernel's own BTF,
-``/sys/kernel/btf/vmlinux``: about 30 ms to parse, so the result is kept in
-``/run/portscope/btf-layout`` (root only), keyed on the boot id.
+targets' BTF ids come from the kernel's own BTF, ``/sys/kernel/btf/vmlinux``: about 30 ms to
+parse, so the result is kept in ``/run/portscope/btf-layout`` (root only), keyed on the boot id.
 
 Needs: Linux >= 5.8 with BTF, a 64-bit x86 or Arm or RISC-V machine, CAP_SYS_ADMIN (or CAP_BPF
 and CAP_PERFMON), and the initial PID namespace (the programs report global PIDs). Anything

@@ -330,9 +330,11 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
         flt: which sockets (default: every TCP and UDP socket of IPv4 and IPv6).
         backend: ``"netlink"`` (Linux default), ``"procfs"`` (``/proc/net/{tcp,tcp6,udp,udp6}``)
             or ``"psutil"`` (other systems; one owner per socket).
-        owners: False skips the ``/proc/*/fd`` scan (sockets then have no owners and
-            ``owner_unknown`` None).
-        workers: forked fd-scan workers (default: one per CPU, up to 2; 0 scans in-process).
+        owners: False skips the owner scan (sockets then have no owners and
+            ``owner_unknown`` None). The scan uses BPF iterators when the caller may load them
+            (``bpfiter.py``), else ``/proc/*/fd``; ``PORTSCOPE_FDSCAN=proc`` forces the latter.
+        workers: forked workers of a ``/proc/*/fd`` scan (default: one per extra CPU, up to
+            3; 0 scans in-process).
         netns: which network namespaces: None or ``"host"`` (the caller's own), ``"all"``,
             a name (``ip netns``, Docker) or a PID; one fd scan serves them all, and each
             socket carries its namespace inode in ``netns``.
@@ -351,8 +353,9 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
         BackendError: the kernel interface failed.
         AccessDenied: other namespaces were asked for without CAP_SYS_ADMIN.
     Privileges: sockets are visible to every user; owners only for processes whose
-    ``/proc/PID/fd`` the caller may read (root, or the same user for dumpable processes);
-    entering other network namespaces needs CAP_SYS_ADMIN.
+    ``/proc/PID/fd`` the caller may read (root, or the same user for dumpable processes), or
+    all of them through BPF (CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON); entering other
+    network namespaces needs CAP_SYS_ADMIN.
     """
     stream = open_snapshot(flt, backend=backend, owners=owners, workers=workers, netns=netns,
                            published=published)

@@ -86,7 +86,7 @@ def add_listing_options(parser: argparse.ArgumentParser) -> None:
     ``add_output_options``."""
     add_socket_options(parser)
     parser.add_argument("-n", "--no-owners", action="store_true",
-                        help="skip the /proc/*/fd scan (no PID, process or user)")
+                        help="skip the owner scan (no PID, process or user)")
     add_output_options(parser)
 
 
