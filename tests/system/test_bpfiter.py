@@ -170,3 +170,18 @@ def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
     assert bpfiter._read_cache(key) is None            # incomplete
     path.write_text("garbage\n")
     assert bpfiter._layout() == parsed                 # rewritten
+
+
+@pytest.mark.parametrize("argv, starts", [
+    (["listeners"], True), (["who", "8080"], True), (["list", "-a", "--json"], True),
+    (["list", "-n"], False), (["list", "-tn"], False), (["list", "--no-owners"], False),
+    (["list", "--backend", "psutil"], False), (["who", "-h"], False), (["services", "443"], False),
+])
+def test_cli_prefetches_the_scan_only_for_commands_that_scan(argv, starts):
+    from portscope import cli
+    bpfiter.take_prefetched()
+    cli._prefetch(argv)
+    scan = bpfiter.take_prefetched()
+    assert (scan is not None) == starts
+    if scan is not None:
+        assert len(scan.result()) % 2 == 0 and scan.tasks().visible
