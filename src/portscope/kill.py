@@ -660,8 +660,8 @@ def terminate(plan: KillPlan, *, sig: int = signal.SIGTERM, timeout_s: float = 5
             outcomes[target.pid] = Outcome(target.pid, target.process.name, "survived",
                                            sent[target.pid], f"still holds its socket(s) "
                                            f"after {timeout_s:g} s")
-        else:
-            alive = _alive(target)
+        else:       # a SIGKILLed process closes its descriptors before its pidfd says so
+            alive = _alive(target) and not _exiting(target.pid)
             outcomes[target.pid] = Outcome(target.pid, target.process.name,
                                            "released" if alive else "exited", sent[target.pid],
                                            "alive, but let go of its socket(s)" if alive else "")
