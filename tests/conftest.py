@@ -14,6 +14,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 from holders import start_holder  # noqa: E402
 
 
+@pytest.fixture(params=["bpf", "proc"])
+def fd_scan(request, monkeypatch):
+    """Run a test twice: with the BPF iterators (as root) and with the /proc/*/fd scan
+    (``PORTSCOPE_FDSCAN=proc``, inherited by CLI runs)."""
+    from portscope import bpfiter
+    if request.param == "proc":
+        monkeypatch.setenv(bpfiter.ENV, "proc")
+    elif not bpfiter.usable():
+        pytest.skip("BPF iterators cannot run here (not root, no BTF, or a PID namespace)")
+    return request.param
+
+
 @pytest.fixture
 def holder():
     """``holder(code, **kw)`` starts a socket holder (see tests/holders.py), stopped at teardown."""

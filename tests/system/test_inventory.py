@@ -9,19 +9,10 @@ import subprocess
 import pytest
 
 import portscope
-from portscope import OwnerUnknown, Proto, SocketFilter, State, bpfiter
+from portscope import OwnerUnknown, Proto, SocketFilter, State
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/ns/net"), reason="Linux only")
-
-
-@pytest.fixture(autouse=True, params=["bpf", "proc"])
-def fd_scan(request, monkeypatch):
-    """Every test twice: with the BPF iterators (as root) and with the /proc/*/fd scan."""
-    if request.param == "proc":
-        monkeypatch.setenv(bpfiter.ENV, "proc")
-    elif not bpfiter.usable():
-        pytest.skip("BPF iterators cannot run here (not root, no BTF, or a PID namespace)")
-    return request.param
+pytestmark = [pytest.mark.skipif(not os.path.exists("/proc/self/ns/net"), reason="Linux only"),
+              pytest.mark.usefixtures("fd_scan")]      # every test with both owner scans
 
 
 def on_port(port: int, udp: bool = False, **kwargs):

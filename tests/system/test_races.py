@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import portscope
 from portscope import SocketFilter, State
 
 
+@pytest.mark.usefixtures("fd_scan")
 def test_snapshots_under_fork_churn_never_fail_or_misattribute(holder):
     h = holder("""
         import random
