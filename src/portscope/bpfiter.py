@@ -119,21 +119,20 @@ class IterScan:
 
     def _run(self) -> None:
         try:
-            try:
-                pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
-                layout = _layout()
-                self._tasks = _tasks(pids, _iterate(_task_program(layout),
-                                                    layout["bpf_iter_task"]))
-            finally:
-                self._tasks_ready.set()
+            pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+            layout = _layout()
+            self._tasks = _tasks(pids, _iterate(_task_program(layout), layout["bpf_iter_task"]))
+            self._tasks_ready.set()
             self._pairs = array("Q", _iterate(_task_file_program(layout),
                                               layout["bpf_iter_task_file"]))
-        except OSError as exc:
-            self._pairs = exc
         except Exception as exc:  # noqa: BLE001 - BTF not as expected: the /proc scan takes over
-            self._pairs = OSError(f"kernel BTF: {type(exc).__name__}: {exc}")
-        if self._tasks is None:
-            self._tasks = self._pairs if isinstance(self._pairs, OSError) else OSError("no tasks")
+            error = exc if isinstance(exc, OSError) else \
+                OSError(f"kernel BTF: {type(exc).__name__}: {exc}")
+            self._pairs = error
+            if self._tasks is None:
+                self._tasks = error
+        finally:
+            self._tasks_ready.set()
 
     def tasks(self) -> Tasks:
         """Wait for the ``task`` iterator (about 1 ms per 1,000 tasks).
@@ -143,8 +142,6 @@ class IterScan:
                 kernel, a lockdown): fall back to ``/proc``.
         """
         self._tasks_ready.wait()
-        if self._tasks is None:         # set by the thread once the iterator failed
-            self._thread.join()
         if isinstance(self._tasks, OSError):
             raise self._tasks
         assert self._tasks is not None

@@ -280,8 +280,9 @@ def _listeners_in(pid: int, pids: list[int], proto: Proto, port: int) -> list[So
 
 
 def _scan_for(wanted: frozenset[int], workers: int) -> ownership.FdScan:
-    return ownership.start_scan(wanted=wanted, workers=workers if wanted else 0,
-                                pids=None if wanted else []).result()
+    """The /proc scan for ``wanted`` (the BPF scan, when usable, was started up front)."""
+    return ownership.PendingScan(wanted=wanted, workers=workers if wanted else 0,
+                                 pids=None if wanted else []).result()
 
 
 def _ns_label(ns: NetNamespace) -> str:
