@@ -18,10 +18,10 @@ from holders import start_holder  # noqa: E402
 def fd_scan(request, monkeypatch):
     """Run a test twice: with the BPF iterators (as root) and with the /proc/*/fd scan
     (``PORTSCOPE_FDSCAN=proc``, inherited by CLI runs)."""
-    from portscope import bpfiter
+    from portscope.owners import bpf
     if request.param == "proc":
-        monkeypatch.setenv(bpfiter.ENV, "proc")
-    elif not bpfiter.usable():
+        monkeypatch.setenv(bpf.ENV, "proc")
+    elif not bpf.usable():
         pytest.skip("BPF iterators cannot run here (not root, no BTF, or a PID namespace)")
     return request.param
 

@@ -17,7 +17,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from . import ownership
+from .owners.process import process_info
 from .bindcheck import socket_options
 from .filters import address_covers
 from .ports import HostPortRanges, endpoint_text, host_port_ranges, port_class
@@ -351,7 +351,7 @@ def explain_pid(snapshot: Snapshot, pid: int, *, ranges: HostPortRanges | None =
     mine = [s for s in snapshot.sockets if any(o.pid == pid for o in s.owners)
             and s.family in (Family.IPV4, Family.IPV6)]
     process = next((o.process for s in mine for o in s.owners if o.pid == pid), None) \
-        or ownership.process_info(pid)
+        or process_info(pid)
     if process is None:
         return Explanation("pid", pid, False, f"No process has PID {pid} (it may have exited).",
                            (Section("In short", (IN_SHORT,)),))

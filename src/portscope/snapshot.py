@@ -1,5 +1,5 @@
 """take_snapshot(): sockets from a backend joined with their owners from one fd scan, and with
-the containers they belong to (``containers.py``)."""
+the containers they belong to (``containers/``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from . import backends, containers, namespaces, ownership
+from . import backends, containers, namespaces
+from .owners import bpf, fdscan
 from .errors import BackendError
 from .filters import SocketFilter, address_covers
 from .types import (LISTENER_STATES, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Proto,
@@ -193,14 +194,14 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     module = backends.load(name)
     scan_owners = owners and not module.PROVIDES_OWNERS
     if workers is None:
-        workers = ownership.default_workers()
+        workers = fdscan.default_workers()
     # A BPF scan is a thread that reads the kernel's iterators: start it first, so that it
     # runs beside the namespace discovery and the dumps, and cut it to the dumps' inodes
     # afterwards. Without it: a listener or single-port dump is cheap (under 1 ms to a few
     # tens of ms), so dump first and scan /proc for its inodes only; a full dump is not, so
     # scan in forked workers meanwhile, and decode the dumps once the owners are known.
-    pending: ownership.BpfScan | ownership.PendingScan | None = (
-        ownership.BpfScan(workers=workers) if scan_owners and ownership.bpfiter.usable()
+    pending: fdscan.BpfScan | fdscan.PendingScan | None = (
+        fdscan.BpfScan(workers=workers) if scan_owners and bpf.usable()
         else None)
     entries = namespaces.select(netns, netns_by_pid=pending.netns_by_pid if pending else None)
     namespaces.require_entry(entries)
@@ -209,7 +210,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     raw = hasattr(module, "collect")        # netlink: keep the reply, decode while streaming
     lazy = raw and scan_owners and not cheap
     if lazy and pending is None:
-        pending = ownership.PendingScan(workers=workers)
+        pending = fdscan.PendingScan(workers=workers)
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
@@ -235,7 +236,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         else:      # a small dump: scan the descriptors for its inodes only
             wanted = frozenset(i for part in dumps for i in module.inodes(part))
             scan = pending.result(wanted) if pending is not None else _scan_for(wanted, workers)
-        index = ownership.OwnerIndex(scan)
+        index = fdscan.OwnerIndex(scan)
         missing = _missing_reason(scan)
 
         def shares(k: int, n: int) -> Iterator[Socket]:
@@ -248,7 +249,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         sockets = [s for part in dumps for s in part]
         wanted = frozenset(s.inode for s in sockets if s.inode)
         scan = pending.result(wanted) if pending is not None else _scan_for(wanted, workers)
-        stream = _join(sockets, ownership.OwnerIndex(scan), _missing_reason(scan))
+        stream = _join(sockets, fdscan.OwnerIndex(scan), _missing_reason(scan))
     return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
                           len(set(scan.unreadable)), resolver, published,
                           shares if raw else None,
@@ -275,13 +276,13 @@ def _listeners_in(pid: int, pids: list[int], proto: Proto, port: int) -> list[So
     if isinstance(result, OSError):
         return []                   # not allowed in (no CAP_SYS_ADMIN), or it ended
     sockets = result[0]
-    scan = ownership.PendingScan(wanted=frozenset(s.inode for s in sockets), pids=pids).result()
-    return list(_join(sockets, ownership.OwnerIndex(scan), _missing_reason(scan)))
+    scan = fdscan.PendingScan(wanted=frozenset(s.inode for s in sockets), pids=pids).result()
+    return list(_join(sockets, fdscan.OwnerIndex(scan), _missing_reason(scan)))
 
 
-def _scan_for(wanted: frozenset[int], workers: int) -> ownership.FdScan:
+def _scan_for(wanted: frozenset[int], workers: int) -> fdscan.FdScan:
     """The /proc scan for ``wanted`` (the BPF scan, when usable, was started up front)."""
-    return ownership.PendingScan(wanted=wanted, workers=workers if wanted else 0,
+    return fdscan.PendingScan(wanted=wanted, workers=workers if wanted else 0,
                                  pids=None if wanted else []).result()
 
 
@@ -333,7 +334,7 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
             or ``"psutil"`` (other systems; one owner per socket).
         owners: False skips the owner scan (sockets then have no owners and
             ``owner_unknown`` None). The scan uses BPF iterators when the caller may load them
-            (``bpfiter.py``), else ``/proc/*/fd``; ``PORTSCOPE_FDSCAN=proc`` forces the latter.
+            (``owners/bpf.py``), else ``/proc/*/fd``; ``PORTSCOPE_FDSCAN=proc`` forces the latter.
         workers: forked workers of a ``/proc/*/fd`` scan (default: one per extra CPU, up to
             3; 0 scans in-process).
         netns: which network namespaces: None or ``"host"`` (the caller's own), ``"all"``,
@@ -363,12 +364,12 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
     return stream.to_snapshot(list(stream))
 
 
-def _missing_reason(scan: ownership.FdScan) -> OwnerUnknown:
+def _missing_reason(scan: fdscan.FdScan) -> OwnerUnknown:
     # a socket with an inode and no holder: hidden from us, or closed since the dump
     return OwnerUnknown.PERMISSION if scan.unreadable else OwnerUnknown.VANISHED
 
 
-def _join(sockets: list[Socket], owners: ownership.OwnerIndex, missing: OwnerUnknown
+def _join(sockets: list[Socket], owners: fdscan.OwnerIndex, missing: OwnerUnknown
           ) -> Iterator[Socket]:
     """Attach every holder to each socket, or the reason none is visible."""
     new = tuple.__new__

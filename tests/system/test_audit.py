@@ -25,7 +25,8 @@ import pytest
 from holders import PRELUDE
 
 import portscope
-from portscope import Proto, SocketFilter, ownership
+from portscope import Proto, SocketFilter
+from portscope.owners.process import process_info
 from portscope.audit import audit as run_audit
 from portscope.audit import facts
 
@@ -464,7 +465,7 @@ def test_expect_and_list_rules(netns, holder, cli):
 def test_executable_facts_hash_once_and_refuse_a_reused_pid(holder):
     kids = [holder("ready()") for _ in range(2)]
     inspector = facts.ExeInspector()
-    infos = [ownership.process_info(h.pid) for h in kids]
+    infos = [process_info(h.pid) for h in kids]
     got = [inspector.facts(info) for info in infos]
     with open(os.path.realpath(sys.executable), "rb") as f:
         expected = hashlib.sha256(f.read()).hexdigest()

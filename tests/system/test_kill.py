@@ -206,7 +206,8 @@ def test_refuses_itself_and_kernel_threads(netns):
         import socket
         from portscope.errors import KillRefused
         from portscope.kill import PF_KTHREAD, plan_kill, safety_refusal, terminate
-        from portscope.ownership import read_stat, list_pids
+        from portscope.owners.fdscan import list_pids
+        from portscope.owners.process import read_stat
         l = socket.socket(); l.bind(("127.0.0.1", 8080)); l.listen()
         with plan_kill(8080) as plan:
             print(plan.targets[0].refusal)

@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 import portscope
-from portscope import SocketFilter, State, ownership
+from portscope import SocketFilter, State
+from portscope.owners import fdscan
 
 LISTENER = ("import socket, sys, time\n"
             "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
@@ -81,11 +82,11 @@ def test_unnamed_namespace_found_through_its_process(unnamed_netns):
 def test_one_fd_scan_serves_every_namespace(named_netns, unnamed_netns, monkeypatch):
     scans = []
     for kind in ("BpfScan", "PendingScan"):
-        def counting(*args, real=getattr(ownership, kind), **kwargs):
+        def counting(*args, real=getattr(fdscan, kind), **kwargs):
             scans.append(kwargs)
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(ownership, kind, counting)
+        monkeypatch.setattr(fdscan, kind, counting)
     for flt in (SocketFilter(), SocketFilter.listeners()):
         scans.clear()
         snap = portscope.take_snapshot(flt, netns="all")

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from portscope import containers
+from portscope.containers import runtimes
 from portscope.containers import (BoltFile, CgroupRef, ContainerResolver, PortBinding,
                                   parse_cgroup, parse_cgroup_path, parse_conmon,
                                   parse_docker_proxy)
@@ -202,7 +203,7 @@ def test_docker_api_item():
         {"PrivatePort": 443, "Type": "tcp"}],
         "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.3",
                                                     "GlobalIPv6Address": ""}}}}
-    record = containers._docker_record(item)
+    record = runtimes._docker_record(item)
     assert record.container == Container(A, "web", "docker", "nginx:1")
     assert record.ports == (PortBinding(Proto.TCP, "127.0.0.1", 18080, 80),)
     assert record.addresses == {"172.17.0.3"}

@@ -17,9 +17,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from .. import ownership, services
+from .. import services
 from ..errors import BackendError
 from ..filters import SocketFilter
+from ..owners.process import user_name
 from ..ports import HostPortRanges, host_port_ranges
 from ..snapshot import take_snapshot
 from ..types import Owner, Snapshot, Socket
@@ -69,7 +70,7 @@ def listeners_of(sock: Socket, inspector: facts.ExeInspector) -> list[Listener]:
     """The ``Listener`` records of one socket: one per holding program (executable, name,
     uid), or one without a program when no holder is visible."""
     if not sock.owners:
-        return [Listener(sock, None, None, (), ownership.user_name(sock.uid))]
+        return [Listener(sock, None, None, (), user_name(sock.uid))]
     groups: dict[tuple, list[Owner]] = {}
     for owner in sock.owners:
         p = owner.process

@@ -20,7 +20,9 @@ import socket
 import stat
 from collections.abc import Iterable
 
-from .. import backends, ownership
+from .. import backends
+from ..owners.fdscan import OwnerIndex, start_scan
+from ..owners.process import PROC, read_stat, started_at
 from ..errors import BackendError
 from ..filters import SocketFilter
 from ..types import ProcessInfo, Socket
@@ -72,7 +74,7 @@ class ExeInspector:
             try:
                 result = self._read(pid, process.exe)
                 if process.started_at is not None and \
-                        ownership.started_at(ownership.read_stat(pid)[4]) != process.started_at:
+                        started_at(read_stat(pid)[4]) != process.started_at:
                     result = None       # the PID was reused: what was read is another program
             except _GONE:
                 result = None
@@ -81,7 +83,7 @@ class ExeInspector:
 
     def _read(self, pid: int, link: str) -> ExeFacts:
         try:
-            with open(f"{ownership.PROC}/{pid}/exe", "rb") as f:
+            with open(f"{PROC}/{pid}/exe", "rb") as f:
                 st = os.fstat(f.fileno())
                 sha256 = self._digest(f, st)
         except PermissionError:
@@ -90,7 +92,7 @@ class ExeInspector:
                             "unknown")
         deleted = st.st_nlink == 0
         path = link.removesuffix(_DELETED) if deleted else link
-        root = f"{ownership.PROC}/{pid}/root"
+        root = f"{PROC}/{pid}/root"
         on_disk_path = root + path
         if not deleted:
             return ExeFacts(path, sha256, False, "same", _world_writable(root, path))
@@ -139,11 +141,11 @@ def kernel_view(name: str, netns: int | None) -> tuple[list[Socket], list[str]]:
     return backends.load(name).dump(SocketFilter(), netns=netns)
 
 
-def owners_of_inodes(inodes: Iterable[int]) -> ownership.OwnerIndex:
+def owners_of_inodes(inodes: Iterable[int]) -> OwnerIndex:
     """The holders of socket ``inodes`` (``OwnerIndex.get(inode)``), from one fd scan
-    (``ownership.start_scan``)."""
+    (``owners.fdscan.start_scan``)."""
     wanted = frozenset(i for i in inodes if i)
-    return ownership.OwnerIndex(ownership.start_scan(wanted=wanted, pids=None if wanted
+    return OwnerIndex(start_scan(wanted=wanted, pids=None if wanted
                                                      else []).result())
 
 
@@ -151,7 +153,7 @@ def is_initial_netns(netns: int | None) -> bool | None:
     """Whether ``netns`` is the namespace of PID 1 (the host's, or the container's when run
     inside one); None when that cannot be read."""
     try:
-        return os.stat(f"{ownership.PROC}/1/ns/net").st_ino == netns
+        return os.stat(f"{PROC}/1/ns/net").st_ino == netns
     except OSError:
         return None
 

@@ -77,7 +77,7 @@ def _route(argv: list[str]) -> list[str]:
 
 
 def _prefetch(argv: list[str]) -> None:
-    """Start the BPF fd scan (``bpfiter.prefetch``) when the routed command ``argv`` will scan
+    """Start the BPF fd scan (``owners.bpf.prefetch``) when the routed command ``argv`` will scan
     every process's descriptors: the kernel walks them on another CPU while the parser and the
     command's modules load (about 40 ms)."""
     if argv[0] not in ("listeners", "who", "list"):
@@ -87,9 +87,9 @@ def _prefetch(argv: list[str]) -> None:
             return
         if arg[:1] == "-" and arg[1:2] != "-" and ("n" in arg or "h" in arg):
             return                              # -n (no owners) or -h, alone or combined
-    from .. import bpfiter
-    if bpfiter.usable():
-        bpfiter.prefetch()
+    from ..owners import bpf
+    if bpf.usable():
+        bpf.prefetch()
 
 
 def main(argv: list[str] | None = None) -> int:

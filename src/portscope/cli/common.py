@@ -179,7 +179,7 @@ SHARED_JSON_BYTES = 2 << 20
 
 def fork_allowed() -> bool:
     """True when a second CPU and fork() are there to share work with."""
-    from ..ownership import default_workers
+    from ..owners.fdscan import default_workers
     return default_workers() > 0
 
 

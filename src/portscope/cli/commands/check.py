@@ -101,7 +101,7 @@ def diagnosis_json(diagnosis, address: str | None) -> dict:
 
 def write_diagnosis(args: argparse.Namespace, diagnosis) -> None:
     """The human form: verdict line, reasons, blocking sockets, warnings, trial, fixes."""
-    from ...ownership import user_name
+    from ...owners.process import user_name
     out = sys.stdout
     binds = " and ".join(diagnosis.binds)
     verdict = "bindable" if diagnosis.bindable else f"NOT bindable ({diagnosis.errno})"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from array import array
 
-from portscope import ownership
+from portscope.owners import fdscan, process
 
 
 def test_fd_scan_index_lists_every_holder_in_pid_order():
     # (inode, pid << 32 | fd) pairs as two workers could return them: PIDs out of order
     pairs = array("Q", [7, 30 << 32 | 3, 8, 10 << 32 | 4, 7, 10 << 32 | 3, 7, 20 << 32 | 5])
-    scan = ownership.FdScan(pairs, [], 0, 2)
+    scan = fdscan.FdScan(pairs, [], 0, 2)
     assert scan.holders(7) == [(10, 3), (20, 5), (30, 3)]
     assert scan.holders(8) == [(10, 4)]
     assert scan.holders(9) == [] and 9 not in scan and 7 in scan
@@ -31,12 +31,12 @@ def test_read_stat_survives_parentheses_in_comm():
     try:
         import time
         for _ in range(100):
-            comm, state, ppid, _flags, start = ownership.read_stat(pid)
+            comm, state, ppid, _flags, start = process.read_stat(pid)
             if comm != "python" and comm.startswith("a)"):
                 break
             time.sleep(0.01)
         assert comm == "a) S 1 (x" and ppid == os.getpid() and start > 0
-        info = ownership.process_info(pid)
+        info = process.process_info(pid)
         assert info.name == "a) S 1 (x" and info.pid == pid and info.started_at is not None
     finally:
         os.kill(pid, 9)
@@ -49,7 +49,7 @@ def test_process_info_of_a_gone_process_is_none():
     if pid == 0:
         os._exit(0)
     os.waitpid(pid, 0)
-    assert ownership.process_info(pid) is None
+    assert process.process_info(pid) is None
 
 
 def test_fd_scan_index_with_many_shared_sockets():
@@ -58,6 +58,6 @@ def test_fd_scan_index_with_many_shared_sockets():
     for inode in range(100, 140):
         pairs.extend((inode, 2 << 32 | inode, inode, 1 << 32 | inode))
     pairs.extend((999, 5 << 32 | 7))
-    scan = ownership.FdScan(pairs, [], 0, 3)
+    scan = fdscan.FdScan(pairs, [], 0, 3)
     assert all(scan.holders(i) == [(1, i), (2, i)] for i in range(100, 140))
     assert scan.holders(999) == [(5, 7)] and len(scan) == 81

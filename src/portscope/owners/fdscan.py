@@ -1,37 +1,29 @@
-"""Who holds which socket: one pass over every process's descriptors, and the holders' process
-details.
+"""Who holds which socket: one pass over every process's descriptors.
 
 The scan maps every socket inode to every ``(pid, fd)`` that holds it, so a listener shared by
 a parent and its forked children lists all of them. ``start_scan`` picks how:
 
-* BPF iterators (``bpfiter.py``; root on Linux with BTF): the kernel walks the descriptor
+* BPF iterators (``owners/bpf.py``; root on Linux with BTF): the kernel walks the descriptor
   tables and returns only the sockets, in a thread beside the caller's socket dump; about 13x
   less time than the ``/proc`` scan at 237,000 descriptors;
 * otherwise ``/proc/*/fd``: one readlink per descriptor of every process (about 2-3 us each, not
   per socket), split over forked workers (Python threads would serialise on the GIL) that run
   while the parent dumps the sockets; each worker writes its result to a memfd that the parent
   reads when the worker has exited.
-
-Process details come from ``/proc/PID/{stat,status,exe,cmdline,cgroup}`` (the cgroup path is
-parsed by ``containers.parse_cgroup``).
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import struct
 import sys
 from array import array
 from collections import Counter
-from datetime import datetime, timezone
-from functools import lru_cache
 
-from . import bpfiter
-from .containers import parse_cgroup
-from .types import Owner, ProcessInfo
+from ..types import Owner, ProcessInfo
+from . import bpf
+from .process import PROC, process_info
 
-PROC = "/proc"
 _SOCKET_PREFIX = "socket:["
 _HEADER = struct.Struct("=QQQQQ")  # counts of pairs, unreadable PIDs, chunks; vanished, scanned
 _FD_MASK = 0xFFFFFFFF               # a holder is packed as pid << 32 | fd
@@ -303,7 +295,7 @@ class PendingScan:
 
 
 class BpfScan:
-    """An fd scan by BPF iterators (``bpfiter.IterScan``), started by the constructor; the
+    """An fd scan by BPF iterators (``bpf.IterScan``), started by the constructor; the
     same ``result()`` as ``PendingScan``.
 
     PIDs that ``/proc`` lists but the iterators did not visit (hidden from them, or exited)
@@ -314,7 +306,7 @@ class BpfScan:
     def __init__(self, wanted: frozenset[int] | None = None, workers: int = 0) -> None:
         self._wanted = wanted
         self._workers = workers
-        self._iter = bpfiter.take_prefetched() or bpfiter.IterScan()
+        self._iter = bpf.take_prefetched() or bpf.IterScan()
 
     def netns_by_pid(self) -> dict[int, int] | None:
         """PID -> network namespace inode of every visible process (``namespaces.discover``
@@ -347,7 +339,7 @@ def start_scan(wanted: frozenset[int] | None = None, workers: int = 0,
     """Start an fd scan of every process (or of ``pids``) for the ``wanted`` socket inodes (all
     when None): by BPF iterators when they may run here, else over ``/proc`` with ``workers``
     forked workers. Call ``result()`` on what it returns."""
-    if pids is None and bpfiter.usable():
+    if pids is None and bpf.usable():
         return BpfScan(wanted, workers)
     return PendingScan(wanted, workers, pids)
 
@@ -376,84 +368,3 @@ def default_workers() -> int:
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min(3, (cpus or 1) - 1))
-
-
-# ---------------------------------------------------------------------------------------------
-# Process details
-
-@lru_cache(maxsize=1)
-def _clock() -> tuple[float, int]:
-    boot = 0.0
-    with open(f"{PROC}/stat", "rb") as f:
-        for line in f:
-            if line.startswith(b"btime "):
-                boot = float(line.split()[1])
-                break
-    return boot, os.sysconf("SC_CLK_TCK")
-
-
-@lru_cache(maxsize=512)
-def user_name(uid: int) -> str:
-    """The name of ``uid`` from the password database, or the number as text."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def read_stat(pid: int) -> tuple[str, str, int, int, int]:
-    """``(comm, state, ppid, flags, starttime in clock ticks since boot)`` from
-    ``/proc/PID/stat``.
-
-    Raises:
-        FileNotFoundError, ProcessLookupError: the process is gone.
-    """
-    with open(f"{PROC}/{pid}/stat", "rb") as f:
-        data = f.read()
-    # comm may contain spaces and parentheses: it ends at the last ')'
-    head, _, rest = data.rpartition(b")")
-    comm = head.partition(b"(")[2].decode("utf-8", "replace")
-    fields = rest.split()
-    return comm, fields[0].decode(), int(fields[1]), int(fields[6]), int(fields[19])
-
-
-def started_at(starttime_ticks: int) -> datetime:
-    """Convert a ``/proc/PID/stat`` start time (clock ticks since boot) to aware UTC."""
-    boot, hz = _clock()
-    return datetime.fromtimestamp(boot + starttime_ticks / hz, tz=timezone.utc)
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-
-
-def process_info(pid: int) -> ProcessInfo | None:
-    """Details of process ``pid`` from ``/proc``; None when it has exited.
-
-    Fields the caller may not read (exe of another user's process) are None.
-    """
-    try:
-        comm, _state, ppid, _flags, start = read_stat(pid)
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    try:
-        exe = os.readlink(f"{PROC}/{pid}/exe")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        exe = None
-    cmdline_text = _read_text(f"{PROC}/{pid}/cmdline")
-    cmdline = tuple(cmdline_text.rstrip("\0").split("\0")) if cmdline_text else None
-    uid = None
-    status = _read_text(f"{PROC}/{pid}/status")
-    if status:
-        at = status.find("\nUid:")
-        if at >= 0:
-            uid = int(status[at + 5:].split(None, 1)[0])
-    unit, container = parse_cgroup(_read_text(f"{PROC}/{pid}/cgroup") or "")
-    return ProcessInfo(pid=pid, ppid=ppid, name=comm, exe=exe, cmdline=cmdline,
-                       user=None if uid is None else user_name(uid), uid=uid,
-                       started_at=started_at(start), unit=unit,
-                       container=None if container is None else container.id)

@@ -1,4 +1,4 @@
-"""The BPF fd scan (bpfiter.py) against the /proc/*/fd scan, on real processes and sockets."""
+"""The BPF fd scan (owners/bpf.py) against the /proc/*/fd scan, on real processes and sockets."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import time
 
 import pytest
 
-from portscope import SocketFilter, bpfiter, namespaces, ownership, take_snapshot
+from portscope import SocketFilter, namespaces, take_snapshot
+from portscope.owners import bpf
+from portscope.owners import fdscan
 
-pytestmark = pytest.mark.skipif(not bpfiter.usable(),
+pytestmark = pytest.mark.skipif(not bpf.usable(),
                                 reason="BPF iterators cannot run here (not root, no BTF, "
                                        "or a PID namespace)")
 
@@ -36,10 +38,10 @@ def holdings(pairs, pids) -> set[tuple[int, int, int]]:
 def test_bpf_and_proc_scans_find_the_same_socket_descriptors(holder):
     h = holder(SHARED_AND_PAIRED)
     pids = {h.pid, *h.info["kids"]}
-    scan = bpfiter.IterScan()
+    scan = bpf.IterScan()
     pairs = scan.result()
     assert pids <= scan.tasks().visible
-    from_proc = ownership._scan(sorted(pids), None)[0]
+    from_proc = fdscan._scan(sorted(pids), None)[0]
     found = holdings(pairs, pids)
     assert found == holdings(from_proc, pids)
     # listener, UDP socket, both ends of the pair, stdin/stdout are pipes: 4 sockets x 3 pids
@@ -81,11 +83,11 @@ def test_a_pid_hidden_from_the_iterators_is_scanned_through_proc(holder, monkeyp
     """A sandbox may hide a process from the iterators (this VM's PID 1 is): that PID's
     sockets come from /proc instead, and are not lost."""
     h = holder(SHARED_AND_PAIRED)
-    real_tasks, real_result = bpfiter.IterScan.tasks, bpfiter.IterScan.result
+    real_tasks, real_result = bpf.IterScan.tasks, bpf.IterScan.result
 
     def tasks(self):
         seen = real_tasks(self)
-        return bpfiter.Tasks(seen.pids, seen.visible - {h.pid}, seen.netns)
+        return bpf.Tasks(seen.pids, seen.visible - {h.pid}, seen.netns)
 
     def result(self):
         pairs = real_result(self)
@@ -93,10 +95,10 @@ def test_a_pid_hidden_from_the_iterators_is_scanned_through_proc(holder, monkeyp
                 for x in (inode, holder)]
         return type(pairs)("Q", kept)
 
-    monkeypatch.setattr(bpfiter.IterScan, "tasks", tasks)
-    monkeypatch.setattr(bpfiter.IterScan, "result", result)
-    scan = ownership.start_scan()
-    assert isinstance(scan, ownership.BpfScan)
+    monkeypatch.setattr(bpf.IterScan, "tasks", tasks)
+    monkeypatch.setattr(bpf.IterScan, "result", result)
+    scan = fdscan.start_scan()
+    assert isinstance(scan, fdscan.BpfScan)
     result = scan.result()
     port = h.info["port"]
     (listener,) = [s for s in take_snapshot(SocketFilter(port_range=(port, port))).sockets]
@@ -108,14 +110,14 @@ def test_unusable_programs_fall_back_to_proc(holder, monkeypatch, tmp_path):
     h = holder(SHARED_AND_PAIRED)
     bogus = tmp_path / "vmlinux"
     bogus.write_bytes(b"\x00" * 64)
-    monkeypatch.setattr(bpfiter, "BTF_PATH", str(bogus))
-    monkeypatch.setattr(bpfiter, "CACHE_PATH", str(tmp_path / "cache" / "btf-layout"))
-    broken = bpfiter.IterScan()
+    monkeypatch.setattr(bpf, "BTF_PATH", str(bogus))
+    monkeypatch.setattr(bpf, "CACHE_PATH", str(tmp_path / "cache" / "btf-layout"))
+    broken = bpf.IterScan()
     for wait in (broken.tasks, broken.result):
         with pytest.raises(OSError, match="BTF"):
             wait()
-    scan = ownership.start_scan()
-    assert isinstance(scan, ownership.BpfScan)
+    scan = fdscan.start_scan()
+    assert isinstance(scan, fdscan.BpfScan)
     port = h.info["port"]
     (listener,) = take_snapshot(SocketFilter(port_range=(port, port))).sockets
     assert sorted(pid for pid, _ in scan.result().holders(listener.inode)) == sorted(
@@ -132,7 +134,7 @@ def test_task_iterator_sees_each_process_network_namespace():
         while os.readlink(f"/proc/{child.pid}/ns/net") == own:      # not yet unshared
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        tasks = bpfiter.IterScan().tasks()
+        tasks = bpf.IterScan().tasks()
         from_proc = namespaces._netns_by_pid()
         assert tasks.netns[child.pid] == from_proc[child.pid] != from_proc[os.getpid()]
         both = tasks.netns.keys() & from_proc.keys()
@@ -144,16 +146,16 @@ def test_task_iterator_sees_each_process_network_namespace():
 
 
 def test_environment_switch_turns_the_bpf_path_off(monkeypatch):
-    monkeypatch.setenv(bpfiter.ENV, "proc")
-    assert not bpfiter.usable()
-    assert isinstance(ownership.start_scan(), ownership.PendingScan)
+    monkeypatch.setenv(bpf.ENV, "proc")
+    assert not bpf.usable()
+    assert isinstance(fdscan.start_scan(), fdscan.PendingScan)
 
 
 def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
     path = tmp_path / "run" / "btf-layout"
-    monkeypatch.setattr(bpfiter, "CACHE_PATH", str(path))
-    parsed = bpfiter.parse_btf(bpfiter._read_all(bpfiter.BTF_PATH))
-    assert bpfiter._layout() == parsed                 # parsed, then written
+    monkeypatch.setattr(bpf, "CACHE_PATH", str(path))
+    parsed = bpf.parse_btf(bpf._read_all(bpf.BTF_PATH))
+    assert bpf._layout() == parsed                 # parsed, then written
     info = os.stat(path)
     assert info.st_uid == 0 and stat.S_IMODE(info.st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
@@ -161,15 +163,15 @@ def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
     assert parsed["file.f_inode:size"] == parsed["inode.i_sb:size"] == 8
     assert parsed["net.ns.inum:size"] == 4
     key = path.read_text().splitlines()[0]
-    assert bpfiter._read_cache(key) == parsed
-    assert bpfiter._read_cache(key + "x") is None      # another boot or kernel
+    assert bpf._read_cache(key) == parsed
+    assert bpf._read_cache(key + "x") is None      # another boot or kernel
     os.chmod(path, 0o666)
-    assert bpfiter._read_cache(key) is None            # writable by others: not trusted
+    assert bpf._read_cache(key) is None            # writable by others: not trusted
     os.chmod(path, 0o600)
     path.write_text(key + "\nbpf_iter_task 12\n")
-    assert bpfiter._read_cache(key) is None            # incomplete
+    assert bpf._read_cache(key) is None            # incomplete
     path.write_text("garbage\n")
-    assert bpfiter._layout() == parsed                 # rewritten
+    assert bpf._layout() == parsed                 # rewritten
 
 
 @pytest.mark.parametrize("argv, starts", [
@@ -179,9 +181,9 @@ def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
 ])
 def test_cli_prefetches_the_scan_only_for_commands_that_scan(argv, starts):
     from portscope import cli
-    bpfiter.take_prefetched()
+    bpf.take_prefetched()
     cli._prefetch(argv)
-    scan = bpfiter.take_prefetched()
+    scan = bpf.take_prefetched()
     assert (scan is not None) == starts
     if scan is not None:
         assert len(scan.result()) % 2 == 0 and scan.tasks().visible

@@ -1,0 +1,190 @@
+"""``plan_kill``: every socket on a port, every process holding one, each with a pidfd opened
+right after the scan, its safety refusal and its respawner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..filters import SocketFilter
+from ..owners.process import read_stat, started_at
+from ..snapshot import take_snapshot
+from ..types import (KERNEL_HELD_STATES, OwnerUnknown, ProcessInfo, Proto, Snapshot, Socket,
+                     State)
+from .safety import safety_refusal
+from .supervisors import SYSTEM_UNIT_PATH, Respawner, find_respawner
+
+_TCP_BOUND = frozenset({State.LISTEN, State.BOUND_INACTIVE})
+
+
+@dataclass(slots=True)
+class Target:
+    """One process to signal.
+
+    Attributes:
+        pid: the process id.
+        process: its details at scan time.
+        start_ticks: start time in clock ticks since boot (``/proc/PID/stat`` field 22).
+        sockets: the planned sockets it holds.
+        pidfd: a pidfd opened right after the scan (None: gone, or no pidfd support).
+        refusal: why it must not be signalled at all (PID 1, kernel thread, self, ancestor).
+        respawner: what would restart it.
+        gone: set when it exited, or its PID was reused, before the plan was made.
+    """
+
+    pid: int
+    process: ProcessInfo
+    start_ticks: int | None
+    sockets: tuple[Socket, ...]
+    pidfd: int | None = None
+    refusal: str | None = None
+    respawner: Respawner | None = None
+    gone: str | None = None
+
+    @property
+    def inodes(self) -> frozenset[int]:
+        """The inodes of its planned sockets."""
+        return frozenset(s.inode for s in self.sockets)
+
+
+@dataclass(slots=True)
+class KillPlan:
+    """What ``terminate`` would do. Holds pidfds: close it (or use it as a context manager).
+
+    Attributes:
+        port: the local port.
+        address: the local address asked for (None: every address).
+        protos: the protocols in scope.
+        targets: the processes to signal, in PID order.
+        sockets: every socket in scope with a visible holder.
+        hidden: sockets in scope whose holders this caller cannot see.
+        kernel_held: sockets on the port held by the kernel alone (TIME_WAIT...).
+        unplanned: connected sockets on the port held by processes outside the plan (they
+            keep blocking the port; ``include_connected`` plans them too).
+        snapshot: the scan the plan comes from.
+    """
+
+    port: int
+    address: str | None
+    protos: frozenset[Proto]
+    targets: list[Target]
+    sockets: tuple[Socket, ...]
+    hidden: tuple[Socket, ...]
+    kernel_held: tuple[Socket, ...]
+    unplanned: tuple[Socket, ...]
+    snapshot: Snapshot
+
+    @property
+    def refusals(self) -> list[Target]:
+        """Targets that a safety rule forbids signalling."""
+        return [t for t in self.targets if t.refusal]
+
+    @property
+    def supervised(self) -> list[Target]:
+        """Targets a supervisor would restart."""
+        return [t for t in self.targets if t.respawner and not t.refusal]
+
+    def close(self) -> None:
+        """Close the pidfds."""
+        for target in self.targets:
+            if target.pidfd is not None:
+                os.close(target.pidfd)
+                target.pidfd = None
+
+    def __enter__(self) -> "KillPlan":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _in_scope(sock: Socket, port: int, include_connected: bool) -> bool:
+    if sock.local.port != port:
+        return False
+    if sock.proto is Proto.UDP:
+        return True
+    return sock.state in _TCP_BOUND or (include_connected and sock.remote is not None)
+
+
+def plan_kill(port: int, address: str | None = None, *,
+              protos: Iterable[Proto | str] = (Proto.TCP, Proto.UDP),
+              include_connected: bool = False,
+              unit_path: Sequence[str] = SYSTEM_UNIT_PATH) -> KillPlan:
+    """Scan port ``port`` and plan to stop every process holding a socket on it.
+
+    Args:
+        port: the local port, 1-65535 (a client whose remote port matches is never planned).
+        address: only sockets bound to this address or to a wildcard covering it.
+        protos: ``"tcp"`` and/or ``"udp"``.
+        include_connected: also holders of connected TCP sockets whose local port matches
+            (accepted connections passed to other processes); by default listeners and bound
+            sockets (TCP LISTEN and BOUND_INACTIVE, every UDP socket).
+        unit_path: where systemd units are looked up.
+    Returns:
+        a ``KillPlan`` with an open pidfd per live holder (close it).
+    Raises:
+        ValueError: port out of range, unknown protocol.
+        InvalidInput: malformed address.
+        BackendError: the scan failed.
+    """
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be 1-65535, not {port!r}")
+    chosen = frozenset(Proto(p) for p in protos)
+    if not chosen or not chosen <= {Proto.TCP, Proto.UDP}:
+        raise ValueError(f"protos must be tcp and/or udp, not {sorted(chosen)}")
+    snapshot = take_snapshot(SocketFilter(protos=chosen, port_range=(port, port),
+                                          address=address))
+    on_port = [s for s in snapshot.sockets if s.local.port == port]
+    in_scope = [s for s in on_port if _in_scope(s, port, include_connected)]
+    hidden = tuple(s for s in in_scope if not s.owners
+                   and s.owner_unknown is OwnerUnknown.PERMISSION)
+    kernel_held = tuple(s for s in on_port if not s.owners and s.state in KERNEL_HELD_STATES)
+    owned = tuple(s for s in in_scope if s.owners)
+    by_pid: dict[int, list[Socket]] = {}
+    processes: dict[int, ProcessInfo] = {}
+    for sock in owned:
+        for owner in sock.owners:
+            by_pid.setdefault(owner.pid, []).append(sock)
+            processes.setdefault(owner.pid, owner.process)
+    targets = [_target(pid, processes[pid], tuple(by_pid[pid]), port, unit_path)
+               for pid in sorted(by_pid)]
+    planned = set(by_pid)
+    unplanned = tuple(s for s in on_port if s not in in_scope and s.owners
+                      and not {o.pid for o in s.owners} <= planned)
+    return KillPlan(port=port, address=address, protos=chosen, targets=targets, sockets=owned,
+                    hidden=hidden, kernel_held=kernel_held, unplanned=unplanned,
+                    snapshot=snapshot)
+
+
+def _target(pid: int, process: ProcessInfo, sockets: tuple[Socket, ...], port: int,
+            unit_path: Sequence[str]) -> Target:
+    """Open the pidfd and check it names the scanned process (same start time)."""
+    target = Target(pid=pid, process=process, start_ticks=None, sockets=sockets)
+    try:
+        target.pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        target.gone = "exited before the plan was made"
+        return target
+    except (AttributeError, OSError):
+        target.pidfd = None      # no pidfd here: terminate() will refuse to signal
+    try:
+        _comm, _state, _ppid, flags, ticks = read_stat(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        target.gone = "exited before the plan was made"
+        return target
+    target.start_ticks = ticks
+    if process.started_at is not None and started_at(ticks) != process.started_at:
+        target.gone = "its PID was reused by another process before the plan was made"
+        return target
+    target.refusal = safety_refusal(pid, flags)
+    container = next((s.container for s in sockets if s.container is not None), None)
+    target.respawner = find_respawner(process, port, unit_path, container)
+    return target
+
+
+def plan_protos(plan: KillPlan) -> frozenset[Proto]:
+    """The protocols to verify after ``plan``: those with a socket on the port, else all of
+    the plan's."""
+    present = {s.proto for s in (*plan.sockets, *plan.kernel_held, *plan.hidden)}
+    return frozenset(present) or plan.protos
