@@ -26,7 +26,8 @@ EXIT_OK, EXIT_NO, EXIT_USAGE, EXIT_RUNTIME, EXIT_ACCESS, EXIT_REFUSED = 0, 1, 2,
 EXIT_INTERRUPTED = 130
 
 #: subcommand modules in cli/commands/, in help order; each has register(subparsers).
-COMMANDS = ("listeners", "who", "list", "explain", "check", "free", "kill", "services", "audit")
+COMMANDS = ("listeners", "who", "list", "explain", "check", "free", "kill", "services", "audit",
+            "completion")
 DEFAULT_COMMAND = "listeners"
 _NEGATIVE_NUMBER = re.compile(r"-[0-9]")
 
@@ -42,6 +43,7 @@ Which processes use which ports.
   portscope kill PORT     stop every holder safely, then prove the port is free
   portscope services Q    the IANA registry and /etc/services, by port or by name
   portscope audit         listeners judged against rules and a baseline
+  portscope completion S  shell completions for bash, zsh or fish (printed or --install)
 
 exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 runtime error,
 4 access denied, 5 refused by a safety rule, 130 interrupted
@@ -54,7 +56,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="portscope", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"portscope {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"portscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in (only,) if only in COMMANDS else COMMANDS:
         importlib.import_module(f".commands.{name}", __name__).register(sub)
@@ -67,7 +69,7 @@ def _route(argv: list[str]) -> list[str]:
     if not argv:
         return [DEFAULT_COMMAND]
     first = argv[0]
-    if first in ("-h", "--help", "--version") or first in COMMANDS:
+    if first in ("-h", "--help", "-V", "--version") or first in COMMANDS:
         return argv
     if _NEGATIVE_NUMBER.match(first):
         return ["who", *argv[1:], "--", first]     # a negative port: let the parser reject it
