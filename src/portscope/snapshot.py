@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from . import backends, containers, namespaces
+from . import backends, containers, namespaces, sockstat
 from .owners import bpf, fdscan
 from .errors import BackendError
 from .filters import SocketFilter, address_covers
@@ -309,8 +309,11 @@ def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilt
         if (len(entries) > 1 and flt.states is not None and flt.states <= LISTENER_STATES
                 and State.BOUND_INACTIVE in flt.states):
             foreign = dataclasses.replace(flt, states=flt.states - {State.BOUND_INACTIVE})
+        # Each namespace's socket counts (sockstat, read from inside it) tell which dumps
+        # would come back empty: those are not asked for (see sockstat.py).
         return namespaces.run_in(entries, lambda e: work(
-            flt if e.namespace.inode == own else foreign, netns=e.namespace.inode))
+            flt if e.namespace.inode == own else foreign, netns=e.namespace.inode,
+            counts=sockstat.read()))
     results = []
     for entry in entries:
         inode = entry.namespace.inode

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..errors import BackendError
 from ..filters import SocketFilter
+from ..sockstat import SocketCounts
 from ..types import Container, Endpoint, Family, Owner, OwnerUnknown, Proto, Socket, State
 from . import _netlink_io as nlio
 from . import _netlink_wire as w
@@ -61,13 +62,15 @@ class RawDump:
         return sum(len(chunk) for _, chunks, _ in self.replies for chunk in chunks)
 
 
-def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None
-            ) -> tuple[RawDump, list[str]]:
+def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None,
+            counts: SocketCounts | None = None) -> tuple[RawDump, list[str]]:
     """Run the kernel dumps that ``flt`` needs and keep their raw replies.
 
     Args:
         flt: protocols, families, states and a single port go to the kernel.
         netns: the namespace inode to record in each socket (None: unknown).
+        counts: the namespace's socket counts (``sockstat.read()`` in it): a request they
+            prove empty is not sent (a TCP dump walks hashes that all namespaces share).
     Returns:
         ``(RawDump, warnings)``; decode it with ``decode()``.
     Raises:
@@ -81,14 +84,15 @@ def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None
     sock = nlio.open_diag_socket()
     try:
         tcp_states = flt.states_for(Proto.TCP)
-        if tcp_states:
+        if tcp_states and (counts is None
+                           or counts.may_hold_tcp(State.BOUND_INACTIVE in tcp_states)):
             mask = w.states_mask(_TCP_STATE_NUMBERS[s] for s in tcp_states)
             _collect_with_retry(sock, w.inet_diag_req_v1(mask, sport), Proto.TCP, raw, warnings)
         udp_states = flt.states_for(Proto.UDP)
         if udp_states:
             mask = w.states_mask(_UDP_STATE_NUMBERS[s] for s in udp_states)
             for family, af in ((Family.IPV4, socket.AF_INET), (Family.IPV6, socket.AF_INET6)):
-                if family in flt.families:
+                if family in flt.families and (counts is None or counts.may_hold_udp(family)):
                     request = w.inet_diag_req_v2(af, socket.IPPROTO_UDP, mask, sport)
                     _collect_with_retry(sock, request, Proto.UDP, raw, warnings)
     finally:
@@ -110,17 +114,17 @@ def split(raw: RawDump, count: int) -> list[RawDump]:
     return parts
 
 
-def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
-         ) -> tuple[list[Socket], list[str]]:
+def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None,
+         counts: SocketCounts | None = None) -> tuple[list[Socket], list[str]]:
     """Dump the TCP and UDP sockets of the caller's network namespace that ``flt`` selects.
 
     Returns:
         ``(sockets without owners, warnings)``; the owner predicates of ``flt`` are not applied.
     Raises:
-        BackendUnavailable, BackendError: as ``collect``.
+        BackendUnavailable, BackendError: as ``collect`` (``counts`` too).
     Source: NETLINK_SOCK_DIAG (``TCPDIAG_GETSOCK`` for TCP, ``SOCK_DIAG_BY_FAMILY`` for UDP).
     """
-    raw, warnings = collect(flt, netns)
+    raw, warnings = collect(flt, netns, counts)
     return list(decode(raw)), warnings
 
 
