@@ -98,14 +98,15 @@ def parse_address(text: str) -> str:
     return ip.compressed
 
 
-def parse_endpoint(text: str, resolve_service: Callable[[str], int] | None = None
-                   ) -> tuple[str | None, int]:
+def parse_endpoint(text: str, resolve_service: Callable[[str], int] | None = None, *,
+                   allow_zero: bool = False) -> tuple[str | None, int]:
     """Parse ``PORT``, ``:PORT``, ``ADDR:PORT``, ``[IPV6]:PORT`` or a service name.
 
     Args:
         text: the user's text.
         resolve_service: maps a service name (``https``) to a port; raises ``InvalidInput`` for
             an unknown one. Without it, service names are rejected.
+        allow_zero: accept port ``0`` ("any port", for binding).
     Returns:
         ``(address or None, port)``.
     Raises:
@@ -114,7 +115,7 @@ def parse_endpoint(text: str, resolve_service: Callable[[str], int] | None = Non
     def port_of(part: str) -> int:
         # a service name has a letter (IANA: letters, digits, hyphens); all else is a port
         if resolve_service is None or not _LETTER_RE.search(part):
-            return parse_port(part)
+            return parse_port(part, allow_zero=allow_zero)
         return resolve_service(part)
 
     if text.startswith("["):

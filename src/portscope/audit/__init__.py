@@ -13,7 +13,7 @@ Exit codes are the CLI's business: this package returns findings and raises
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,7 +30,7 @@ from .baseline import Baseline
 from .rules import RULES, AuditContext, Finding, Listener, Severity
 
 __all__ = ["AuditReport", "Baseline", "Finding", "Listener", "RULES", "Severity", "audit",
-           "inventory", "write_baseline"]
+           "inventory", "judge", "listeners_of", "write_baseline"]
 
 #: Extra comparisons of the two kernel views before a difference counts as hidden (churn
 #: between dumps disappears in the next round).
@@ -182,12 +182,45 @@ def audit(*, baseline: Baseline | None = None, deep: bool = False,
     Privileges: as root every holder and executable is read; otherwise other users' programs
     are unknown (``complete`` is False) and their rules cannot fire.
     """
-    unknown = sorted(set(skip) - rules.RULE_BY_ID.keys())
-    if unknown:
-        raise ValueError(f"unknown rule {unknown[0]!r}")
+    check_skip(skip)
     inspector = facts.ExeInspector()
     ranges = host_port_ranges()
     snapshot, listeners = inventory(inspector, ranges)
+    return judge(snapshot, listeners, ranges, baseline=baseline, deep=deep,
+                 expected_programs=expected_programs, skip=skip, inspector=inspector)
+
+
+def check_skip(skip: Collection[str]) -> None:
+    """Raise ``ValueError`` naming the first id in ``skip`` that is not a rule id."""
+    unknown = sorted(set(skip) - rules.RULE_BY_ID.keys())
+    if unknown:
+        raise ValueError(f"unknown rule {unknown[0]!r}")
+
+
+def judge(snapshot: Snapshot, listeners: Sequence[Listener], ranges: HostPortRanges, *,
+          baseline: Baseline | None = None, deep: bool = False,
+          expected_programs: Mapping[tuple[int, str], Collection[str]] | None = None,
+          skip: Collection[str] = (), inspector: facts.ExeInspector | None = None
+          ) -> AuditReport:
+    """Judge the ``listeners`` of a snapshot of the caller's network namespace (the
+    ``audit()`` after its inventory; the exporter calls it with the listeners of its own
+    snapshot).
+
+    Args:
+        snapshot: the snapshot the listeners come from (its first namespace, time, host name,
+            completeness and warnings go into the report).
+        listeners: its server sockets as ``Listener`` records (``listeners_of``).
+        ranges: this host's port ranges.
+        inspector: reads the executable facts of hidden sockets' holders (a new one by
+            default).
+        baseline, deep, expected_programs, skip: as for ``audit()`` (``skip`` is not checked
+            here: ``check_skip``).
+    Returns:
+        an ``AuditReport``.
+    Raises:
+        BackendError: a socket dump of the hidden-socket or hidden-port rule failed.
+    """
+    inspector = inspector or facts.ExeInspector()
     netns, netns_key = _namespace(snapshot)
     warnings = list(snapshot.warnings)
     expected = {**rules.EXPECTED_PROGRAMS,

@@ -37,10 +37,15 @@ class ExeInspector:
     """Reads ``ExeFacts`` of processes, hashing each distinct executable file once.
 
     One instance per audit run: the caches assume files do not change during it.
+
+    Args:
+        digests: a hash cache to share across runs (keyed by device, inode, size and mtime, so
+            a replaced file is hashed again); a new one by default.
     """
 
-    def __init__(self) -> None:
-        self._digests: dict[tuple[int, int, int, int], str | None] = {}
+    def __init__(self, digests: dict[tuple[int, int, int, int], str | None] | None = None
+                 ) -> None:
+        self._digests = {} if digests is None else digests
         self._facts: dict[int, ExeFacts | None] = {}
 
     def _digest(self, f, st: os.stat_result) -> str | None:

@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 
 #: subcommand modules in cli/commands/, in help order; each has register(subparsers).
 COMMANDS = ("listeners", "who", "list", "explain", "check", "free", "kill", "services", "audit",
-            "completion")
+            "serve", "completion")
 DEFAULT_COMMAND = "listeners"
 _NEGATIVE_NUMBER = re.compile(r"-[0-9]")
 
@@ -43,6 +43,7 @@ Which processes use which ports.
   portscope kill PORT     stop every holder safely, then prove the port is free
   portscope services Q    the IANA registry and /etc/services, by port or by name
   portscope audit         listeners judged against rules and a baseline
+  portscope serve         Prometheus metrics, alerting rules and a Grafana dashboard
   portscope completion S  shell completions for bash, zsh or fish (printed or --install)
 
 exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 runtime error,
