@@ -239,7 +239,7 @@ def test_who_port_exit_codes_in_private_netns():
 
 
 def test_json_listing_rendered_in_two_processes_holds_every_socket_once(holder, tmp_path):
-    from portscope.cli import common
+    from portscope.render import listing
     from portscope.snapshot import open_snapshot
     h = holder("""
         keep = []
@@ -251,7 +251,7 @@ def test_json_listing_rendered_in_two_processes_holds_every_socket_once(holder, 
     assert stream.divisible
     path = tmp_path / "listing.json"
     with open(path, "w", encoding="utf-8") as out:
-        common._write_json_in_two(out, stream, {"query": None})
+        listing.write_json_in_two(out, stream, {"query": None})
     doc = json.loads(path.read_text())
     mine = [s for s in doc["sockets"] if s["local"]["port"] in set(h.info["ports"])
             and s["state"] == "LISTEN"]

@@ -1,14 +1,5 @@
-"""The command line: ``main(argv) -> exit code``. The only place that knows exit codes.
-
-| code | meaning |
-| 0 | success; for questions: yes |
-| 1 | the answer is no (nothing on that port, not bindable, findings, still held) |
-| 2 | usage error (bad port, address, option) |
-| 3 | runtime error (backend failed, history or baseline unreadable) |
-| 4 | access denied |
-| 5 | refused by a safety rule |
-| 130 | interrupted |
-"""
+"""The command line: ``main(argv) -> exit code``, the code an ``ExitStatus`` (``status.py``);
+``main`` maps the library's errors to it, in one place."""
 
 from __future__ import annotations
 
@@ -21,9 +12,8 @@ import sys
 from .. import __version__
 from ..errors import (AccessDenied, BackendError, BaselineError, HistoryError, InvalidInput,
                       KillRefused, PortscopeError, ProcessGone)
+from .status import ExitStatus
 
-EXIT_OK, EXIT_NO, EXIT_USAGE, EXIT_RUNTIME, EXIT_ACCESS, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
-EXIT_INTERRUPTED = 130
 
 #: subcommand modules in cli/commands/, in help order; each has register(subparsers).
 COMMANDS = ("listeners", "who", "list", "explain", "check", "free", "kill", "services", "audit",
@@ -105,24 +95,24 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except InvalidInput as exc:
         print(f"portscope: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     except BrokenPipeError:
         # the reader went away (portscope | head): leave quietly, and keep Python from
         # complaining while it flushes stdout at exit
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+        return ExitStatus.OK
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return ExitStatus.INTERRUPTED
     except AccessDenied as exc:
         print(f"portscope: access denied: {exc}", file=sys.stderr)
-        return EXIT_ACCESS
+        return ExitStatus.ACCESS
     except (KillRefused, ProcessGone) as exc:
         print(f"portscope: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return ExitStatus.REFUSED
     except (BackendError, BaselineError, HistoryError, PortscopeError) as exc:
         print(f"portscope: error: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return ExitStatus.RUNTIME
     except Exception as exc:  # noqa: BLE001 - the one catch-all: a bug, said in one line
         print(f"portscope: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return ExitStatus.RUNTIME

@@ -1,25 +1,21 @@
-"""Option groups shared by the subcommands, declared once, and the output plumbing."""
+"""Option groups shared by the subcommands, declared once; argument parsers; diagnostics on
+stderr. Output is written by ``render/``."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
-import os
 import pwd
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import TextIO, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .. import backends
 from ..errors import AccessDenied, InvalidInput
 from ..filters import ALL_FAMILIES, ALL_PROTOS, SocketFilter
 from ..snapshot import SnapshotStream
-from ..types import Family, Proto, Snapshot, Socket, State
-from ..render import columns as cols
+from ..types import Family, Proto, Snapshot, State
 
 T = TypeVar("T")
-TABLE_MAX_ROWS = 2000   # beyond this a terminal gets plain aligned text (a rich table is slow)
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, csv: bool = True) -> None:
@@ -167,106 +163,9 @@ def report_warnings(snapshot: Snapshot | SnapshotStream) -> None:
         warn(message)
 
 
-def use_table(out: TextIO, rows: int) -> bool:
-    """True when a rich table fits: ``out`` is a terminal and the listing is not huge."""
-    return rows <= TABLE_MAX_ROWS and out.isatty()
-
-
-#: a netlink dump this large (about 15,000 sockets) is decoded and written as JSON by two
-#: processes, each half of it (200,000 sockets: 0.9 s of decoding and formatting, halved)
-SHARED_JSON_BYTES = 2 << 20
-
-
-def fork_allowed() -> bool:
-    """True when a second CPU and fork() are there to share work with."""
-    from ..owners.fdscan import default_workers
-    return default_workers() > 0
-
-
-def _write_json_in_two(out: TextIO, stream: SnapshotStream, fields: dict | None) -> None:
-    """Write a large streamed listing as JSON, the second half of the sockets decoded and
-    formatted by a forked child into a memfd, which is then copied after the first half.
-    A child that fails is not waited on for its half: the parent writes it itself."""
-    from ..render import jsonfmt
-    jsonfmt.write_head(out, stream, fields)
-    out.flush()
-    items = os.memfd_create("portscope-json", os.MFD_CLOEXEC)
-    stats = os.memfd_create("portscope-json-stats", os.MFD_CLOEXEC)
-    child = os.fork()
-    if child == 0:                          # the child: its half, then leave without cleanup
-        status = 1
-        try:
-            with open(items, "w", encoding="utf-8", closefd=False) as f:
-                jsonfmt.write_items(f, stream.share(1, 2), lead=",\n  ")
-            os.write(stats, json.dumps(stream.share_result()).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    try:
-        written = jsonfmt.write_items(out, stream.share(0, 2))
-        out.flush()
-        _, status = os.waitpid(child, 0)
-        child = 0
-        if status != 0:
-            jsonfmt.write_items(out, stream.share(1, 2), lead=",\n  " if written else "\n  ")
-        else:
-            size = os.fstat(items).st_size
-            offset = 1 if size and not written else 0     # its first item opens with a comma
-            while offset < size:
-                offset += os.sendfile(out.fileno(), items, offset, size - offset)
-            stream.add_share_result(*json.loads(os.pread(stats, os.fstat(stats).st_size, 0)))
-        jsonfmt.write_tail(out, stream)
-    finally:
-        if child:                           # interrupted (closed pipe, ^C): end the child
-            os.kill(child, 9)
-            os.waitpid(child, 0)
-        os.close(items)
-        os.close(stats)
-
-
-def write_listing(args: argparse.Namespace, meta: Snapshot | SnapshotStream,
-                  sockets: Iterable[Socket], columns: Sequence[cols.Column], *,
-                  extras: dict | None = None,
-                  fields: dict | None = None) -> None:
-    """Write sockets as JSON, CSV, a table (terminal) or plain text (pipe), per ``args``.
-
-    ``sockets`` may be a stream: it is consumed once, as it is written (a table needs at most
-    ``TABLE_MAX_ROWS`` of them in memory). The Container and "Forwards to" columns are added
-    when one of the first ``TABLE_MAX_ROWS`` sockets has a container or a published port.
-    """
-    out = sys.stdout
-    if args.json:
-        from ..render import jsonfmt
-        if (isinstance(meta, SnapshotStream) and sockets is meta and meta.divisible
-                and meta.dump_bytes >= SHARED_JSON_BYTES and not extras and fork_allowed()):
-            _write_json_in_two(out, meta, fields)
-        else:
-            jsonfmt.write_snapshot(out, meta, sockets, extras=extras, fields=fields)
-        return
-    if len(meta.namespaces) > 1:
-        columns = (cols.netns_column(meta.namespaces), *columns)
-    sockets = iter(sockets)
-    first = list(itertools.islice(sockets, TABLE_MAX_ROWS + 1))
-    # container columns only when the first rows have something to show in them
-    if any(s.container is not None for s in first):
-        columns = (*columns, cols.CONTAINER)
-    if any(s.published is not None for s in first):
-        columns = (*columns, cols.PUBLISHED)
-    getters: list[Callable[[Socket], str]] = [c.get for c in columns]
-    if getattr(args, "csv", False):
-        from ..render import csvfmt
-        csvfmt.write_rows(out, [c.key for c in columns],
-                          ([get(s) for get in getters] for s in itertools.chain(first, sockets)),
-                          header=not args.no_header)
-        return
-    headers = [c.header for c in columns]
-    aligns = [c.align for c in columns]
-    if use_table(out, len(first)):
-        from ..render import table
-        table.write_table(out, headers, [[get(s) for get in getters] for s in first], aligns,
-                          header=not args.no_header)
-        return
-    from ..render import text
-    text.write_rows(out, headers, ([get(s) for get in getters]
-                                   for s in itertools.chain(first, sockets)),
-                    aligns, header=not args.no_header)
+def output_format(args: argparse.Namespace) -> str:
+    """The listing form ``add_output_options`` chose: ``"json"``, ``"csv"`` or ``"auto"``
+    (see ``render.listing``)."""
+    if getattr(args, "json", False):
+        return "json"
+    return "csv" if getattr(args, "csv", False) else "auto"

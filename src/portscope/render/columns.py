@@ -100,6 +100,18 @@ def published_text(sock: Socket) -> str:
     return f"{target} {servers}"
 
 
+def published_sentence(sock: Socket) -> str:
+    """One sentence naming the container behind a published host port."""
+    p = sock.published
+    c = p.container
+    name = safe(c.name) if c.name else c.id[:12]
+    about = ", ".join(x for x in (c.runtime, c.image and f"image {safe(c.image)}") if x)
+    how = f"held by {p.forwarder}" if p.forwarder else "NAT rules only, no host socket"
+    target = published_text(sock) or "?"
+    return (f"{endpoint_text(*sock.local)} is published by container {name}"
+            f"{f' ({about})' if about else ''}, {how}: forwards to {target}")
+
+
 CONTAINER = Column("container", "Container", container_name)
 PUBLISHED = Column("published", "Forwards to", published_text)
 
@@ -114,6 +126,22 @@ def netns_column(namespaces: Sequence[NetNamespace]) -> Column:
     """A ``Netns`` column: the namespace's name, else its inode."""
     names = {ns.inode: ns.name or str(ns.inode) for ns in namespaces}
     return Column("netns", "Netns", lambda s: names.get(s.netns, str(s.netns or "")))
+
+
+def port_columns(accepted: dict[int, int], *, owners: bool = True) -> tuple[Column, ...]:
+    """The columns of ``portscope PORT``: ``accepted`` maps ``id(socket)`` of a listener to the
+    connections accepted from it; ``owners`` adds PID, Process and User."""
+    column = Column("accepted", "Accepted",
+                    lambda s: str(accepted[id(s)]) if id(s) in accepted else "", "right")
+    return (PROTO, STATE, LOCAL, REMOTE) + ((PID, PROCESS, USER) if owners else ()) + (column,)
+
+
+def listener_columns(name_of: Callable[[int, str], str | None], *,
+                     owners: bool = True) -> tuple[Column, ...]:
+    """The columns of ``portscope`` (listeners): with the ``Service`` names of
+    ``name_of(port, proto)``; ``owners`` adds PID, Process and User."""
+    return (PROTO, LOCAL, service_column(name_of), STATE, SCOPE) + (
+        (PID, PROCESS, USER) if owners else ())
 
 
 LIST_COLUMNS = (PROTO, STATE, RECV_Q, SEND_Q, LOCAL, REMOTE, PID, PROCESS, USER)

@@ -13,8 +13,8 @@ import sys
 
 from ...errors import InvalidInput
 from ...ports import parse_port
-from ...render.columns import endpoint_text, safe
 from .. import common
+from ..status import ExitStatus
 
 SEVERITIES = ("low", "medium", "high")
 
@@ -89,75 +89,19 @@ def register(sub) -> None:
     parser.set_defaults(run=run)
 
 
-def _text(value: object) -> str:
-    """Display text for a terminal: bytes that are not UTF-8 as ``\\xNN``, control
-    characters escaped."""
-    text = "-" if value is None else str(value)
-    return safe(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
-
-
-def _write_table(headers, rows, aligns, *, header: bool, title: str | None = None) -> None:
-    out = sys.stdout
-    if common.use_table(out, len(rows)):
-        from ...render import table
-        table.write_table(out, headers, rows, aligns, header=header, title=title)
-    else:
-        from ...render import text
-        if title:
-            out.write(f"{title}\n")
-        text.write_rows(out, headers, rows, aligns, header=header)
-
-
-def _list_rules(args: argparse.Namespace) -> int:
-    from ...audit.rules import EXPECTED_PROGRAMS, PORT_HOLDERS, RULES
-    from ...render import jsonfmt
-    if args.json:
-        print(json.dumps({
-            "schema_version": jsonfmt.SCHEMA_VERSION,
-            "rules": [{"id": r.id, "severity": r.severity.value, "title": r.title, "fix": r.fix,
-                       "baselinable": r.baselinable} for r in RULES],
-            "expected_programs": {f"{port}/{proto}": sorted(names)
-                                  for (port, proto), names in EXPECTED_PROGRAMS.items()},
-            "accepted_on_any_port": sorted(PORT_HOLDERS)}, indent=2))
-        return 0
-    _write_table(("Rule", "Severity", "Flags"),
-                 [[r.id, r.severity.value, r.title] for r in RULES],
-                 ("left", "left", "left"), header=not args.no_header)
-    return 0
-
-
-def _write_findings(args: argparse.Namespace, report) -> None:
-    headers = ("Rule", "Proto", "Local Address:Port", "PID", "Program", "User", "Finding")
-    aligns = ("left", "left", "left", "right", "left", "left", "left")
-    first = True
-    for severity in reversed(SEVERITIES):
-        group = [f for f in report.findings if f.severity.value == severity]
-        if not group:
-            continue
-        if not first:
-            sys.stdout.write("\n")
-        first = False
-        rows = [[f.rule, _text(f.proto),
-                 endpoint_text(f.address or "*", f.port) if f.proto else "-",
-                 _text(f.pid), _text(f.exe), _text(f.user), _text(f.message)] for f in group]
-        _write_table(headers, rows, aligns, header=not args.no_header,
-                     title=f"{severity.upper()} ({len(group)})")
-    fixes = dict.fromkeys((f.rule, f.fix) for f in report.findings)
-    if fixes:
-        sys.stdout.write("\nfix:\n")
-        for rule, fix in fixes:
-            sys.stdout.write(f"  {rule}: {_text(fix)}\n")
-
-
 def run(args: argparse.Namespace) -> int:
     from ... import __version__, audit
     from ...audit import baseline as baseline_file
     from ...audit import sarif
     from ...audit.rules import Severity
-    from ...render import jsonfmt
     from ...snapshot import PRIVILEGE_HINT
+    from ...render import audit as render
     if args.list_rules:
-        return _list_rules(args)
+        if args.json:
+            print(json.dumps(render.rules_json(), indent=2))
+        else:
+            render.write_rules(sys.stdout, header=not args.no_header)
+        return ExitStatus.OK
     if args.write_baseline is not None:
         if args.json or args.sarif or args.deep:
             raise InvalidInput("--write-baseline records listeners; it takes no --json, "
@@ -168,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             who = "even as root" if os.geteuid() == 0 else f"({PRIVILEGE_HINT})"
             common.warn(f"{anonymous} of them recorded by port and address only: their "
                         f"program could not be read {who}")
-        return 0
+        return ExitStatus.OK
     # parsed here, not by argparse, so that the error says what is wrong (exit 2)
     expected = dict(pair for text in args.expect for pair in parse_expect(text))
     skip = [parse_rule(text) for text in args.skip]
@@ -185,18 +129,12 @@ def run(args: argparse.Namespace) -> int:
                               baseline_path=args.baseline)
         print(json.dumps(log, indent=2))
     elif args.json:
-        print(json.dumps({
-            "schema_version": jsonfmt.SCHEMA_VERSION,
-            "taken_at": report.taken_at.isoformat(), "hostname": report.hostname,
-            "complete": report.complete, "warnings": list(report.warnings),
-            "baseline": args.baseline, "fail_on": args.fail_on,
-            "listeners": len(report.listeners),
-            "findings": [jsonfmt.jsonable(f) for f in report.findings]}, indent=2))
+        print(json.dumps(render.report_json(report, baseline=args.baseline,
+                                            fail_on=args.fail_on), indent=2))
     else:
-        _write_findings(args, report)
+        render.write_findings(sys.stdout, report, header=not args.no_header)
     failing = report.at_least(Severity(args.fail_on))
-    counts = ", ".join(f"{sum(1 for f in report.findings if f.severity.value == s)} {s}"
-                       for s in reversed(SEVERITIES))
     common.warn(f"audited {len(report.listeners)} listener(s): {len(report.findings)} "
-                f"finding(s) ({counts}); {len(failing)} at or above --fail-on {args.fail_on}")
-    return 1 if failing else 0
+                f"finding(s) ({render.severity_counts(report)}); {len(failing)} at or above "
+                f"--fail-on {args.fail_on}")
+    return ExitStatus.answer(not failing)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import textwrap
 
-from ...render import columns as cols
 from .. import common
+from ..status import ExitStatus
 
 
 def register(sub) -> None:
@@ -59,46 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "pid" or (args.kind is None and numeric and not explanation.found
                               and os.path.exists(f"/proc/{pid}")):
         explanation = explain_pid(snapshot, pid)
+    from ...render import explain as render
     if args.json:
-        print(json.dumps(explanation_json(explanation), indent=2))
+        print(json.dumps(render.explanation_json(explanation), indent=2))
     else:
-        write_explanation(explanation)
-    return 0 if explanation.found else 1
-
-
-def explanation_json(explanation) -> dict:
-    """``{"schema_version", "kind", "subject", "found", "summary", "sections": [{"title",
-    "lines", "sockets": [inventory socket objects]}]}``."""
-    from ...render import jsonfmt
-    processes: dict = {}
-    addresses: dict = {}
-    return {
-        "schema_version": jsonfmt.SCHEMA_VERSION, "kind": explanation.kind,
-        "subject": explanation.subject, "found": explanation.found,
-        "summary": explanation.summary,
-        "sections": [{"title": s.title, "lines": list(s.lines),
-                      "sockets": [json.loads(jsonfmt.socket_json(x, processes, addresses))
-                                  for x in s.sockets]} for s in explanation.sections],
-    }
-
-
-def write_explanation(explanation) -> None:
-    """Paragraphs; wrapped to the terminal's width on a terminal, one line each in a pipe.
-    Every line is escaped (process names may hold control characters)."""
-    out = sys.stdout
-    width = shutil.get_terminal_size().columns if out.isatty() else 0
-
-    def emit(text: str, indent: str = "") -> None:
-        text = cols.safe(text)
-        if width > 20 and not text.startswith("  "):
-            out.write(textwrap.fill(text, width - 1, initial_indent=indent,
-                                    subsequent_indent=indent) + "\n")
-        else:
-            out.write(indent + text + "\n")
-
-    emit(explanation.summary)
-    for section in explanation.sections:
-        out.write("\n")
-        emit(section.title)
-        for line in section.lines:
-            emit(line, "  ")
+        render.write_explanation(sys.stdout, explanation)
+    return ExitStatus.answer(explanation.found)

@@ -7,6 +7,7 @@ import json
 
 from ...ports import parse_port, parse_port_range
 from .. import common
+from ..status import ExitStatus
 
 DESCRIPTION = """\
 Print port(s) that bind now on IPv4 and IPv6 (or on --host), probed with real binds without
@@ -62,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
             print(port)
     if len(ports) < count:
         common.warn(f"only {len(ports)} of {count} port(s) are free in the range asked for")
-        return 1
-    return 0
+        return ExitStatus.NO
+    return ExitStatus.OK

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ...errors import InvalidInput
 from ...filters import SocketFilter
 from ...ports import parse_port_range
 from ...render import columns as cols
+from ...render import listing
 from ...snapshot import open_snapshot
 from ...types import LISTENER_STATES
 from .. import common
+from ..status import ExitStatus
 
 
 def register(sub) -> None:
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     stream = open_snapshot(flt, backend=args.backend, owners=not args.no_owners,
                            netns=common.netns_choice(args), published=args.listening)
     columns = cols.NO_OWNER_COLUMNS if args.no_owners else cols.LIST_COLUMNS
-    common.write_listing(args, stream, stream, columns)
+    listing.write_listing(sys.stdout, stream, stream, columns, fmt=common.output_format(args),
+                          header=not args.no_header)
     common.report_warnings(stream)
-    return 0
+    return ExitStatus.OK

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ...filters import SocketFilter
 from ...render import columns as cols
+from ...render import listing
 from ...snapshot import take_snapshot
 from .. import common
+from ..status import ExitStatus
 
 
 def register(sub) -> None:
@@ -30,9 +33,8 @@ def run(args: argparse.Namespace) -> int:
                              netns=common.netns_choice(args), published=True)
     sockets = sorted(snapshot.sockets,
                      key=lambda s: (s.local.port or 0, s.proto, s.family, s.local.address))
-    service = cols.service_column(services.service_name)
-    columns = (cols.PROTO, cols.LOCAL, service, cols.STATE, cols.SCOPE) + (
-        () if args.no_owners else (cols.PID, cols.PROCESS, cols.USER))
-    common.write_listing(args, snapshot, sockets, columns)
+    columns = cols.listener_columns(services.service_name, owners=not args.no_owners)
+    listing.write_listing(sys.stdout, snapshot, sockets, columns, fmt=common.output_format(args),
+                          header=not args.no_header)
     common.report_warnings(snapshot)
-    return 0
+    return ExitStatus.OK

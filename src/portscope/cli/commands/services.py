@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...render.columns import Column, safe
 from .. import common
+from ..status import ExitStatus
 
 
 def register(sub) -> None:
@@ -21,50 +21,18 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ... import services
-    from ...ports import host_port_ranges, port_class
+    from ...ports import host_port_ranges
+    from ...render import services as render
     entries = services.lookup(args.query)
     ranges = host_port_ranges()
-
-    def notes(e) -> str:
-        marks = [port_class(e.port_low)]
-        if ranges.is_ephemeral(e.port_low):
-            marks.append("ephemeral")
-        if ranges.is_reserved(e.port_low):
-            marks.append("reserved")
-        if e.unauthorized_use:
-            marks.append("unauthorized use reported")
-        return ", ".join(marks)
-
     if args.json:
         from ...render import jsonfmt
-        print(jsonfmt.dumps({
-            "schema_version": jsonfmt.SCHEMA_VERSION, "query": args.query,
-            "registry_date": services.REGISTRY_DATE, "ephemeral_range": list(ranges.ephemeral),
-            "entries": [{**jsonfmt.jsonable(e), "port_class": port_class(e.port_low),
-                         "ephemeral": ranges.is_ephemeral(e.port_low),
-                         "reserved": ranges.is_reserved(e.port_low)} for e in entries]}))
+        print(jsonfmt.dumps(render.services_json(args.query, services.REGISTRY_DATE, entries,
+                                                 ranges)))
     else:
-        columns = (
-            Column("port", "Port", lambda e: str(e.port_low) if e.port_low == e.port_high
-                   else f"{e.port_low}-{e.port_high}", "right"),
-            Column("proto", "Proto", lambda e: e.proto),
-            Column("name", "Service", lambda e: e.name or ""),
-            Column("source", "Source", lambda e: e.source),
-            Column("class", "Class", notes),
-            Column("description", "Description", lambda e: safe(e.description or "")))
-        rows = [[c.get(e) for c in columns] for e in entries]
-        headers, aligns = [c.header for c in columns], [c.align for c in columns]
-        if args.csv:
-            from ...render import csvfmt
-            csvfmt.write_rows(sys.stdout, [c.key for c in columns], rows,
+        render.write_services(sys.stdout, entries, ranges, fmt=common.output_format(args),
                               header=not args.no_header)
-        elif common.use_table(sys.stdout, len(rows)):
-            from ...render import table
-            table.write_table(sys.stdout, headers, rows, aligns, header=not args.no_header)
-        else:
-            from ...render import text
-            text.write_rows(sys.stdout, headers, rows, aligns, header=not args.no_header)
     if not entries:
         common.warn(f"no registry entry for {args.query!r}")
-        return 1
-    return 0
+        return ExitStatus.NO
+    return ExitStatus.OK

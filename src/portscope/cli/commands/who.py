@@ -8,9 +8,11 @@ import sys
 from ...filters import SocketFilter
 from ...ports import parse_endpoint, port_class
 from ...render import columns as cols
+from ...render import listing
 from ...snapshot import accepted_connections, take_snapshot
-from ...types import LISTENER_STATES, Socket, State
+from ...types import LISTENER_STATES, State
 from .. import common
+from ..status import ExitStatus
 
 
 def register(sub) -> None:
@@ -46,35 +48,23 @@ def run(args: argparse.Namespace) -> int:
         extras = {i: {"accepted_connections": n} for i, n in accepted.items()}
         fields = {"query": {"address": address, "port": port, "service": name,
                             "port_class": port_class(port)}}
-        common.write_listing(args, snapshot, sockets, (), extras=extras, fields=fields)
+        listing.write_listing(sys.stdout, snapshot, sockets, (), fmt="json", extras=extras,
+                              fields=fields)
     elif sockets:
-        counts = {id(sockets[i]): str(n) for i, n in accepted.items()}
-        accepted_col = cols.Column("accepted", "Accepted", lambda s: counts.get(id(s), ""),
-                                   "right")
-        columns = (cols.PROTO, cols.STATE, cols.LOCAL, cols.REMOTE) + (
-            () if args.no_owners else (cols.PID, cols.PROCESS, cols.USER)) + (accepted_col,)
+        counts = {id(sockets[i]): n for i, n in accepted.items()}
+        columns = cols.port_columns(counts, owners=not args.no_owners)
         if sys.stdout.isatty() and not args.no_header:
             print(f"{where} ({name or 'no service name'}, {port_class(port)}): "
                   f"{len(sockets)} socket(s)")
-        common.write_listing(args, snapshot, sockets, columns)
+        listing.write_listing(sys.stdout, snapshot, sockets, columns,
+                              fmt=common.output_format(args), header=not args.no_header)
         if sys.stdout.isatty():
             for s in sockets:
                 if s.published is not None:
-                    print(_published_line(s))
+                    print(cols.published_sentence(s))
     common.report_warnings(snapshot)
     if not sockets:
         common.warn(f"no socket on local {where} in this network namespace")
-        return 1
-    return 0
+        return ExitStatus.NO
+    return ExitStatus.OK
 
-
-def _published_line(sock: Socket) -> str:
-    """One sentence naming the container behind a published host port."""
-    p = sock.published
-    c = p.container
-    name = cols.safe(c.name) if c.name else c.id[:12]
-    about = ", ".join(x for x in (c.runtime, c.image and f"image {cols.safe(c.image)}") if x)
-    how = f"held by {p.forwarder}" if p.forwarder else "NAT rules only, no host socket"
-    target = cols.published_text(sock) or "?"
-    return (f"{cols.endpoint_text(*sock.local)} is published by container {name}"
-            f"{f' ({about})' if about else ''}, {how}: forwards to {target}")
