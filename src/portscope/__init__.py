@@ -23,8 +23,8 @@ if TYPE_CHECKING:            # for type checkers; at run time every name comes f
     from .freeport import bind_free_ports, pick_free_ports
     from .kill import free_port, plan_kill
     from .snapshot import listeners, owners_of, sockets, take_snapshot
-    from .types import (Container, Endpoint, Family, NetNamespace, Owner, OwnerUnknown,
-                        ProcessInfo, Proto, Snapshot, Socket, State)
+    from .types import (Container, Endpoint, Family, NetNamespace, Owner, OwnerUnknown, Peer,
+                        ProcessInfo, Proto, Snapshot, Socket, State, UnixInfo, UnixType)
 
 #: public names -> the module that defines them, imported on first use: ``import portscope``
 #: stays cheap, so the command line can start its fd scan before the rest is loaded
@@ -35,7 +35,8 @@ _LAZY = {
     "SocketFilter": "filters",
     **dict.fromkeys(("listeners", "owners_of", "sockets", "take_snapshot"), "snapshot"),
     **dict.fromkeys(("Container", "Endpoint", "Family", "NetNamespace", "Owner",
-                     "OwnerUnknown", "ProcessInfo", "Proto", "Snapshot", "Socket", "State"),
+                     "OwnerUnknown", "Peer", "ProcessInfo", "Proto", "Snapshot", "Socket",
+                     "State", "UnixInfo", "UnixType"),
                     "types"),
     "check_bind": "bindcheck", "BindDiagnosis": "bindcheck",
     "pick_free_ports": "freeport", "bind_free_ports": "freeport",

@@ -14,6 +14,7 @@ ALL_PROTOS = frozenset({Proto.TCP, Proto.UDP})
 ALL_FAMILIES = frozenset({Family.IPV4, Family.IPV6})
 TCP_STATES = frozenset(State) - {State.UNCONN, State.CLOSE, State.PUBLISHED}
 UDP_STATES = frozenset({State.UNCONN, State.ESTABLISHED})
+UNIX_STATES = frozenset({State.LISTEN, State.ESTABLISHED, State.SYN_SENT, State.UNCONN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +22,10 @@ class SocketFilter:
     """A selection of sockets.
 
     Attributes:
-        protos: protocols to include (default tcp and udp).
-        families: address families to include (default ipv4 and ipv6).
+        protos: protocols to include (default tcp and udp; ``Proto.UNIX`` adds UNIX domain
+            sockets).
+        families: address families to include (default ipv4 and ipv6); applies to TCP and
+            UDP only (a UNIX socket's family is always unix).
         states: states to include; None means every state.
         port_range: ``(low, high)`` inclusive bounds on the **local** port; None means any.
         address: a local address; a socket matches when it is bound to it or to a wildcard
@@ -63,12 +66,15 @@ class SocketFilter:
         """The states of ``proto`` this filter wants (empty when the protocol is excluded)."""
         if proto not in self.protos:
             return frozenset()
-        valid = TCP_STATES if proto is Proto.TCP else UDP_STATES
+        valid = TCP_STATES if proto is Proto.TCP else UNIX_STATES if proto is Proto.UNIX \
+            else UDP_STATES
         return valid if self.states is None else valid & self.states
 
     def match_socket(self, sock: Socket) -> bool:
         """Apply the socket-level predicates (everything but the owner ones)."""
-        if sock.proto not in self.protos or sock.family not in self.families:
+        if sock.proto not in self.protos:
+            return False
+        if sock.family not in self.families and sock.proto is not Proto.UNIX:
             return False
         if self.states is not None and sock.state not in self.states:
             return False
@@ -76,7 +82,8 @@ class SocketFilter:
             port = sock.local.port
             if port is None or not self.port_range[0] <= port <= self.port_range[1]:
                 return False
-        if self.address is not None and not address_covers(sock, self.address):
+        if self.address is not None and (sock.proto is Proto.UNIX
+                                         or not address_covers(sock, self.address)):
             return False
         return True
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from . import backends, containers, namespaces, sockstat
+from . import backends, containers, namespaces, sockstat, unixsock
 from .owners import bpf, fdscan
 from .errors import BackendError
 from .filters import SocketFilter, address_covers
@@ -116,7 +116,7 @@ class SnapshotStream:
                     missing += 1
                 if host is not None and s.netns == host:
                     present.add((s.proto, s.local.address, s.local.port))
-                if resolver is not None:
+                if resolver is not None and s[16] is None:     # UNIX: joined in unixsock
                     held = s[11]
                     if held:
                         process = held[0][2]
@@ -225,31 +225,37 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         dumps.append(part)
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
+    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings)
+                             if Proto.UNIX in flt.protos else [], flt)
     if not scan_owners:
-        stream: Iterator[Socket] = itertools.chain.from_iterable(
-            map(module.decode, dumps) if raw else dumps)
+        stream: Iterator[Socket] = itertools.chain(itertools.chain.from_iterable(
+            map(module.decode, dumps) if raw else dumps), unix.sockets())
         return SnapshotStream(stream, flt, taken_at, name, warnings, covered, 0)
     resolver = containers.ContainerResolver(listeners_in=_listeners_in)
     if raw:
         if lazy:
             scan = pending.result()
         else:      # a small dump: scan the descriptors for its inodes only
-            wanted = frozenset(i for part in dumps for i in module.inodes(part))
+            wanted = frozenset(i for part in dumps for i in module.inodes(part)) \
+                | unix.wanted()
             scan = pending.result(wanted) if pending is not None else _scan_for(wanted, workers)
         index = fdscan.OwnerIndex(scan)
         missing = _missing_reason(scan)
 
         def shares(k: int, n: int) -> Iterator[Socket]:
-            return itertools.chain.from_iterable(
+            return itertools.chain(itertools.chain.from_iterable(
                 module.decode(module.split(part, n)[k], index, missing, OwnerUnknown.KERNEL,
-                              resolver) for part in dumps)
+                              resolver) for part in dumps),
+                unix.sockets(index, missing, resolver.container, (k, n)))
 
         stream = shares(0, 1)
     else:
         sockets = [s for part in dumps for s in part]
-        wanted = frozenset(s.inode for s in sockets if s.inode)
+        wanted = frozenset(s.inode for s in sockets if s.inode) | unix.wanted()
         scan = pending.result(wanted) if pending is not None else _scan_for(wanted, workers)
-        stream = _join(sockets, fdscan.OwnerIndex(scan), _missing_reason(scan))
+        index = fdscan.OwnerIndex(scan)
+        stream = itertools.chain(_join(sockets, index, _missing_reason(scan)),
+                                 unix.sockets(index, _missing_reason(scan), resolver.container))
     return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
                           len(set(scan.unreadable)), resolver, published,
                           shares if raw else None,
@@ -326,13 +332,50 @@ def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilt
     return results
 
 
+def _dump_unix_each(module, entries: list[namespaces.NamespaceEntry],
+                    covered: list[NetNamespace], warnings: list[str]) -> list[Socket]:
+    """The UNIX sockets of every covered namespace (those whose inet dump succeeded), by the
+    backend's ``dump_unix``; a namespace whose UNIX sockets cannot be read is said in
+    ``warnings``."""
+    dump_unix = getattr(module, "dump_unix", None)
+    if dump_unix is None:
+        warnings.append(f"the {module.NAME} backend cannot list UNIX sockets")
+        return []
+    wanted = {ns.inode for ns in covered}
+    entries = [e for e in entries if e.namespace.inode in wanted]
+    own = namespaces.own_inode()
+    if module.NAME == "netlink":
+        results = namespaces.run_in(entries, lambda e: dump_unix(netns=e.namespace.inode,
+                                                                  counts=sockstat.read()))
+    else:
+        results = []
+        for entry in entries:
+            inode = entry.namespace.inode
+            if inode == own or entry.path == namespaces.OWN_PATH:
+                results.append(dump_unix(netns=inode or None))
+            elif module.NAME == "procfs" and entry.pid is not None:
+                results.append(dump_unix(netns=inode, proc_root=f"/proc/{entry.pid}"))
+            else:
+                results.append(OSError(f"the {module.NAME} backend reads only this namespace"))
+    found: list[Socket] = []
+    for entry, result in zip(entries, results):
+        if isinstance(result, OSError):
+            warnings.append(f"UNIX sockets of network namespace {_ns_label(entry.namespace)} "
+                            f"could not be read: {result.strerror or result}")
+            continue
+        found += result[0]
+        warnings.extend(result[1])
+    return found
+
+
 def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
                   netns: str | None = None, published: bool = False) -> Snapshot:
     """Take a snapshot: sockets and every process holding them.
 
     Args:
-        flt: which sockets (default: every TCP and UDP socket of IPv4 and IPv6).
+        flt: which sockets (default: every TCP and UDP socket of IPv4 and IPv6; with
+            ``Proto.UNIX`` in its protocols, UNIX domain sockets too, each with its peers).
         backend: ``"netlink"`` (Linux default), ``"procfs"`` (``/proc/net/{tcp,tcp6,udp,udp6}``)
             or ``"psutil"`` (other systems; one owner per socket).
         owners: False skips the owner scan (sockets then have no owners and

@@ -98,7 +98,9 @@ class OwnerUnknown(_StrEnum):
 
 class Endpoint(NamedTuple):
     """One end of a socket: ``address`` is the textual IP (``"0.0.0.0"``, ``"::"``,
-    ``"fe80::1%eth0"``) or a UNIX path; ``port`` is None where the family has no port."""
+    ``"fe80::1%eth0"``) or a UNIX socket's name: its path, ``@name`` for an abstract name
+    (NUL bytes and undecodable bytes shown as ``\\x00``, ``\\xff``), ``""`` for an unnamed
+    socket; ``port`` is None where the family has no port."""
 
     address: str
     port: int | None
@@ -194,8 +196,8 @@ class Socket(NamedTuple):
     """One kernel socket and every process that holds it.
 
     Attributes:
-        proto: ``Proto`` (tcp, udp).
-        family: ``Family`` (ipv4, ipv6).
+        proto: ``Proto`` (tcp, udp, unix).
+        family: ``Family`` (ipv4, ipv6, unix).
         local: local endpoint.
         remote: remote endpoint, None for a socket with no peer (listeners, unconnected UDP).
         state: ``State``.
@@ -212,6 +214,12 @@ class Socket(NamedTuple):
             socket's cgroup, its network namespace, or the forwarder that publishes it).
         published: for a host port held by a container runtime's forwarder (or published
             with NAT rules only), where it really goes; None otherwise.
+        unix: for a UNIX domain socket, its type, socket file, peer and peers
+            (``UnixInfo``); None for other sockets.
+
+    A UNIX socket has ``local.address`` its name (``Endpoint``) and ``local.port`` None;
+    ``remote`` is its peer's name (``""`` for an unnamed peer) when it is connected; states
+    are LISTEN, ESTABLISHED, SYN_SENT and UNCONN (not connected).
     """
 
     proto: Proto
@@ -230,11 +238,55 @@ class Socket(NamedTuple):
     cookie: int | None = None
     container: Container | None = None
     published: Published | None = None
+    unix: UnixInfo | None = None
 
     @property
     def is_listener(self) -> bool:
-        """True for a server endpoint: TCP LISTEN or BOUND_INACTIVE, unconnected UDP."""
+        """True for a server endpoint: TCP LISTEN or BOUND_INACTIVE, unconnected UDP, a UNIX
+        listener or unconnected UNIX datagram socket."""
         return self.state in LISTENER_STATES
+
+
+class UnixType(_StrEnum):
+    """The type of a UNIX domain socket."""
+
+    STREAM = "stream"
+    DGRAM = "dgram"
+    SEQPACKET = "seqpacket"
+
+
+class Peer(NamedTuple):
+    """A UNIX socket connected to another: its socket ``inode`` and its ``owners`` (empty when
+    none is visible or the peer is not in the snapshot)."""
+
+    inode: int
+    owners: tuple[Owner, ...] = ()
+
+
+class UnixInfo(NamedTuple):
+    """What only a UNIX domain socket has (``Socket.unix``).
+
+    Attributes:
+        type: ``UnixType`` (stream, dgram, seqpacket).
+        vfs_dev: for a socket bound to a path, the device of the socket file, as ``st_dev``
+            of ``os.stat`` gives it; None otherwise or when the backend does not tell.
+        vfs_inode: the inode of the socket file (the kernel gives its low 32 bits); None as
+            ``vfs_dev``. A live socket whose file was renamed keeps its bind-time path in
+            ``Socket.local`` but this inode follows the file.
+        peer_inode: the socket inode of the peer (a connected socket), None when it has none
+            or the backend does not tell.
+        pending: for a listener, the socket inodes of the clients waiting in its accept queue.
+        peers: the sockets this one talks to, found both ways: its peer, every socket whose
+            peer it is (the clients of a datagram server), and a listener's pending clients;
+            each with its owners.
+    """
+
+    type: UnixType
+    vfs_dev: int | None = None
+    vfs_inode: int | None = None
+    peer_inode: int | None = None
+    pending: tuple[int, ...] = ()
+    peers: tuple[Peer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ def test_tcp_rows_decode_like_netlink():
     assert bad == 0
     listener, established, time_wait = sockets
     assert listener == (Proto.TCP, Family.IPV4, Endpoint("127.0.0.1", 3306), None, State.LISTEN,
-                        4242, 27, 4026531840, None, 0, 0, (), None, None, None, None)
+                        4242, 27, 4026531840, None, 0, 0, (), None, None, None, None, None)
     assert (established.local, established.remote) == (("10.1.2.3", 22), ("192.168.7.9", 51000))
     assert (established.state, established.rx_queue_bytes, established.tx_queue_bytes) == \
         (State.ESTABLISHED, 7, 5)

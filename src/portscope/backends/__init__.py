@@ -33,3 +33,15 @@ def load(name: str):
     else:
         from . import psutil_backend as module
     return module
+
+
+def unix_name(raw: bytes) -> str:
+    """A UNIX socket address (``sun_path`` bytes as the kernel holds them) as text: the path
+    (up to its first NUL), ``@name`` for an abstract name (first byte NUL; the name may hold
+    more NULs), ``""`` when unnamed. NUL bytes inside an abstract name are shown as ``\\x00``,
+    bytes that are not UTF-8 as ``\\xNN``."""
+    if not raw:
+        return ""
+    if raw[0] == 0:
+        return "@" + raw[1:].decode("utf-8", "backslashreplace").replace("\0", "\\x00")
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")

@@ -2,11 +2,12 @@
 
 Pure bytes -> values, no I/O. Sources: ``include/uapi/linux/netlink.h``,
 ``include/uapi/linux/sock_diag.h``, ``include/uapi/linux/inet_diag.h``,
-``include/net/tcp_states.h``.
+``include/net/tcp_states.h``, ``include/uapi/linux/unix_diag.h``.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import sys
@@ -122,3 +123,56 @@ def nlmsgerr_errno(buf, offset: int) -> int:
     """The (positive) errno of an NLMSG_ERROR message at ``offset``."""
     (error,) = struct.unpack_from("=i", buf, offset + NLMSGHDR.size)
     return -error
+
+
+# unix_diag.h: request flags (udiag_show) and attribute types
+UDIAG_SHOW_NAME = 0x01
+UDIAG_SHOW_VFS = 0x02
+UDIAG_SHOW_PEER = 0x04
+UDIAG_SHOW_ICONS = 0x08
+UDIAG_SHOW_RQLEN = 0x10
+UDIAG_SHOW_UID = 0x40          # kernel >= 5.3; older kernels leave the attribute out
+UNIX_DIAG_NAME = 0
+UNIX_DIAG_VFS = 1
+UNIX_DIAG_PEER = 2
+UNIX_DIAG_ICONS = 3
+UNIX_DIAG_RQLEN = 4
+UNIX_DIAG_UID = 7
+
+# nlmsghdr + struct unix_diag_msg: family type state pad | ino | cookie[2]
+NLMSG_UNIX_DIAG_MSG = struct.Struct("=IHHIIBBBxIQ")
+UNIX_ATTRS_OFFSET = NLMSG_UNIX_DIAG_MSG.size      # 16 + 16 = 32
+UNIX_DIAG_VFS_STRUCT = struct.Struct("=II")       # udiag_vfs_ino, udiag_vfs_dev
+UNIX_DIAG_RQLEN_STRUCT = struct.Struct("=II")     # udiag_rqueue, udiag_wqueue
+
+
+def unix_diag_req(show: int, states: int = 0xFFFFFFFF, seq: int = 1) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY dump request for AF_UNIX (``struct unix_diag_req``).
+
+    Args:
+        show: ``udiag_show`` bits (``UDIAG_SHOW_*``): which attributes each reply carries.
+        states: ``udiag_states`` bit mask (default: every state).
+    """
+    body = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, states, 0, show, 0xFFFFFFFF,
+                       0xFFFFFFFF)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY,
+                         NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def unix_attrs(buf, start: int, end: int) -> dict[int, tuple[int, int]]:
+    """The attributes of one unix_diag message: type -> ``(payload offset, payload length)``."""
+    found = {}
+    unpack = NLATTR.unpack_from
+    while start + 4 <= end:
+        length, kind = unpack(buf, start)
+        if length < 4:
+            break
+        found[kind & 0x3FFF] = (start + 4, length - 4)
+        start += (length + 3) & ~3
+    return found
+
+
+def kernel_dev_to_user(dev: int) -> int:
+    """A kernel-internal ``dev_t`` (``MAJOR << 20 | MINOR``, as ``udiag_vfs_dev`` holds it)
+    as user space's ``st_dev`` (``os.makedev``)."""
+    return os.makedev(dev >> 20, dev & 0xFFFFF)

@@ -1,4 +1,5 @@
-"""The Linux fallback backend: TCP and UDP sockets from ``/proc/net/{tcp,tcp6,udp,udp6}``.
+"""The Linux fallback backend: TCP and UDP sockets from ``/proc/net/{tcp,tcp6,udp,udp6}``, UNIX
+domain sockets from ``/proc/net/unix`` (``dump_unix``).
 
 Used where netlink sock_diag is unavailable (seccomp, an old or stripped kernel). It gives the
 values the netlink backend gives, with these differences, all imposed by what ``/proc/net``
@@ -36,7 +37,7 @@ from binascii import unhexlify
 
 from ..errors import BackendError, BackendUnavailable
 from ..filters import SocketFilter
-from ..types import Endpoint, Family, Proto, Socket, State
+from ..types import Endpoint, Family, Proto, Socket, State, UnixInfo, UnixType
 
 NAME = "procfs"
 PROVIDES_OWNERS = False
@@ -130,7 +131,7 @@ def parse_table(data: bytes, proto: Proto, family: Family, states: frozenset[Sta
             remote = new(Endpoint, (remote_addr, remote_port))
         append(new(Socket, (proto, family, new(Endpoint, (local, port)), remote, state,
                             int(inode), int(uid), netns, None, int(rx, 16), int(tx, 16), (),
-                            None, None, None, None)))
+                            None, None, None, None, None)))
     header = 1 if data.lstrip(b" \t").startswith(b"sl") else 0
     lines = data.count(b"\n") + (not data.endswith(b"\n"))
     if lines - header != rows:          # some line did not match: count the nonblank ones
@@ -184,3 +185,81 @@ def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None,
     if flt.address is not None:
         out = [s for s in out if flt.match_socket(s)]
     return out, warnings
+
+
+# /proc/net/unix: "Num: RefCount Protocol Flags Type St Inode Path"; Num is the kernel address
+# (zeros without CAP_SYSLOG), Flags has __SO_ACCEPTCON (0x10000) for a listener, St is
+# SS_CONNECTED (03) or SS_CONNECTING (02, not yet accepted) for a connected socket.
+_UNIX_ROW = re.compile(rb"^[0-9A-Fa-f]+:[ \t]+[0-9A-Fa-f]{8}[ \t]+[0-9A-Fa-f]{8}[ \t]+"
+                       rb"([0-9A-Fa-f]{8})[ \t]+([0-9A-Fa-f]{4})[ \t]+([0-9A-Fa-f]{2})[ \t]+"
+                       rb"(\d{1,20})(?: ([^\n]*))?$", re.M)
+_SO_ACCEPTCON = 0x10000
+_UNIX_TYPES = {1: UnixType.STREAM, 2: UnixType.DGRAM, 5: UnixType.SEQPACKET}
+
+
+def parse_unix(data: bytes, netns: int | None = None) -> tuple[list[Socket], int]:
+    """Decode the text of ``/proc/net/unix``.
+
+    Args:
+        data: the whole file, header line included.
+        netns: the namespace inode to record in each socket.
+    Returns:
+        ``(sockets, number of malformed lines)``. Each socket has what the file tells: type,
+        state (LISTEN, ESTABLISHED or UNCONN), inode and name; ``uid`` is -1, queues 0 and
+        ``unix.vfs_inode``, ``unix.peer_inode`` None (the file does not print them). The
+        kernel prints a NUL inside an abstract name as ``@``, so such names cannot be told
+        from names with ``@`` there; a path holding a newline breaks its line (malformed).
+    Raises:
+        nothing for any content of ``data``.
+    """
+    new = tuple.__new__
+    out: list[Socket] = []
+    names: dict[bytes, Endpoint] = {}
+    rows = 0
+    for flags, kind, st, inode, path in _UNIX_ROW.findall(data):
+        rows += 1
+        unix_type = _UNIX_TYPES.get(int(kind, 16))
+        if unix_type is None:
+            continue
+        if st in (b"02", b"03"):
+            state = State.ESTABLISHED
+        elif int(flags, 16) & _SO_ACCEPTCON:
+            state = State.LISTEN
+        else:
+            state = State.UNCONN
+        local = names.get(path)
+        if local is None:
+            text = path.decode("utf-8", "backslashreplace")
+            local = names[path] = new(Endpoint, (text, None))
+        out.append(new(Socket, (Proto.UNIX, Family.UNIX, local, None, state, int(inode), -1,
+                                netns, None, 0, 0, (), None, None, None, None,
+                                new(UnixInfo, (unix_type, None, None, None, (), ())))))
+    header = 1 if data.startswith(b"Num") else 0
+    lines = len(_NONBLANK.findall(data))
+    return out, lines - header - rows
+
+
+def dump_unix(netns: int | None = None, proc_root: str = PROC_ROOT
+              ) -> tuple[list[Socket], list[str]]:
+    """Every UNIX domain socket of the caller's network namespace (see ``parse_unix`` for what
+    ``/proc/net/unix`` cannot tell: no peer, no socket file inode, no queues, no uid).
+
+    Returns:
+        ``(sockets, warnings)``; a warning when malformed lines were skipped.
+    Raises:
+        BackendUnavailable: ``<proc_root>/net/unix`` does not exist.
+        BackendError: it cannot be read.
+    Source: ``<proc_root>/net/unix``.
+    """
+    path = os.path.join(proc_root, "net", "unix")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise BackendUnavailable(f"{path} does not exist (no procfs, or no UNIX sockets)") \
+            from None
+    except OSError as exc:
+        raise BackendError(f"cannot read {path}: {exc.strerror}") from None
+    sockets, bad = parse_unix(data, netns)
+    warnings = [f"{bad} malformed line{'s' if bad > 1 else ''} in {path} skipped"] if bad else []
+    return sockets, warnings

@@ -32,7 +32,8 @@ import psutil
 
 from ..errors import BackendError
 from ..filters import SocketFilter
-from ..types import Endpoint, Family, Owner, OwnerUnknown, ProcessInfo, Proto, Socket, State
+from ..types import (Endpoint, Family, Owner, OwnerUnknown, ProcessInfo, Proto, Socket, State,
+                     UnixInfo, UnixType)
 
 NAME = "psutil"
 PROVIDES_OWNERS = True
@@ -204,3 +205,48 @@ def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
     if unknown:
         warnings.append(f"sockets with unknown psutil states skipped: {', '.join(sorted(unknown))}")
     return out, warnings
+
+
+_UNIX_TYPES = {socket.SOCK_STREAM: UnixType.STREAM, socket.SOCK_DGRAM: UnixType.DGRAM,
+               getattr(socket, "SOCK_SEQPACKET", 5): UnixType.SEQPACKET}
+
+
+def dump_unix(netns: int | None = None) -> tuple[list[Socket], list[str]]:
+    """The UNIX domain sockets psutil lists, each with the owner it names.
+
+    psutil gives a UNIX socket's type, name (``laddr``), peer name (``raddr``, where the
+    system tells it) and holder, but no inode, no state and no peer inode: ``inode`` is 0,
+    ``state`` is ESTABLISHED when psutil names a peer and UNCONN otherwise (a listener cannot
+    be told from an unconnected socket), ``unix`` has no file inode and no peer. Not on
+    Windows (psutil has no AF_UNIX there: an empty list and a warning).
+
+    Returns:
+        ``(sockets, warnings)``.
+    Raises:
+        BackendError: psutil could not read the system's socket table.
+    Source: ``psutil.net_connections(kind="unix")``.
+    """
+    if not hasattr(socket, "AF_UNIX"):
+        return [], ["psutil lists no UNIX sockets on this system"]
+    try:
+        conns = psutil.net_connections(kind="unix")
+    except (RuntimeError, OSError, psutil.AccessDenied) as exc:
+        raise BackendError(f"psutil.net_connections(kind='unix') failed: {exc}") from None
+    details: dict[int, tuple[ProcessInfo, int] | None] = {}
+    out: list[Socket] = []
+    for conn in conns:
+        remote = Endpoint(conn.raddr, None) if conn.raddr else None
+        sock = Socket(Proto.UNIX, Family.UNIX, Endpoint(conn.laddr or "", None), remote,
+                      State.ESTABLISHED if remote else State.UNCONN, 0, -1, netns,
+                      unix=UnixInfo(_UNIX_TYPES.get(conn.type, UnixType.STREAM)))
+        pid = conn.pid
+        if pid is not None and pid not in details:
+            details[pid] = process_details(pid)
+        found = details.get(pid) if pid is not None else None
+        if found is None:
+            why = OwnerUnknown.PERMISSION if pid is None else OwnerUnknown.VANISHED
+            out.append(sock._replace(owner_unknown=why))
+            continue
+        info, uid = found
+        out.append(sock._replace(uid=uid, owners=(Owner(pid, conn.fd, info),)))
+    return out, []

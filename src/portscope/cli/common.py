@@ -30,10 +30,12 @@ def add_output_options(parser: argparse.ArgumentParser, *, csv: bool = True) -> 
 
 
 def add_socket_options(parser: argparse.ArgumentParser) -> None:
-    """``-t -u -4 -6`` and ``--backend`` (the letters mean what they mean to ss)."""
+    """``-t -u -x -4 -6`` and ``--backend`` (the letters mean what they mean to ss)."""
     group = parser.add_argument_group("sockets")
     group.add_argument("-t", "--tcp", action="store_true", help="TCP sockets")
     group.add_argument("-u", "--udp", action="store_true", help="UDP sockets")
+    group.add_argument("-x", "--unix", action="store_true",
+                       help="UNIX domain sockets (alone: only them; with -t or -u: beside them)")
     group.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
     group.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
     group.add_argument("--backend", choices=backends.BACKENDS,
@@ -101,8 +103,11 @@ def netns_choice(args: argparse.Namespace) -> str:
 
 
 def protos_families(args: argparse.Namespace) -> tuple[frozenset, frozenset]:
-    """The protocol and family sets chosen by ``-t -u -4 -6`` (none given: all)."""
-    protos = frozenset(p for p, on in ((Proto.TCP, args.tcp), (Proto.UDP, args.udp)) if on)
+    """The protocol and family sets chosen by ``-t -u -x -4 -6`` (none given: TCP and UDP
+    over IPv4 and IPv6; ``-x`` alone: UNIX sockets only)."""
+    chosen = ((Proto.TCP, args.tcp), (Proto.UDP, args.udp),
+              (Proto.UNIX, getattr(args, "unix", False)))
+    protos = frozenset(p for p, on in chosen if on)
     families = frozenset(f for f, on in ((Family.IPV4, args.ipv4), (Family.IPV6, args.ipv6))
                          if on)
     return protos or ALL_PROTOS, families or ALL_FAMILIES

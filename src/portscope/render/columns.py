@@ -53,17 +53,46 @@ class Column:
     align: str = "left"
 
 
+def _local(s: Socket) -> str:
+    if s.unix is not None:
+        return safe(s.local.address) or "*"
+    return endpoint_text(*s.local)
+
+
 def _remote(s: Socket) -> str:
+    if s.unix is not None:
+        # as ss shows it: the peer's name (``*`` for none) and its socket inode
+        name = safe(s.remote.address) if s.remote and s.remote.address else "*"
+        return f"{name} {s.unix.peer_inode}" if s.unix.peer_inode else name
     return endpoint_text(s.remote.address, s.remote.port) if s.remote else "*"
+
+
+_UNIX_NETIDS = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}
+
+
+def _proto(s: Socket) -> str:
+    if s.unix is not None:
+        return _UNIX_NETIDS[s.unix.type.value]
+    return f"{s.proto}{'6' if s.family == 'ipv6' else ''}"
+
+
+def peer_processes(sock: Socket) -> str:
+    """The processes on the other end of a UNIX socket: ``name/pid`` of each owner of its
+    peers, each once; empty for other sockets."""
+    if sock.unix is None:
+        return ""
+    found = dict.fromkeys(f"{safe(o.process.name or '?')}/{o.pid}"
+                          for peer in sock.unix.peers for o in peer.owners)
+    return ",".join(found)
 
 
 def _scope(s: Socket) -> str:
     return "v6only" if s.v6only else ("dual" if s.v6only is False else "")
 
 
-PROTO = Column("proto", "Proto", lambda s: f"{s.proto}{'6' if s.family == 'ipv6' else ''}")
+PROTO = Column("proto", "Proto", _proto)
 STATE = Column("state", "State", lambda s: s.state.value)
-LOCAL = Column("local", "Local Address:Port", lambda s: endpoint_text(*s.local))
+LOCAL = Column("local", "Local Address:Port", _local)
 REMOTE = Column("remote", "Peer Address:Port", _remote)
 RECV_Q = Column("recv_q", "Recv-Q", lambda s: str(s.rx_queue_bytes), "right")
 SEND_Q = Column("send_q", "Send-Q", lambda s: str(s.tx_queue_bytes), "right")
@@ -72,6 +101,7 @@ PROCESS = Column("process", "Process", owner_names)
 USER = Column("user", "User", owner_users)
 INODE = Column("inode", "Inode", lambda s: str(s.inode), "right")
 SCOPE = Column("v6only", "V6only", _scope)
+PEERS = Column("peer_processes", "Peer Process", peer_processes)
 
 
 def container_name(sock: Socket) -> str:
@@ -137,12 +167,16 @@ def port_columns(accepted: dict[int, int], *, owners: bool = True) -> tuple[Colu
 
 
 def listener_columns(name_of: Callable[[int, str], str | None], *,
-                     owners: bool = True) -> tuple[Column, ...]:
+                     owners: bool = True, unix: bool = False) -> tuple[Column, ...]:
     """The columns of ``portscope`` (listeners): with the ``Service`` names of
-    ``name_of(port, proto)``; ``owners`` adds PID, Process and User."""
+    ``name_of(port, proto)``; ``owners`` adds PID, Process and User, and with ``unix`` (UNIX
+    sockets listed) the processes connected to them."""
     return (PROTO, LOCAL, service_column(name_of), STATE, SCOPE) + (
-        (PID, PROCESS, USER) if owners else ())
+        (PID, PROCESS, USER) if owners else ()) + ((PEERS,) if owners and unix else ())
 
 
 LIST_COLUMNS = (PROTO, STATE, RECV_Q, SEND_Q, LOCAL, REMOTE, PID, PROCESS, USER)
 NO_OWNER_COLUMNS = (PROTO, STATE, RECV_Q, SEND_Q, LOCAL, REMOTE, INODE)
+#: listings that include UNIX sockets: their inode, and the processes on the other end
+UNIX_LIST_COLUMNS = (PROTO, STATE, RECV_Q, SEND_Q, LOCAL, REMOTE, INODE, PID, PROCESS, USER,
+                     PEERS)

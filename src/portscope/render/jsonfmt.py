@@ -63,22 +63,26 @@ _HEADS = {(p, f): f'{{"proto": "{p.value}", "family": "{f.value}", "local": '
 _STATES = {s: f', "state": "{s.value}", "inode": ' for s in State}
 
 
+def _owners_json(owners, processes: dict[int, str]) -> str:
+    parts = []
+    for pid, fd, process in owners:
+        encoded = processes.get(id(process))
+        if encoded is None:
+            encoded = processes[id(process)] = process_json(process)
+        parts.append(f'{{"pid": {pid}, "fd": {fd}, "process": {encoded}}}')
+    return ", ".join(parts)
+
+
 def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
                 extra: Mapping[str, Any] | None = None) -> str:
     """One ``Socket`` as a JSON object text; ``processes`` caches encoded processes (by the
     identity of their ``ProcessInfo``) and ``addresses`` the encoded start of endpoints.
-    ``extra`` adds view-specific keys. This runs once per socket of a listing: keep it lean."""
+    ``extra`` adds view-specific keys; a UNIX socket adds ``unix_type``, ``vfs_dev``,
+    ``vfs_inode``, ``peer_inode`` and ``peers`` (``[{"inode", "owners"}]``). This runs once per
+    socket of a listing: keep it lean."""
     proto, family, local, remote, state, inode, uid, netns, v6only, rq, wq, owners, unknown, \
-        cookie, container, published = s
-    held = ""
-    if owners:
-        parts = []
-        for pid, fd, process in owners:
-            encoded = processes.get(id(process))
-            if encoded is None:
-                encoded = processes[id(process)] = process_json(process)
-            parts.append(f'{{"pid": {pid}, "fd": {fd}, "process": {encoded}}}')
-        held = ", ".join(parts)
+        cookie, container, published, unix = s
+    held = _owners_json(owners, processes) if owners else ""
     text = (f'{_HEADS[proto, family]}{_endpoint(local, addresses)}, '
             f'"remote": {_endpoint(remote, addresses)}{_STATES[state]}{inode}, "uid": {uid}, '
             f'"netns": {"null" if netns is None else netns}, "v6only": {_V6ONLY[v6only]}, '
@@ -87,6 +91,14 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
             f'"cookie": {"null" if cookie is None else cookie}, '
             f'"container": {"null" if container is None else json.dumps(jsonable(container))}, '
             f'"published": {"null" if published is None else json.dumps(jsonable(published))}')
+    if unix is not None:
+        peers = ", ".join(f'{{"inode": {inode}, "owners": [{_owners_json(held, processes)}]}}'
+                          for inode, held in unix.peers)
+        text += (f', "unix_type": "{unix.type.value}", '
+                 f'"vfs_dev": {"null" if unix.vfs_dev is None else unix.vfs_dev}, '
+                 f'"vfs_inode": {"null" if unix.vfs_inode is None else unix.vfs_inode}, '
+                 f'"peer_inode": {"null" if unix.peer_inode is None else unix.peer_inode}, '
+                 f'"peers": [{peers}]')
     if extra:
         text += "".join(f", {json.dumps(k)}: {json.dumps(jsonable(v))}" for k, v in extra.items())
     return text + "}"

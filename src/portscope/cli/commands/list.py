@@ -11,7 +11,7 @@ from ...ports import parse_port_range
 from ...render import columns as cols
 from ...render import listing
 from ...snapshot import open_snapshot
-from ...types import LISTENER_STATES
+from ...types import LISTENER_STATES, Proto
 from .. import common
 from ..status import ExitStatus
 
@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                        uids=None if args.user is None else frozenset({args.user}))
     stream = open_snapshot(flt, backend=args.backend, owners=not args.no_owners,
                            netns=common.netns_choice(args), published=args.listening)
-    columns = cols.NO_OWNER_COLUMNS if args.no_owners else cols.LIST_COLUMNS
+    columns = cols.NO_OWNER_COLUMNS if args.no_owners else (
+        cols.UNIX_LIST_COLUMNS if Proto.UNIX in protos else cols.LIST_COLUMNS)
     listing.write_listing(sys.stdout, stream, stream, columns, fmt=common.output_format(args),
                           header=not args.no_header)
     common.report_warnings(stream)

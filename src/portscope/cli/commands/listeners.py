@@ -17,7 +17,9 @@ def register(sub) -> None:
     parser = sub.add_parser(
         "listeners", help="listening sockets with every owner (the default)",
         description="TCP LISTEN and BOUND_INACTIVE sockets and bound unconnected UDP sockets, "
-                    "grouped by port, with service names and every process holding each. "
+                    "grouped by port, with service names and every process holding each "
+                    "(with -x: UNIX listeners and bound datagram sockets, as ss -xl lists "
+                    "them, with the processes connected to them). "
                     "Sockets of containers name their container; a port a container runtime "
                     "publishes shows where it forwards to and who serves it there, and a port "
                     "published by NAT rules alone (no host socket) is listed as PUBLISHED.")
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
                              netns=common.netns_choice(args), published=True)
     sockets = sorted(snapshot.sockets,
                      key=lambda s: (s.local.port or 0, s.proto, s.family, s.local.address))
-    columns = cols.listener_columns(services.service_name, owners=not args.no_owners)
+    columns = cols.listener_columns(services.service_name, owners=not args.no_owners,
+                                    unix=any(s.unix is not None for s in sockets))
     listing.write_listing(sys.stdout, snapshot, sockets, columns, fmt=common.output_format(args),
                           header=not args.no_header)
     common.report_warnings(snapshot)

@@ -1,0 +1,265 @@
+"""UNIX domain sockets against real sockets and processes: the netlink and /proc/net/unix
+backends, peers resolved both ways, ``ss -xa`` inode for inode, ``portscope list -x``.
+
+The holder (tests/holders.py) listens on a path with three clients in three forked processes
+(each accepted), shares a socketpair with a forked child, listens on an abstract name holding
+NUL bytes, binds a datagram socket that another forked child connects to, and leaves a fourth
+client waiting in the accept queue. Every child reports its PID and socket inode through a
+pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from holders import start_holder
+from netns import netns  # noqa: F401  (fixture)
+
+from portscope import Proto, SocketFilter, State, take_snapshot
+from portscope.backends import linux_netlink, linux_procfs
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/ns/net"), reason="Linux only")
+
+HOLDER = """
+    import tempfile
+    base = tempfile.mkdtemp(prefix="psux-")
+    path = os.path.join(base, "srv.sock")
+    dgram_path = os.path.join(base, "dgram.sock")
+    ino = lambda s: os.fstat(s.fileno()).st_ino
+    report_r, report_w = os.pipe()
+    def child(work):
+        # a forked process that runs work() (which returns a socket), reports, then waits
+        pid = os.fork()
+        if pid == 0:
+            die_with_parent()
+            s = work()
+            for fd in map(int, os.listdir("/proc/self/fd")):   # hold only this one socket
+                if fd > 2 and fd not in (s.fileno(), report_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            os.write(report_w, (json.dumps([os.getpid(), ino(s)]) + "\\n").encode())
+            while True:
+                time.sleep(60)
+        return pid
+    listener = socket.socket(socket.AF_UNIX); listener.bind(path); listener.listen(16)
+    def connect():
+        c = socket.socket(socket.AF_UNIX); c.connect(path); return c
+    clients = [child(connect) for _ in range(3)]
+    accepted = [listener.accept()[0] for _ in range(3)]
+    a, b = socket.socketpair()
+    pair_kid = child(lambda: b)
+    b.close()
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    abstract.bind(b"\\0psux-" + str(os.getpid()).encode() + b"\\0tail"); abstract.listen()
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); dgram.bind(dgram_path)
+    def dgram_client():
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); c.connect(dgram_path); return c
+    dgram_kid = child(dgram_client)
+    waiting = connect()                       # never accepted: in the accept queue
+    reports = os.fdopen(report_r)
+    kids = dict(json.loads(reports.readline()) for _ in range(5))
+    ready(base=base, path=path, dgram_path=dgram_path, abstract_pid=os.getpid(),
+          listener=ino(listener), accepted=[ino(s) for s in accepted],
+          clients={str(pid): kids[pid] for pid in clients},
+          pair=[ino(a), kids[pair_kid]], pair_kid=pair_kid,
+          abstract=ino(abstract), dgram=ino(dgram), dgram_client=kids[dgram_kid],
+          dgram_kid=dgram_kid, waiting=ino(waiting))
+"""
+
+
+@pytest.fixture(scope="module")
+def ux():
+    holder = start_holder(HOLDER)
+    try:
+        yield holder.info | {"pid": holder.pid}
+    finally:
+        holder.stop()
+        import shutil
+        shutil.rmtree(holder.info["base"], ignore_errors=True)
+
+
+def unix_snapshot(**kwargs):
+    return take_snapshot(SocketFilter(protos=frozenset({Proto.UNIX})), netns="host", **kwargs)
+
+
+def test_netlink_decodes_every_field(ux):
+    by_inode = {s.inode: s for s in linux_netlink.dump_unix()[0]}
+    listener = by_inode[ux["listener"]]
+    st = os.stat(ux["path"])
+    assert listener.local.address == ux["path"] and listener.local.port is None
+    assert listener.state is State.LISTEN and listener.unix.type == "stream"
+    assert (listener.unix.vfs_dev, listener.unix.vfs_inode) == (st.st_dev, st.st_ino & 0xFFFFFFFF)
+    assert listener.uid == os.getuid()
+    assert listener.unix.pending == (ux["waiting"],)
+    assert (listener.rx_queue_bytes, listener.tx_queue_bytes) == (1, 16)   # pending, backlog
+    for server, client in zip(sorted(ux["accepted"]), sorted(ux["clients"].values())):
+        assert by_inode[server].state is State.ESTABLISHED
+    for inode in ux["accepted"]:
+        s = by_inode[inode]
+        assert s.local.address == ux["path"] and s.unix.vfs_inode == listener.unix.vfs_inode
+        assert by_inode[s.unix.peer_inode].unix.peer_inode == inode
+    mine, theirs = ux["pair"]
+    assert by_inode[mine].unix.peer_inode == theirs and by_inode[theirs].unix.peer_inode == mine
+    assert by_inode[mine].local.address == ""
+    abstract = by_inode[ux["abstract"]]
+    assert abstract.local.address == f"@psux-{ux['abstract_pid']}\\x00tail"
+    assert abstract.unix.type == "seqpacket" and abstract.unix.vfs_inode is None
+    dgram = by_inode[ux["dgram"]]
+    # a datagram socket others connect to is ESTABLISHED for the kernel (as ss shows it)
+    assert dgram.state is State.ESTABLISHED and dgram.unix.type == "dgram"
+    assert dgram.unix.peer_inode is None
+    assert by_inode[ux["dgram_client"]].unix.peer_inode == ux["dgram"]
+
+
+@pytest.mark.usefixtures("fd_scan")
+def test_peers_resolved_both_ways(ux):
+    by_inode = {s.inode: s for s in unix_snapshot().sockets}
+    server = ux["pid"]
+    peer_of = {}
+    for pid, inode in ux["clients"].items():
+        client = by_inode[inode]
+        assert [o.pid for o in client.owners] == [int(pid)]
+        assert client.remote.address == ux["path"]
+        (peer,) = client.unix.peers
+        assert peer.inode in ux["accepted"] and [o.pid for o in peer.owners] == [server]
+        peer_of[peer.inode] = int(pid)
+    assert sorted(peer_of) == sorted(ux["accepted"])
+    for inode in ux["accepted"]:          # and back: each accepted socket names its client
+        (peer,) = by_inode[inode].unix.peers
+        assert [o.pid for o in peer.owners] == [peer_of[inode]]
+        assert by_inode[inode].remote.address == ""
+    mine, theirs = ux["pair"]
+    assert [o.pid for o in by_inode[theirs].owners] == [ux["pair_kid"]]
+    assert [o.pid for o in by_inode[mine].unix.peers[0].owners] == [ux["pair_kid"]]
+    assert [o.pid for o in by_inode[theirs].unix.peers[0].owners] == [server]
+    # a datagram server has no peer of its own: its clients are found the other way
+    dgram = by_inode[ux["dgram"]]
+    assert dgram.unix.peer_inode is None and dgram.remote is None
+    assert [(p.inode, [o.pid for o in p.owners]) for p in dgram.unix.peers] == \
+        [(ux["dgram_client"], [ux["dgram_kid"]])]
+    # the client waiting in the accept queue, and the listener it waits at
+    listener = by_inode[ux["listener"]]
+    assert [p.inode for p in listener.unix.peers] == [ux["waiting"]]
+    assert [p.inode for p in by_inode[ux["waiting"]].unix.peers] == [ux["listener"]]
+    assert by_inode[ux["waiting"]].remote.address == ux["path"]
+
+
+_SS_ROW = re.compile(r"^(\S+)\s+(\S+)\s+\d+\s+\d+\s+(.*?)\s+(\d+)\s+(.*?)\s+(\d+)\s*$")
+
+
+def ss_inodes(prefix: list[str] | None = None) -> dict[int, tuple[str, str]]:
+    """``ss -xaH``: inode -> (netid, local name as ss prints it)."""
+    out = subprocess.run([*(prefix or []), "ss", "-xaH"], capture_output=True, text=True,
+                         check=True).stdout
+    found = {}
+    for line in out.splitlines():
+        m = _SS_ROW.match(line)
+        assert m, line
+        found[int(m.group(4))] = (m.group(1), m.group(3))
+    return found
+
+
+def test_same_sockets_as_ss_on_the_host(ux):
+    # other processes open and close sockets meanwhile: every socket ss lists both before and
+    # after is in portscope's dump, and every socket of the dump is in one of ss's lists
+    before = ss_inodes()
+    ours = {s.inode for s in linux_netlink.dump_unix()[0]}
+    after = ss_inodes()
+    assert set(before) & set(after) <= ours
+    assert ours <= set(before) | set(after)
+    assert {ux["listener"], ux["abstract"], ux["dgram"], *ux["accepted"]} <= ours
+
+
+NETNS_DUMP = """
+    import json
+    from portscope.backends import linux_netlink, linux_procfs
+    key = lambda s: [s.unix.type.value, s.state.value, s.local.address]
+    print(json.dumps({"netlink": {s.inode: key(s) for s in linux_netlink.dump_unix()[0]},
+                      "procfs": {s.inode: key(s) for s in linux_procfs.dump_unix()[0]}}))
+"""
+
+
+def test_private_namespace_matches_ss_and_proc(netns):
+    h = netns.holder("""
+        l = socket.socket(socket.AF_UNIX); l.bind(b"\\0psux-ns"); l.listen()
+        c = socket.socket(socket.AF_UNIX); c.connect(b"\\0psux-ns"); a, _ = l.accept()
+        p, q = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ready(inodes=[os.fstat(s.fileno()).st_ino for s in (l, c, a, p, q, u)])
+    """)
+    result = netns.python(NETNS_DUMP)
+    assert result.returncode == 0, result.stderr
+    dumps = {name: {int(k): v for k, v in d.items()} for name, d in
+             json.loads(result.stdout).items()}
+    ss = ss_inodes(netns.prefix())
+    assert set(dumps["netlink"]) == set(ss) == set(dumps["procfs"])
+    assert set(h.info["inodes"]) <= set(ss)
+    assert dumps["netlink"] == dumps["procfs"]
+    types = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}
+    assert {i: types[v[0]] for i, v in dumps["netlink"].items()} == \
+        {i: v[0] for i, v in ss.items()}
+
+
+def test_procfs_and_netlink_agree_on_the_holder(ux):
+    mine = {ux["listener"], ux["abstract"], ux["dgram"], ux["waiting"], ux["dgram_client"],
+            *ux["accepted"], *ux["clients"].values(), *ux["pair"]}
+
+    def keyed(sockets):
+        return {s.inode: (s.unix.type, s.state, s.local.address.replace("\\x00", "@"))
+                for s in sockets if s.inode in mine}
+    assert keyed(linux_netlink.dump_unix()[0]) == keyed(linux_procfs.dump_unix()[0])
+    assert len(keyed(linux_netlink.dump_unix()[0])) == len(mine)
+
+
+def test_list_x_cli(ux, cli):
+    result = cli("list", "-x", "-a", "--json", "--pid", str(ux["pid"]), "--netns", "host")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    by_inode = {s["inode"]: s for s in doc["sockets"]}
+    assert set(by_inode) == {ux["listener"], ux["abstract"], ux["dgram"], ux["waiting"],
+                             ux["pair"][0], *ux["accepted"]}
+    listener = by_inode[ux["listener"]]
+    assert (listener["proto"], listener["family"], listener["local"]) == \
+        ("unix", "unix", {"address": ux["path"], "port": None})
+    assert listener["unix_type"] == "stream" and listener["peer_inode"] is None
+    assert listener["vfs_inode"] == os.stat(ux["path"]).st_ino
+    accepted = by_inode[ux["accepted"][0]]
+    assert accepted["peer_inode"] in ux["clients"].values()
+    (peer,) = accepted["peers"]
+    assert peer["inode"] == accepted["peer_inode"]
+    assert [o["pid"] for o in peer["owners"]] == \
+        [int(p) for p, i in ux["clients"].items() if i == peer["inode"]]
+    # -l: listeners (and unconnected datagram sockets); --process; --csv
+    listening = cli("list", "-x", "-l", "--csv", "--pid", str(ux["pid"]), "--netns", "host")
+    rows = [line.split(",") for line in listening.stdout.splitlines()]
+    assert rows[0][:3] == ["proto", "state", "recv_q"]
+    assert {(r[0], r[1]) for r in rows[1:]} == {("u_str", "LISTEN"), ("u_seq", "LISTEN")}
+    by_name = cli("list", "-x", "-a", "--process", "no-such-process", "--netns", "host")
+    assert by_name.returncode == 0 and by_name.stdout.count("\n") <= 1
+    as_user = cli("list", "-x", "--json", "--user", "root", "--netns", "host")
+    assert ux["accepted"][0] in {s["inode"] for s in json.loads(as_user.stdout)["sockets"]}
+
+
+def test_listener_view_adds_unix_only_with_x(ux, cli):
+    plain = cli("--json", "--netns", "host")
+    assert all(s["proto"] != "unix" for s in json.loads(plain.stdout)["sockets"])
+    with_x = cli("-tux", "--json", "--netns", "host")
+    protos = {s["proto"] for s in json.loads(with_x.stdout)["sockets"]}
+    assert "unix" in protos
+    mine = [s for s in json.loads(with_x.stdout)["sockets"] if s["inode"] == ux["listener"]]
+    assert [p["inode"] for p in mine[0]["peers"]] == [ux["waiting"]]
+
+
+def test_unprivileged_run_keeps_root_sockets(ux, cli):
+    result = cli("list", "-x", "-l", "--json", "--netns", "host", user="nobody")
+    assert result.returncode == 0, result.stderr
+    (listener,) = [s for s in json.loads(result.stdout)["sockets"]
+                   if s["inode"] == ux["listener"]]
+    assert listener["owners"] == [] and listener["owner_unknown"] == "permission"
+    assert "no visible owner" in result.stderr
