@@ -76,6 +76,8 @@ def test_listings_are_valid(holder, cli):
     validate(run_json(cli, "list", "-a", "--json"), "listing")
     validate(run_json(cli, "list", "-u", "--port", str(h.info["udp"]), "--json"), "listing")
     validate(run_json(cli, "list", "-n", "-l", "--json"), "listing")
+    validate(run_json(cli, "list", "-x", "-a", "--json"), "listing")
+    validate(run_json(cli, "list", "-x", "-a", "--backend", "procfs", "--json"), "listing")
 
 
 def test_diagnose_and_act_documents_are_valid(holder, cli):
