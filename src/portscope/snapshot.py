@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from . import backends, containers, namespaces, sockstat, unixsock
+from .backends.base import Backend, RawBackend
 from .owners import bpf, fdscan
 from .errors import BackendError
 from .filters import SocketFilter, address_covers
@@ -207,7 +208,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     namespaces.require_entry(entries)
     cheap = flt.single_port is not None or (flt.states is not None
                                               and flt.states <= LISTENER_STATES)
-    raw = hasattr(module, "collect")        # netlink: keep the reply, decode while streaming
+    raw = isinstance(module, RawBackend)    # netlink: keep the reply, decode while streaming
     lazy = raw and scan_owners and not cheap
     if lazy and pending is None:
         pending = fdscan.PendingScan(workers=workers)
@@ -296,7 +297,7 @@ def _ns_label(ns: NetNamespace) -> str:
     return f"{ns.name} ({ns.inode})" if ns.name else str(ns.inode)
 
 
-def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
+def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
                raw: bool) -> list:
     """Per namespace: ``(raw dump or socket list, warnings)``, or the OSError that kept us out.
 
@@ -332,15 +333,12 @@ def _dump_each(module, entries: list[namespaces.NamespaceEntry], flt: SocketFilt
     return results
 
 
-def _dump_unix_each(module, entries: list[namespaces.NamespaceEntry],
+def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
                     covered: list[NetNamespace], warnings: list[str]) -> list[Socket]:
     """The UNIX sockets of every covered namespace (those whose inet dump succeeded), by the
     backend's ``dump_unix``; a namespace whose UNIX sockets cannot be read is said in
     ``warnings``."""
-    dump_unix = getattr(module, "dump_unix", None)
-    if dump_unix is None:
-        warnings.append(f"the {module.NAME} backend cannot list UNIX sockets")
-        return []
+    dump_unix = module.dump_unix
     wanted = {ns.inode for ns in covered}
     entries = [e for e in entries if e.namespace.inode in wanted]
     own = namespaces.own_inode()

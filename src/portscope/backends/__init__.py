@@ -1,11 +1,16 @@
-"""Socket sources. Each backend module offers ``dump(flt, ...) -> list[Socket]`` returning
-sockets without owners; ``choose()`` picks the best one available on this system."""
+"""Socket sources. Each backend module meets ``base.Backend`` (``NAME``, ``PROVIDES_OWNERS``,
+``dump(flt, netns) -> (sockets, warnings)``, ``dump_unix(netns)``), netlink also ``base.RawBackend``; ``load(name)``
+returns one, ``default_backend()`` names the best one for this system."""
 
 from __future__ import annotations
 
 import sys
 
 from ..errors import BackendUnavailable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .base import Backend
 
 BACKENDS = ("netlink", "procfs", "psutil")
 
@@ -15,7 +20,7 @@ def default_backend() -> str:
     return "netlink" if sys.platform.startswith("linux") else "psutil"
 
 
-def load(name: str):
+def load(name: str) -> Backend:
     """Import and return the backend module ``name`` (one of ``BACKENDS``).
 
     Raises:
