@@ -1,6 +1,7 @@
 """Socket sources. Each backend module meets ``base.Backend`` (``NAME``, ``PROVIDES_OWNERS``,
-``dump(flt, netns) -> (sockets, warnings)``, ``dump_unix(netns)``), netlink also ``base.RawBackend``; ``load(name)``
-returns one, ``default_backend()`` names the best one for this system."""
+``dump(flt, netns) -> (sockets, warnings)``, ``dump_unix(netns)``), netlink also
+``base.RawBackend``; ``load(name)`` returns one, ``default_backend()`` names the best one for
+this system."""
 
 from __future__ import annotations
 
