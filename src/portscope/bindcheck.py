@@ -72,6 +72,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .filters import SocketFilter
+from .identity import ip_address, is_wildcard, split_zone
 from .ports import endpoint_text, host_port_ranges, parse_address
 from .snapshot import take_snapshot
 from .types import KERNEL_HELD_STATES, Family, OwnerUnknown, Proto, Snapshot, Socket, State
@@ -182,7 +183,7 @@ class _Bind:
             return f"{self.address}:{port}"
         zone = f"%{self.scope_id}" if self.scope_id else ""
         mode = ""
-        if ipaddress.ip_address(self.address).is_unspecified:
+        if is_wildcard(self.address):
             mode = " (v6only)" if self.v6only else " (dual-stack)"
         return f"[{self.address}{zone}]:{port}{mode}"
 
@@ -193,12 +194,10 @@ class _Bind:
 def _views(family: Family, address: str, v6only: bool | None):
     """The IPv4 and IPv6 addresses a socket receives on: ``(v4, v6)``, each an ``ip_address``
     (unspecified = wildcard) or None; with the zone, for link-local IPv6."""
-    text, _, zone = address.partition("%")
-    ip = ipaddress.ip_address(text)
+    ip = ip_address(address)          # an IPv4-mapped address is the IPv4 address it carries
     if ip.version == 4:
         return (ip, None), None
-    if ip.ipv4_mapped is not None:
-        return (ip.ipv4_mapped, None), None
+    zone = split_zone(address)[1]
     if ip.is_unspecified:
         v4 = None if v6only else (ipaddress.IPv4Address(0), None)
         return v4, (ip, None)
@@ -220,7 +219,7 @@ def _view_match(a, b) -> str | None:
 
 def _is_dual_wildcard(family: Family, address: str, v6only: bool | None) -> bool:
     return (family is Family.IPV6 and not v6only
-            and ipaddress.ip_address(address.split("%")[0]).is_unspecified)
+            and is_wildcard(address))
 
 
 def overlap(family: Family, address: str, v6only: bool | None, sock: Socket) -> str | None:
@@ -384,7 +383,7 @@ def _new_socket(bind: _Bind, proto: Proto, reuseaddr: bool, reuseport: bool) -> 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuseport:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if bind.v6only is not None and ipaddress.ip_address(bind.address).is_unspecified:
+    if bind.v6only is not None and is_wildcard(bind.address):
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(bind.v6only))
     return sock
 
@@ -393,7 +392,7 @@ def _address_errno(bind: _Bind, proto: Proto) -> str | None:
     """The errno a bind of this address gets whatever the port: EADDRNOTAVAIL (not configured
     here), EINVAL (link-local without zone), None. Asked of the kernel with a port-0 bind and
     IP_BIND_ADDRESS_NO_PORT, which checks the address and takes no port."""
-    if ipaddress.ip_address(bind.address).is_unspecified:
+    if is_wildcard(bind.address):
         return None
     with _new_socket(bind, proto, False, False) as sock:
         sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)

@@ -13,13 +13,13 @@ The text may contain process names: escape it before writing it to a terminal.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .owners.process import process_info
 from .bindcheck import socket_options
 from .filters import address_covers
+from .identity import ip_address, ipv4_mapped, split_zone
 from .ports import HostPortRanges, endpoint_text, host_port_ranges, port_class
 from .snapshot import accepted_connections
 from .types import (KERNEL_HELD_STATES, Family, OwnerUnknown, ProcessInfo, Proto, Snapshot,
@@ -68,11 +68,12 @@ class Explanation:
 def scope_text(sock: Socket) -> str:
     """Where a bound socket receives: ``"all addresses, IPv6 and IPv4 (dual-stack ...)"``,
     ``"loopback only ..."``, ``"one address ..."``."""
-    text, _, zone = sock.local.address.partition("%")
-    ip = ipaddress.ip_address(text)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return (f"one IPv4 address, {ip.ipv4_mapped}, through an IPv6 socket "
+    text, zone = split_zone(sock.local.address)
+    mapped = ipv4_mapped(text)
+    if mapped is not None:
+        return (f"one IPv4 address, {mapped}, through an IPv6 socket "
                 "(an IPv4-mapped address ::ffff:a.b.c.d is IPv4)")
+    ip = ip_address(text)
     if ip.is_unspecified:
         if ip.version == 4:
             return "all interfaces, IPv4 only (0.0.0.0 is the IPv4 wildcard)"
@@ -92,7 +93,7 @@ def _process_text(process: ProcessInfo) -> str:
     return f"{process.name or '?'} (pid {process.pid}, user {process.user or '?'})"
 
 
-def holders_text(sock: Socket) -> str:
+def owners_text(sock: Socket) -> str:
     """Who holds ``sock`` and, when several processes do, why they can."""
     if not sock.owners:
         return {
@@ -127,7 +128,7 @@ def _peer(sock: Socket) -> str:
     return endpoint_text(*sock.remote) if sock.remote else "*"
 
 
-def _holder_short(sock: Socket) -> str:
+def _owner_short(sock: Socket) -> str:
     if sock.owners:
         return ", ".join(f"{o.process.name or '?'} pid {o.pid}" for o in sock.owners)
     return "kernel" if sock.owner_unknown is OwnerUnknown.KERNEL else \
@@ -136,7 +137,7 @@ def _holder_short(sock: Socket) -> str:
 
 def _connection_line(sock: Socket) -> str:
     return (f"{endpoint_text(*sock.local)} <-> {_peer(sock)}  {sock.state.value}  "
-            f"inode {sock.inode}  {_holder_short(sock)}")
+            f"inode {sock.inode}  {_owner_short(sock)}")
 
 
 def _listed(lines: list[str], items: Sequence[Socket], line: Callable[[Socket], str]) -> None:
@@ -183,7 +184,7 @@ def _same_endpoint(a: Socket, b: Socket) -> bool:
 def _group_text(group: Sequence[Socket], port: int) -> str:
     options = [socket_options(s) for s in group]
     confirmed = all(o is not None and o[1] for o in options)
-    holders = "; ".join(_holder_short(s) for s in group)
+    owners = "; ".join(_owner_short(s) for s in group)
     first = group[0]
     how = "SO_REUSEPORT group" if first.proto is Proto.TCP or confirmed else \
         "SO_REUSEPORT (or SO_REUSEADDR) group"
@@ -192,7 +193,7 @@ def _group_text(group: Sequence[Socket], port: int) -> str:
              "the kernel spreads incoming datagrams among them")
     check = " (SO_REUSEPORT confirmed on each)" if confirmed else ""
     return (f"{len(group)} separate sockets are bound to {endpoint_text(*first.local)} (held "
-            f"by: {holders}): an {how}{check}. Each socket set the option before bind(), and "
+            f"by: {owners}): an {how}{check}. Each socket set the option before bind(), and "
             f"all belong to the same user; {share}. This differs from fork sharing, where "
             "several processes hold one socket.")
 
@@ -251,9 +252,9 @@ def explain_port(snapshot: Snapshot, port: int, *, address: str | None = None,
             lines.append(_group_text([local[j] for j in group], port))
         for j in group:
             member = local[j]
-            holders = holders_text(member)
-            lines.append(f"Socket inode {member.inode}: {holders}." if len(group) > 1
-                         else f"{holders[0].upper()}{holders[1:]}.")
+            owners = owners_text(member)
+            lines.append(f"Socket inode {member.inode}: {owners}." if len(group) > 1
+                         else f"{owners[0].upper()}{owners[1:]}.")
         lines.append(_state_text(sock, port))
         conns = [c for j in group for c in accepted.get(j, [])
                  if c.owners or c.state not in KERNEL_HELD_STATES]
@@ -289,7 +290,7 @@ def explain_port(snapshot: Snapshot, port: int, *, address: str | None = None,
                  "connection is a socket of its own, on a port the kernel picked from the "
                  f"ephemeral range {low}-{high} (unless the client bound one):"]
         _listed(lines, clients, lambda s: (
-            f"{endpoint_text(*s.local)} -> {_peer(s)}  {s.state.value}  {_holder_short(s)}"
+            f"{endpoint_text(*s.local)} -> {_peer(s)}  {s.state.value}  {_owner_short(s)}"
             + ("" if ranges.is_ephemeral(s.local.port) else "  (not an ephemeral port)")))
         sections.append(Section("Clients of this port", tuple(lines), tuple(clients)))
     sections.append(Section("In short", (IN_SHORT,)))
@@ -374,8 +375,8 @@ def explain_pid(snapshot: Snapshot, pid: int, *, ranges: HostPortRanges | None =
     shown: set[int] = set()          # connections already listed under their listener
     for sock in listening:
         others = [o for o in sock.owners if o.pid != pid]
-        holders = holders_text(sock)
-        lines = [f"Scope: {scope_text(sock)}.", f"{holders[0].upper()}{holders[1:]}.",
+        owners = owners_text(sock)
+        lines = [f"Scope: {scope_text(sock)}.", f"{owners[0].upper()}{owners[1:]}.",
                  _state_text(sock, sock.local.port)]
         if others:
             lines.append(f"This process is one of {len(sock.owners)} holders of the same "

@@ -45,7 +45,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import audit, namespaces
 from .audit import facts, rules
-from .audit.baseline import Baseline, canonical_address
+from .audit.baseline import Baseline
+from .identity import canonical_address, is_wildcard
 from .errors import PortscopeError
 from .filters import SocketFilter
 from .ports import host_port_ranges
@@ -76,8 +77,7 @@ def scope(sock: Socket) -> str:
     address of its family: ``0.0.0.0``, ``::``) or ``address`` (one non-loopback address)."""
     if rules.is_loopback(sock):
         return "loopback"
-    address = canonical_address(sock.local.address)
-    return "wildcard" if address in ("0.0.0.0", "::") else "address"
+    return "wildcard" if is_wildcard(sock.local.address) else "address"
 
 
 def netns_label(inode: int | None, names: dict[int, str]) -> str:

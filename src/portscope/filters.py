@@ -106,10 +106,6 @@ class SocketFilter:
         return True
 
 
-def _strip_zone(address: str) -> str:
-    return address.split("%", 1)[0]
-
-
 def address_covers(sock: Socket, address: str) -> bool:
     """True when ``sock``'s local address is ``address`` or a wildcard that receives for it.
 
@@ -117,13 +113,9 @@ def address_covers(sock: Socket, address: str) -> bool:
     socket is known to be v6only, every IPv4 address too (IPv4-mapped ``::ffff:a.b.c.d`` is
     IPv4; a backend that cannot tell v6only, such as ``/proc/net``, gets the benefit of doubt).
     """
-    import ipaddress      # 5 ms to import: only when an address is given
-    want = ipaddress.ip_address(_strip_zone(address))
-    if want.version == 6 and want.ipv4_mapped is not None:
-        want = want.ipv4_mapped
-    have = ipaddress.ip_address(_strip_zone(sock.local.address))
-    if have.version == 6 and have.ipv4_mapped is not None:
-        have = have.ipv4_mapped
+    from .identity import ip_address      # ipaddress: 5 ms, only when an address is given
+    want = ip_address(address)
+    have = ip_address(sock.local.address)
     if have == want:
         return True
     if not have.is_unspecified:

@@ -93,9 +93,8 @@ def parse_address(text: str) -> str:
             if not zone.isdigit():
                 raise InvalidInput(f"invalid address {shown(text)}: no interface {zone!r}") from None
         return f"{ip.compressed}%{zone}"
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return ip.compressed
+    from .identity import ip_address
+    return str(ip_address(address))          # an IPv4-mapped address as the IPv4 it carries
 
 
 def parse_endpoint(text: str, resolve_service: Callable[[str], int] | None = None, *,

@@ -32,7 +32,6 @@ with the file name and, where known, the line: a broken baseline is never taken 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import sys
@@ -42,6 +41,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import BaselineError
+from ..identity import canonical_address
 from .rules import RULE_BY_ID, Finding, Listener
 
 if sys.version_info >= (3, 11):
@@ -126,20 +126,6 @@ class Identity:
     netns: int | None
     container: str | None
     verified: bool
-
-
-def canonical_address(text: str) -> str:
-    """An IP literal in one spelling (RFC 5952 for IPv6, ``::ffff:a.b.c.d`` for IPv4-mapped),
-    keeping a zone id (``%eth0``) as written.
-
-    Raises:
-        ValueError: not an IP literal.
-    """
-    address, sep, zone = text.partition("%")
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return f"::ffff:{ip.ipv4_mapped}{sep}{zone}"
-    return f"{ip.compressed}{sep}{zone}"
 
 
 def identity(l: Listener, netns: int | None) -> Identity:

@@ -44,13 +44,14 @@ port, scope): for a listener that matches an entry they are not reported again.
 
 from __future__ import annotations
 
-import ipaddress
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .. import identity
+from ..identity import canonical_address
 from ..ports import HostPortRanges
 from ..types import Proto, ProcessInfo, Socket, State, _StrEnum
 
@@ -270,17 +271,10 @@ _REACHABLE = frozenset({State.LISTEN, State.UNCONN})   # BOUND_INACTIVE refuses 
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def is_loopback(sock: Socket) -> bool:
     """True when ``sock`` is bound to a loopback address (``127.0.0.0/8``, ``::1``, or
     ``::ffff:127.x.y.z``): reachable from this host only."""
-    return _ip(sock.local.address).is_loopback
+    return identity.is_loopback(sock.local.address)
 
 
 def is_server_socket(sock: Socket, ranges: HostPortRanges) -> bool:
@@ -311,7 +305,7 @@ def _reachable_from_outside(l: Listener) -> bool:
 def exposed_all_interfaces(l: Listener, ctx: AuditContext) -> Hit | None:
     """A wildcard bind: every address of the family (both families for a dual-stack ``::``)."""
     sock = l.sock
-    if sock.state not in _REACHABLE or not _ip(sock.local.address).is_unspecified:
+    if sock.state not in _REACHABLE or not identity.is_wildcard(sock.local.address):
         return None
     if sock.local.address == "0.0.0.0":
         reach = "every IPv4 address (0.0.0.0)"
@@ -329,7 +323,7 @@ def exposed_address(l: Listener, ctx: AuditContext) -> Hit | None:
     sock = l.sock
     if sock.state not in _REACHABLE:
         return None
-    ip = _ip(sock.local.address)
+    ip = identity.ip_address(sock.local.address)
     if ip.is_unspecified or ip.is_loopback:
         return None
     kind = ("link-local" if ip.is_link_local else "private" if ip.is_private
@@ -486,19 +480,14 @@ VIEW_BLIND_STATES = frozenset({State.BOUND_INACTIVE, State.NEW_SYN_RECV, State.S
 ViewKey = tuple
 
 
-def _canonical(address: str) -> str:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return ip.compressed if ip.version == 4 or ip.ipv4_mapped is None \
-        else f"::ffff:{ip.ipv4_mapped}"
-
-
 def view_key(sock: Socket) -> ViewKey:
     """The identity of a socket across two kernel views: ``(proto, family, local, remote,
     state, inode)`` with the addresses in one spelling (zone ids dropped, the IPv4-mapped form
     fixed: /proc/net cannot print a zone)."""
     local, remote = sock.local, sock.remote
-    return (sock.proto.value, sock.family.value, (_canonical(local.address), local.port),
-            None if remote is None else (_canonical(remote.address), remote.port),
+    return (sock.proto.value, sock.family.value, (canonical_address(local.address, zone=False), local.port),
+            None if remote is None else (canonical_address(remote.address, zone=False),
+                                       remote.port),
             sock.state.value, sock.inode)
 
 

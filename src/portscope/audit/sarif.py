@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
-from .baseline import canonical_address
+from ..identity import canonical_address
 from .rules import RULES, Finding, Severity
 
 SARIF_VERSION = "2.1.0"

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from ..identity import WILDCARDS
 from ..types import LISTENER_STATES, Family, ProcessInfo, Proto, Snapshot, Socket, State
 
 
@@ -170,9 +171,6 @@ def _owners(sock: Socket) -> tuple[ProcessInfo, ...]:
     return tuple(seen.values())
 
 
-_WILDCARDS = {Family.IPV4: "0.0.0.0", Family.IPV6: "::"}
-
-
 def view(sockets: Iterable[Socket], *, connections: bool = False) -> dict[Key, Item]:
     """The view of ``sockets`` (one snapshot's).
 
@@ -203,8 +201,8 @@ def view(sockets: Iterable[Socket], *, connections: bool = False) -> dict[Key, I
         addresses = listening.get((s.netns, s.proto, s.local.port), ())
         if s.local.address in addresses:
             key = Key(s.netns, s.proto, s.local.address, s.local.port, 0, s.remote.address)
-        elif _WILDCARDS.get(s.family) in addresses:
-            key = Key(s.netns, s.proto, _WILDCARDS[s.family], s.local.port, 0,
+        elif WILDCARDS.get(s.family) in addresses:
+            key = Key(s.netns, s.proto, WILDCARDS[s.family], s.local.port, 0,
                       s.remote.address)
         else:
             key = Key(s.netns, s.proto, s.local.address, None, 0, s.remote.address,
