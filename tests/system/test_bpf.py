@@ -102,7 +102,7 @@ def test_a_pid_hidden_from_the_iterators_is_scanned_through_proc(holder, monkeyp
     result = scan.result()
     port = h.info["port"]
     (listener,) = [s for s in take_snapshot(SocketFilter(port_range=(port, port))).sockets]
-    assert sorted(pid for pid, _ in result.holders(listener.inode)) == sorted(
+    assert sorted(pid for pid, _ in result.owners(listener.inode)) == sorted(
         [h.pid, *h.info["kids"]])
 
 
@@ -120,7 +120,7 @@ def test_unusable_programs_fall_back_to_proc(holder, monkeypatch, tmp_path):
     assert isinstance(scan, fdscan.BpfScan)
     port = h.info["port"]
     (listener,) = take_snapshot(SocketFilter(port_range=(port, port))).sockets
-    assert sorted(pid for pid, _ in scan.result().holders(listener.inode)) == sorted(
+    assert sorted(pid for pid, _ in scan.result().owners(listener.inode)) == sorted(
         [h.pid, *h.info["kids"]])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from portscope.explain import explain_port, holders_text, scope_text
+from portscope.explain import explain_port, owners_text, scope_text
 from portscope.ports import HostPortRanges
 from portscope.types import (Endpoint, Family, Owner, OwnerUnknown, ProcessInfo, Proto,
                              Snapshot, Socket, State)
@@ -36,12 +36,12 @@ def test_scopes():
 
 def test_holders():
     forked = sock("127.0.0.1", owners=(owner(10), owner(11, 10), owner(12, 10)))
-    assert "10" in holders_text(forked) and "2 forked child(ren) (pid 11, 12)" in \
-        holders_text(forked)
+    assert "10" in owners_text(forked) and "2 forked child(ren) (pid 11, 12)" in \
+        owners_text(forked)
     passed = sock("127.0.0.1", owners=(owner(10), owner(20)))
-    assert "SCM_RIGHTS" in holders_text(passed)
-    assert "hidden" in holders_text(sock("127.0.0.1", unknown=OwnerUnknown.PERMISSION))
-    assert "kernel" in holders_text(sock("127.0.0.1", unknown=OwnerUnknown.KERNEL))
+    assert "SCM_RIGHTS" in owners_text(passed)
+    assert "hidden" in owners_text(sock("127.0.0.1", unknown=OwnerUnknown.PERMISSION))
+    assert "kernel" in owners_text(sock("127.0.0.1", unknown=OwnerUnknown.KERNEL))
 
 
 def test_group_and_families_are_told_apart():

@@ -11,9 +11,9 @@ def test_fd_scan_index_lists_every_holder_in_pid_order():
     # (inode, pid << 32 | fd) pairs as two workers could return them: PIDs out of order
     pairs = array("Q", [7, 30 << 32 | 3, 8, 10 << 32 | 4, 7, 10 << 32 | 3, 7, 20 << 32 | 5])
     scan = fdscan.FdScan(pairs, [], 0, 2)
-    assert scan.holders(7) == [(10, 3), (20, 5), (30, 3)]
-    assert scan.holders(8) == [(10, 4)]
-    assert scan.holders(9) == [] and 9 not in scan and 7 in scan
+    assert scan.owners(7) == [(10, 3), (20, 5), (30, 3)]
+    assert scan.owners(8) == [(10, 4)]
+    assert scan.owners(9) == [] and 9 not in scan and 7 in scan
     assert len(scan) == 4 and scan.inodes() == {7, 8}
 
 
@@ -59,5 +59,5 @@ def test_fd_scan_index_with_many_shared_sockets():
         pairs.extend((inode, 2 << 32 | inode, inode, 1 << 32 | inode))
     pairs.extend((999, 5 << 32 | 7))
     scan = fdscan.FdScan(pairs, [], 0, 3)
-    assert all(scan.holders(i) == [(1, i), (2, i)] for i in range(100, 140))
-    assert scan.holders(999) == [(5, 7)] and len(scan) == 81
+    assert all(scan.owners(i) == [(1, i), (2, i)] for i in range(100, 140))
+    assert scan.owners(999) == [(5, 7)] and len(scan) == 81

@@ -26,7 +26,7 @@ from .process import PROC, process_info
 
 _SOCKET_PREFIX = "socket:["
 _HEADER = struct.Struct("=QQQQQ")  # counts of pairs, unreadable PIDs, chunks; vanished, scanned
-_FD_MASK = 0xFFFFFFFF               # a holder is packed as pid << 32 | fd
+_FD_MASK = 0xFFFFFFFF               # an owner is packed as pid << 32 | fd
 
 
 class FdScan:
@@ -37,7 +37,7 @@ class FdScan:
         vanished: how many processes exited during the scan.
         scanned: how many processes were read.
 
-    The index maps each inode to its holder packed as ``pid << 32 | fd``, or to -1 when
+    The index maps each inode to its owner packed as ``pid << 32 | fd``, or to -1 when
     several descriptors hold it (those are listed apart): about 100 bytes per socket
     descriptor, and one dict lookup per socket when joining.
     """
@@ -47,9 +47,9 @@ class FdScan:
     def __init__(self, pairs: array, unreadable: list[int], vanished: int,
                  scanned: int) -> None:
         """``pairs``: flat ``(inode, pid << 32 | fd)`` pairs, as ``_scan`` returns them."""
-        inodes, holders = pairs[0::2], pairs[1::2]
+        inodes, owners = pairs[0::2], pairs[1::2]
         self._count = len(inodes)
-        self._index = dict(zip(inodes, holders))
+        self._index = dict(zip(inodes, owners))
         self._shared: dict[int, list[tuple[int, int]]] = {}
         if len(self._index) != self._count:
             shared = [inode for inode, times in Counter(inodes).items() if times > 1]
@@ -62,7 +62,7 @@ class FdScan:
                         positions[inode].append(i)
             for inode, found in positions.items():
                 # PID order, whatever the worker split; once each (threads sharing a table)
-                self._shared[inode] = sorted({(holders[i] >> 32, holders[i] & _FD_MASK)
+                self._shared[inode] = sorted({(owners[i] >> 32, owners[i] & _FD_MASK)
                                               for i in found})
                 self._index[inode] = -1
         self.unreadable = unreadable
@@ -76,7 +76,7 @@ class FdScan:
     def __contains__(self, inode: int) -> bool:
         return inode in self._index
 
-    def holders(self, inode: int) -> list[tuple[int, int]]:
+    def owners(self, inode: int) -> list[tuple[int, int]]:
         """Every ``(pid, fd)`` holding socket ``inode``, in scan order (empty if none)."""
         packed = self._index.get(inode)
         if packed is None:
@@ -115,7 +115,7 @@ class OwnerIndex:
         infos = self._infos
         if packed < 0:
             found = []
-            for pid, fd in self._scan.holders(inode):
+            for pid, fd in self._scan.owners(inode):
                 info = infos[pid] if pid in infos else self._info(pid)
                 if info is not None:
                     found.append(tuple.__new__(Owner, (pid, fd, info)))
@@ -162,7 +162,7 @@ def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
             unreadable.append(pid)
             continue
         scanned += 1
-        holder = pid << 32
+        owner = pid << 32
         try:
             for name in listdir(dir_fd):
                 try:
@@ -175,7 +175,7 @@ def _scan(pids, wanted: frozenset[int] | None) -> tuple[array, array, int, int]:
                 if link[:8] == prefix:
                     inode = int(link[8:-1])
                     if wanted is None or inode in wanted:
-                        push((inode, holder | int(name)))
+                        push((inode, owner | int(name)))
         except (FileNotFoundError, ProcessLookupError):
             vanished += 1          # exited while its descriptors were listed
         finally:
@@ -345,19 +345,19 @@ def start_scan(wanted: frozenset[int] | None = None, workers: int = 0,
 
 
 def _only(pairs: array, wanted: frozenset[int] | None) -> array:
-    """The ``(inode, holder)`` pairs of ``pairs`` whose inode is in ``wanted`` (all if None)."""
+    """The ``(inode, owner)`` pairs of ``pairs`` whose inode is in ``wanted`` (all if None)."""
     if wanted is None:
         return pairs
-    inodes, holders = pairs[0::2], pairs[1::2]
+    inodes, owners = pairs[0::2], pairs[1::2]
     kept = array("Q")
     if len(wanted) <= 32:               # a port's few sockets: let array.index find them
         for inode in wanted:
             for i in _positions(inodes, inode):
-                kept.extend((inode, holders[i]))
+                kept.extend((inode, owners[i]))
     else:
-        for inode, holder in zip(inodes, holders):
+        for inode, owner in zip(inodes, owners):
             if inode in wanted:
-                kept.extend((inode, holder))
+                kept.extend((inode, owner))
     return kept
 
 
