@@ -177,7 +177,8 @@ def _gc_paused():
 
 def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
-                  netns: str | None = None, published: bool = False) -> SnapshotStream:
+                  netns: str | None = None, published: bool = False,
+                  unix_select: Callable[[Socket], bool] | None = None) -> SnapshotStream:
     """Start a snapshot and return it as a stream of sockets (see ``take_snapshot``).
 
     The socket dumps and the fd scan happen here (the scan in forked workers while the kernel
@@ -185,11 +186,13 @@ def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
     Arguments, errors and privileges are those of ``take_snapshot``.
     """
     with _gc_paused():
-        return _open_snapshot(flt or SocketFilter(), backend, owners, workers, netns, published)
+        return _open_snapshot(flt or SocketFilter(), backend, owners, workers, netns, published,
+                              unix_select)
 
 
 def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers: int | None,
-                   netns: str | None, published: bool) -> SnapshotStream:
+                   netns: str | None, published: bool,
+                   unix_select: Callable[[Socket], bool] | None = None) -> SnapshotStream:
     taken_at = datetime.now(timezone.utc)
     name = backend or backends.default_backend()
     module = backends.load(name)
@@ -206,8 +209,8 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         else None)
     entries = namespaces.select(netns, netns_by_pid=pending.netns_by_pid if pending else None)
     namespaces.require_entry(entries)
-    cheap = flt.single_port is not None or (flt.states is not None
-                                              and flt.states <= LISTENER_STATES)
+    cheap = flt.single_port is not None or unix_select is not None or (
+        flt.states is not None and flt.states <= LISTENER_STATES)
     raw = isinstance(module, RawBackend)    # netlink: keep the reply, decode while streaming
     lazy = raw and scan_owners and not cheap
     if lazy and pending is None:
@@ -227,7 +230,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
     unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings)
-                             if Proto.UNIX in flt.protos else [], flt)
+                             if Proto.UNIX in flt.protos else [], flt, unix_select)
     if not scan_owners:
         stream: Iterator[Socket] = itertools.chain(itertools.chain.from_iterable(
             map(module.decode, dumps) if raw else dumps), unix.sockets())
@@ -368,7 +371,8 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
 
 def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
-                  netns: str | None = None, published: bool = False) -> Snapshot:
+                  netns: str | None = None, published: bool = False,
+                  unix_select: Callable[[Socket], bool] | None = None) -> Snapshot:
     """Take a snapshot: sockets and every process holding them.
 
     Args:
@@ -386,6 +390,9 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
             socket carries its namespace inode in ``netns``.
         published: also list ports that a container runtime publishes with NAT rules and no
             host socket, as ``State.PUBLISHED`` rows (when the caller's namespace is covered).
+        unix_select: UNIX sockets only: keep those for which it returns True (beside
+            ``flt``); owners are then scanned for them and their peers only. Every UNIX
+            socket is still dumped: peers are found among them all.
     Returns:
         a ``Snapshot``; ``complete`` is False when some processes' descriptors could not be read,
         and those sockets carry ``owner_unknown="permission"``. With owners, sockets carry
@@ -404,7 +411,7 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
     network namespaces needs CAP_SYS_ADMIN.
     """
     stream = open_snapshot(flt, backend=backend, owners=owners, workers=workers, netns=netns,
-                           published=published)
+                           published=published, unix_select=unix_select)
     return stream.to_snapshot(list(stream))
 
 

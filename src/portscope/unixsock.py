@@ -9,10 +9,14 @@ single descriptor pass: each socket gets its owners, ``remote`` (its peer's name
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
+import os
+import stat
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from .filters import SocketFilter
-from .types import Endpoint, Owner, OwnerUnknown, Peer, Proto, Socket
+from .types import Endpoint, Owner, OwnerUnknown, Peer, Proto, Snapshot, Socket, State
 
 
 class UnixJoin:
@@ -23,12 +27,15 @@ class UnixJoin:
         sockets: every UNIX socket of the covered namespaces (unfiltered: the peers of the
             selected ones are found among them).
         flt: the selection; its socket predicates choose ``selected``.
+        select: a further predicate on the sockets (``unixsock.selector``), or None.
     """
 
-    def __init__(self, sockets: Sequence[Socket], flt: SocketFilter) -> None:
+    def __init__(self, sockets: Sequence[Socket], flt: SocketFilter,
+                 select: Callable[[Socket], bool] | None = None) -> None:
         self.all = sockets
         check = flt.match_socket
-        self.selected = [s for s in sockets if check(s)] if Proto.UNIX in flt.protos else []
+        self.selected = [s for s in sockets if check(s) and (select is None or select(s))] \
+            if Proto.UNIX in flt.protos else []
         self._names: dict[int, Endpoint] = {}
         self._back: dict[int, list[int]] = {}
         self._waiting_at: dict[int, int] = {}
@@ -114,3 +121,223 @@ class UnixJoin:
                                s.netns, None, s.rx_queue_bytes, s.tx_queue_bytes, held, unknown,
                                s.cookie, container, None, info._replace(peers=peers)))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Socket files: told by their inode, never by connecting and never by the path text
+
+#: ``sun_path`` holds 108 bytes with the terminating NUL: a path may have 107
+MAX_PATH_BYTES = 107
+
+
+def is_unix_target(text: str) -> bool:
+    """True when a command's argument names a UNIX socket: ``@name`` or a path (holds ``/``;
+    ports, addresses and service names never do)."""
+    return text.startswith("@") or "/" in text
+
+
+def parse_target(text: str) -> str:
+    """A UNIX socket argument checked: a path or ``@name`` (``\\x00`` in an abstract name
+    stands for a NUL byte, as portscope shows them).
+
+    Raises:
+        InvalidInput: empty, a NUL byte, longer than 107 bytes, or a directory.
+    """
+    from .errors import InvalidInput
+    if "\0" in text:
+        raise InvalidInput("a UNIX socket path cannot hold a NUL byte")
+    name = text[1:] if text.startswith("@") else text
+    if not name:
+        raise InvalidInput(f"empty UNIX socket name {text!r}")
+    if len(os.fsencode(name.replace("\\x00", "\0"))) > MAX_PATH_BYTES:
+        raise InvalidInput(f"UNIX socket name too long: {len(os.fsencode(name))} bytes "
+                           f"(at most {MAX_PATH_BYTES})")
+    if not text.startswith("@") and os.path.isdir(text):
+        raise InvalidInput(f"{text} is a directory, not a socket file")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class SocketFile:
+    """What is at a path, from ``os.lstat``.
+
+    Attributes:
+        path: the path as given.
+        error: ``missing``, ``parent-missing`` or ``permission`` when lstat failed, else None.
+        is_socket: the file is a socket file (``S_ISSOCK``).
+        dev, inode: its ``st_dev`` and ``st_ino``; mode, uid, gid: its permissions and owner.
+    """
+
+    path: str
+    error: str | None = None
+    is_socket: bool = False
+    dev: int | None = None
+    inode: int | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+    def bound_by(self, sock: Socket) -> bool:
+        """True when ``sock`` is bound to this very file: the same device and inode (the
+        kernel gives the low 32 bits of the inode)."""
+        info = sock.unix
+        return (self.is_socket and info is not None and info.vfs_inode is not None
+                and info.vfs_dev == self.dev and info.vfs_inode == self.inode & 0xFFFFFFFF)
+
+
+def socket_file(path: str) -> SocketFile:
+    """``SocketFile`` of ``path`` (symbolic links are not followed: bind() does not either)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(path) or "."
+        return SocketFile(path, "missing" if os.path.isdir(parent) else "parent-missing")
+    except NotADirectoryError:
+        return SocketFile(path, "parent-missing")
+    except PermissionError:
+        return SocketFile(path, "permission")
+    return SocketFile(path, None, stat.S_ISSOCK(st.st_mode), st.st_dev, st.st_ino,
+                      stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+
+def selector(target: str, file: SocketFile | None) -> Callable[[Socket], bool]:
+    """Which sockets a target names: an abstract ``@name`` by its name; a path by the socket
+    file's device and inode (a renamed file keeps its sockets); a path with no socket file
+    there by the name the sockets were bound with (their file was removed or replaced)."""
+    if target.startswith("@"):
+        return lambda s: s.local.address == target
+    if file is not None and file.is_socket:
+        return file.bound_by
+    names = {target, os.path.abspath(target)}
+    return lambda s: s.local.address in names
+
+
+def lookup(target: str, **kwargs) -> tuple[Snapshot, SocketFile | None]:
+    """The UNIX sockets that ``target`` (a path or ``@name``) names, with owners and peers.
+
+    Args:
+        target: from ``parse_target``.
+        kwargs: ``take_snapshot``'s (``backend``, ``owners``, ``netns``).
+    Returns:
+        ``(snapshot of the matching sockets, the SocketFile at the path or None for @name)``;
+        listeners come first.
+    """
+    from .snapshot import take_snapshot
+    file = None if target.startswith("@") else socket_file(target)
+    snapshot = take_snapshot(SocketFilter(protos=frozenset({Proto.UNIX})),
+                             unix_select=selector(target, file), **kwargs)
+    ordered = sorted(snapshot.sockets, key=lambda s: s.state is not State.LISTEN)
+    return dataclasses.replace(snapshot, sockets=tuple(ordered)), file
+
+
+@dataclass(frozen=True, slots=True)
+class PathDiagnosis:
+    """Could a server bind a UNIX socket at ``path``?
+
+    Attributes:
+        path: the path.
+        bindable: True when bind() would succeed now.
+        reasons: ``(code, sentence)``: ``in-use``, ``stale-file``, ``not-a-socket``,
+            ``parent-missing``, ``permission``, ``path-too-long``.
+        file: what is at the path.
+        blockers: the live sockets bound to the file (``in-use``), with owners.
+        complete: False when some owners could not be read.
+    """
+
+    path: str
+    bindable: bool
+    reasons: tuple[tuple[str, str], ...]
+    file: SocketFile | None
+    blockers: tuple[Socket, ...] = ()
+    complete: bool = True
+
+    @property
+    def stale(self) -> bool:
+        """True when the path is a socket file no socket is bound to (safe to remove)."""
+        return any(code == "stale-file" for code, _ in self.reasons)
+
+
+def check_path(path: str, **kwargs) -> PathDiagnosis:
+    """Whether a server could bind a UNIX socket at ``path``, decided by inode: a socket file
+    is in use when a live socket's file inode and device equal the file's (never by
+    connecting to it, never by the path text: a renamed live file keeps its old name in the
+    kernel's view). Every network namespace is searched (a file reaches across them); a
+    caller who cannot enter the others never gets ``stale-file`` but ``permission``.
+
+    Args:
+        path: the path (not ``@name``: abstract names have no file).
+        kwargs: ``take_snapshot``'s (``netns``, ``backend``).
+    Returns:
+        a ``PathDiagnosis``.
+    Source: ``lstat``, ``access`` and the netlink ``unix_diag`` dump (``UDIAG_SHOW_VFS``).
+    """
+    if len(os.fsencode(path)) > MAX_PATH_BYTES:
+        return PathDiagnosis(path, False, (("path-too-long", f"{len(os.fsencode(path))} bytes: "
+                                            f"a UNIX socket path holds at most "
+                                            f"{MAX_PATH_BYTES}"),), None)
+    file = socket_file(path)
+    parent = os.path.dirname(path) or "."
+    if file.error == "parent-missing":
+        return PathDiagnosis(path, False, (("parent-missing",
+                                            f"the directory {parent} does not exist"),), file)
+    if file.error == "permission" or not os.access(parent, os.W_OK | os.X_OK):
+        return PathDiagnosis(path, False, (("permission", f"no permission to create a file "
+                                            f"in {parent}"),), file)
+    if file.error == "missing":
+        return PathDiagnosis(path, True, (), file)
+    if not file.is_socket:
+        kind = _file_kind(path)
+        return PathDiagnosis(path, False, (("not-a-socket", f"{path} is {kind}, not a socket "
+                                            "file: bind() fails with EADDRINUSE"),), file)
+    # a process of any network namespace may be bound to the file: look in every one
+    from . import namespaces
+    every = namespaces.may_enter()
+    kwargs.setdefault("netns", "all" if every else "host")
+    snapshot, _ = lookup(path, **kwargs)
+    live = tuple(s for s in snapshot.sockets if file.bound_by(s))
+    if live:
+        return PathDiagnosis(path, False, (("in-use", f"{len(live)} live socket(s) are bound to "
+                                            f"this file (inode {file.inode})"),), file, live,
+                             snapshot.complete)
+    if not every and len(namespaces.discover()) > 1:
+        return PathDiagnosis(path, False, (("permission", "no socket of this network namespace "
+                                            "is bound to this socket file, but the other "
+                                            "namespaces cannot be read without root: it may "
+                                            "be in use there"),), file, (), False)
+    return PathDiagnosis(path, False, (("stale-file", "a socket file that no socket is bound "
+                                        "to: bind() fails with EADDRINUSE until it is removed; "
+                                        "safe to remove"),), file, (), snapshot.complete)
+
+
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _file_kind(path: str) -> str:
+    mode = os.lstat(path).st_mode
+    return next((name for test, name in _KINDS if test(mode)), "not a socket file")
+
+
+def remove_stale(path: str, *, dry_run: bool = False, **kwargs) -> PathDiagnosis:
+    """Remove the socket file at ``path`` only after proving it stale, right before removing:
+    ``check_path`` says ``stale-file`` and the file is still the one proven stale (same device
+    and inode) when it is unlinked.
+
+    Args:
+        path: the socket file.
+        dry_run: prove, remove nothing.
+        kwargs: ``take_snapshot``'s (``netns``, ``backend``).
+    Returns:
+        the diagnosis that allowed (``stale``) or refused the removal.
+    Raises:
+        OSError: the unlink failed (permission, the file went away).
+    """
+    diagnosis = check_path(path, **kwargs)
+    if not diagnosis.stale or dry_run:
+        return diagnosis
+    again = socket_file(path)
+    if (again.dev, again.inode) != (diagnosis.file.dev, diagnosis.file.inode):
+        return check_path(path, **kwargs)       # replaced meanwhile: judge the new file
+    os.unlink(path)
+    return diagnosis

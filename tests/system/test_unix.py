@@ -263,3 +263,133 @@ def test_unprivileged_run_keeps_root_sockets(ux, cli):
                    if s["inode"] == ux["listener"]]
     assert listener["owners"] == [] and listener["owner_unknown"] == "permission"
     assert "no visible owner" in result.stderr
+
+
+def test_path_lookup_lists_listener_holders_and_clients(ux, cli):
+    result = cli(ux["path"], "--json", "--netns", "host")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["query"]["unix"] == ux["path"] and doc["query"]["file"]["is_socket"]
+    inodes = [s["inode"] for s in doc["sockets"]]
+    assert inodes[0] == ux["listener"] and set(inodes) == {ux["listener"], *ux["accepted"]}
+    clients = {o["pid"] for s in doc["sockets"] for p in s["peers"] for o in p["owners"]}
+    assert clients == {*map(int, ux["clients"]), ux["pid"]}    # the waiting one is the holder
+    text = cli(ux["path"], "--netns", "host")
+    assert text.returncode == 0 and str(ux["listener"]) in text.stdout
+    abstract = cli(f"@psux-{ux['abstract_pid']}\\x00tail", "--json", "--netns", "host")
+    assert [s["inode"] for s in json.loads(abstract.stdout)["sockets"]] == [ux["abstract"]]
+
+
+RENAMED = """
+    import tempfile
+    base = tempfile.mkdtemp(prefix="psux-")
+    old, new = os.path.join(base, "old.sock"), os.path.join(base, "new.sock")
+    s = socket.socket(socket.AF_UNIX); s.bind(old); s.listen()
+    os.rename(old, new)
+    ready(base=base, old=old, new=new, inode=os.fstat(s.fileno()).st_ino)
+"""
+
+
+def test_renamed_live_file_is_in_use_by_inode(holder, cli):
+    h = holder(RENAMED)
+    try:
+        result = cli("check", h.info["new"], "--json")
+        doc = json.loads(result.stdout)
+        assert result.returncode == 1 and [r["code"] for r in doc["reasons"]] == ["in-use"]
+        (blocker,) = doc["blockers"]
+        # the kernel still names the old path; the inode found it
+        assert blocker["local"]["address"] == h.info["old"]
+        assert [o["pid"] for o in blocker["owners"]] == [h.pid]
+        assert cli("check", h.info["old"]).returncode == 0      # nothing there now
+        found = cli(h.info["new"], "--json", "--netns", "host")
+        assert [s["inode"] for s in json.loads(found.stdout)["sockets"]] == [h.info["inode"]]
+    finally:
+        import shutil
+        shutil.rmtree(h.info["base"], ignore_errors=True)
+
+
+def test_stale_file_after_sigkill_is_cleaned_then_binds(holder, cli, tmp_path):
+    path = str(tmp_path / "srv.sock")
+    h = holder(f"""
+        s = socket.socket(socket.AF_UNIX); s.bind({path!r}); s.listen()
+        ready()
+    """)
+    assert cli("check", path).returncode == 1
+    os.kill(h.pid, 9)
+    h.proc.wait(timeout=10)
+    doc = json.loads(cli("check", path, "--json").stdout)
+    assert [r["code"] for r in doc["reasons"]] == ["stale-file"] and not doc["bindable"]
+    refused = cli("check", "--clean", path)                  # no terminal, no --yes
+    assert refused.returncode == 5 and os.path.exists(path)
+    dry = cli("check", "--clean", "--dry-run", path)
+    assert dry.returncode == 0 and os.path.exists(path)
+    cleaned = cli("check", "--clean", "--yes", path, "--json")
+    assert cleaned.returncode == 0 and json.loads(cleaned.stdout)["removed"] is True
+    assert not os.path.exists(path)
+    import socket
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(path)
+        assert cli("check", "--clean", "--yes", path).returncode == 1   # live: never removed
+        assert os.path.exists(path)
+    os.unlink(path)
+
+
+def test_live_file_is_never_cleaned(ux, cli):
+    result = cli("check", "--clean", "--yes", ux["path"])
+    assert result.returncode == 1 and os.path.exists(ux["path"])
+    assert "in-use" in result.stdout
+
+
+def test_not_a_socket_and_other_reasons(cli, tmp_path):
+    regular = tmp_path / "file"
+    regular.write_text("x")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (regular, fifo):
+        doc = json.loads(cli("check", str(path), "--json").stdout)
+        assert [r["code"] for r in doc["reasons"]] == ["not-a-socket"]
+        assert cli("check", "--clean", "--yes", str(path)).returncode == 1 and path.exists()
+        assert cli(str(path)).returncode == 1
+    missing = json.loads(cli("check", str(tmp_path / "no" / "x.sock"), "--json").stdout)
+    assert [r["code"] for r in missing["reasons"]] == ["parent-missing"]
+    long_path = "/tmp/" + "x" * 103 + ".sock"                # 111 bytes > 107
+    too_long = cli("check", long_path, "--json")
+    assert too_long.returncode == 1
+    assert [r["code"] for r in json.loads(too_long.stdout)["reasons"]] == ["path-too-long"]
+    assert cli("check", str(tmp_path / "new.sock")).returncode == 0
+
+
+@pytest.mark.parametrize("args", [["/tmp/" + "y" * 200], ["/tmp"], ["check", "/tmp"],
+                                  ["kill", "/tmp"], ["check", "--clean", "@abstract"]])
+def test_bad_input_exits_2_with_one_line(cli, args):
+    result = cli(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_nul_in_a_path_is_refused():
+    from portscope import InvalidInput, unixsock
+    with pytest.raises(InvalidInput):
+        unixsock.parse_target("/tmp/a\0b")
+
+
+def test_kill_path_stops_the_listener_holders(holder, cli, tmp_path):
+    path = str(tmp_path / "k.sock")
+    h = holder(f"""
+        s = socket.socket(socket.AF_UNIX); s.bind({path!r}); s.listen()
+        kid = fork_sleeper()                    # shares the listener
+        ready(kid=kid)
+    """)
+    from netns import alive
+    dry = cli("kill", path, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = {t["pid"] for t in json.loads(dry.stdout)["plan"]["targets"]}
+    assert planned == {h.pid, h.info["kid"]}
+    assert cli("kill", path).returncode == 5 and alive(h.pid)      # no terminal, no --yes
+    result = cli("kill", path, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no socket is bound to it any more" in result.stdout
+    h.proc.wait(timeout=10)
+    assert not alive(h.info["kid"])
+    assert json.loads(cli("check", path, "--json").stdout)["reasons"][0]["code"] == "stale-file"
+    assert cli("kill", path, "--yes").returncode == 1              # nothing holds it now

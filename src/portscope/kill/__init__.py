@@ -26,7 +26,8 @@ Parts: ``plan`` (1), ``safety`` (2's rules), ``supervisors`` (2's respawners), `
 ``verify`` (4, and ``free_port``, the whole transaction).
 """
 
-from .plan import KillPlan, Target, plan_kill, plan_protos
+from .plan import (KillPlan, Target, plan_kill, plan_kill_unix, plan_protos, unix_in_scope,
+                   verify_unix)
 from .safety import PF_KTHREAD, ancestors, refuse, safety_refusal
 from .signal import SIGNALS, Outcome, holds_any, terminate, verify_identity
 from .supervisors import SYSTEM_UNIT_PATH, Respawner, find_respawner, unit_restart
@@ -34,5 +35,6 @@ from .verify import KillResult, PortCheck, free_port, verify_port
 
 __all__ = ["PF_KTHREAD", "SIGNALS", "SYSTEM_UNIT_PATH", "KillPlan", "KillResult", "Outcome",
            "PortCheck", "Respawner", "Target", "ancestors", "find_respawner", "free_port",
-           "holds_any", "plan_kill", "plan_protos", "refuse", "safety_refusal", "terminate",
-           "unit_restart", "verify_identity", "verify_port"]
+           "holds_any", "plan_kill", "plan_kill_unix", "plan_protos", "refuse",
+           "safety_refusal", "terminate", "unit_restart", "unix_in_scope", "verify_identity",
+           "verify_port", "verify_unix"]

@@ -157,6 +157,49 @@ def plan_kill(port: int, address: str | None = None, *,
                     snapshot=snapshot)
 
 
+def unix_in_scope(sock: Socket, include_connected: bool) -> bool:
+    """True for the sockets ``kill PATH`` stops: a listener, a datagram server (no peer of
+    its own: others send to it), or with ``include_connected`` every socket bound there."""
+    return (include_connected or sock.state is State.LISTEN or sock.unix is not None
+            and sock.unix.type == "dgram" and sock.unix.peer_inode is None)
+
+
+def plan_kill_unix(target: str, *, include_connected: bool = False,
+                   unit_path: Sequence[str] = SYSTEM_UNIT_PATH) -> KillPlan:
+    """Plan to stop every process holding a UNIX socket bound to ``target``: a socket file
+    (matched by its inode, in every network namespace the caller may enter) or ``@name``.
+
+    Args:
+        target: from ``unixsock.parse_target``.
+        include_connected: also holders of the accepted connections bound to it (by
+            default the listeners and datagram servers).
+        unit_path: where systemd units are looked up.
+    Returns:
+        a ``KillPlan`` (``port`` 0, ``address`` the target, ``protos`` {unix}) with an open
+        pidfd per live holder (close it).
+    """
+    from .. import namespaces, unixsock
+    snapshot, _file = unixsock.lookup(target,
+                                      netns="all" if namespaces.may_enter() else "host")
+    in_scope = [s for s in snapshot.sockets if unix_in_scope(s, include_connected)]
+    hidden = tuple(s for s in in_scope if not s.owners
+                   and s.owner_unknown is OwnerUnknown.PERMISSION)
+    owned = tuple(s for s in in_scope if s.owners)
+    by_pid: dict[int, list[Socket]] = {}
+    processes: dict[int, ProcessInfo] = {}
+    for sock in owned:
+        for owner in sock.owners:
+            by_pid.setdefault(owner.pid, []).append(sock)
+            processes.setdefault(owner.pid, owner.process)
+    targets = [_target(pid, processes[pid], tuple(by_pid[pid]), 0, unit_path)
+               for pid in sorted(by_pid)]
+    unplanned = tuple(s for s in snapshot.sockets if s not in in_scope and s.owners
+                      and not {o.pid for o in s.owners} <= set(by_pid))
+    return KillPlan(port=0, address=target, protos=frozenset({Proto.UNIX}), targets=targets,
+                    sockets=owned, hidden=hidden, kernel_held=(), unplanned=unplanned,
+                    snapshot=snapshot)
+
+
 def _target(pid: int, process: ProcessInfo, sockets: tuple[Socket, ...], port: int,
             unit_path: Sequence[str]) -> Target:
     """Open the pidfd and check it names the scanned process (same start time)."""
@@ -188,3 +231,11 @@ def plan_protos(plan: KillPlan) -> frozenset[Proto]:
     the plan's."""
     present = {s.proto for s in (*plan.sockets, *plan.kernel_held, *plan.hidden)}
     return frozenset(present) or plan.protos
+
+
+def verify_unix(target: str, include_connected: bool = False) -> tuple[Socket, ...]:
+    """The sockets still bound to ``target`` that ``kill`` was to stop (empty: freed), looked
+    for in every network namespace the caller may enter."""
+    from .. import namespaces, unixsock
+    after, _file = unixsock.lookup(target, netns="all" if namespaces.may_enter() else "host")
+    return tuple(s for s in after.sockets if unix_in_scope(s, include_connected))

@@ -66,7 +66,8 @@ def write_plan(out: TextIO, plan: KillPlan, signal_name: str) -> None:
     sockets, why one is refused or supervised, command line), kernel-held and unplanned
     sockets."""
     from . import text
-    where = f"{plan.address}:{plan.port}" if plan.address else f"port {plan.port}"
+    where = cols.safe(plan.address) if not plan.port and plan.address else \
+        f"{plan.address}:{plan.port}" if plan.address else f"port {plan.port}"
     live = [t for t in plan.targets if not t.gone]
     if live:
         out.write(f"{where}: {len(plan.sockets)} socket(s) held by {len(live)} process(es); "
@@ -79,7 +80,7 @@ def write_plan(out: TextIO, plan: KillPlan, signal_name: str) -> None:
         for t in plan.targets:
             started = t.process.started_at.strftime("%Y-%m-%d %H:%M:%S") \
                 if t.process.started_at else "?"
-            socks = ", ".join(f"{s.proto.value} {s.state.value} {cols.endpoint_text(*s.local)}"
+            socks = ", ".join(f"{s.proto.value} {s.state.value} {cols.LOCAL.get(s)}"
                               for s in t.sockets)
             note = t.refusal or t.gone or (t.respawner.detail if t.respawner else "")
             command = cols.safe(" ".join(t.process.cmdline or ()))
@@ -93,7 +94,7 @@ def write_plan(out: TextIO, plan: KillPlan, signal_name: str) -> None:
                   f"{cols.endpoint_text(*sock.local)} (gone within 60 s)\n")
     for sock in plan.unplanned:
         out.write(f"not planned (connected; -a plans it): {sock.proto.value} "
-                  f"{sock.state.value} {cols.endpoint_text(*sock.local)} held by "
+                  f"{sock.state.value} {cols.LOCAL.get(sock)} held by "
                   f"{cols.owner_pids(sock)}\n")
     out.flush()
 

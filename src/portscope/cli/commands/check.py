@@ -15,7 +15,10 @@ reason codes: in-use, wildcard-overlap, dual-stack-overlap, time-wait, bound-ina
   reuseport-other-user, privileged-port, address-not-available, zone-required, trial-failed
 warning codes: ephemeral-range, reserved-port, options-unknown, rules-trial-disagree,
   owners-hidden
-exit: 0 bindable, 1 not bindable, 2 bad input
+UNIX socket paths (check PATH): in-use, stale-file, not-a-socket, parent-missing, permission,
+  path-too-long; --clean removes a stale socket file after proving it stale (asks on a
+  terminal; --yes, --dry-run)
+exit: 0 bindable (--clean: removed), 1 not bindable, 2 bad input, 5 --clean refused
 """
 
 
@@ -29,8 +32,15 @@ def register(sub) -> None:
                     "(the IPv6 wildcard, dual-stack unless --v6only or net.ipv6.bindv6only=1, "
                     "then 0.0.0.0 and [::] separately).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", metavar="[ADDR:]PORT",
-                        help="8080, 127.0.0.1:8080, [::1]:8080, [fe80::1%%eth0]:8080, https")
+    parser.add_argument("target", metavar="[ADDR:]PORT|PATH",
+                        help="8080, 127.0.0.1:8080, [::1]:8080, [fe80::1%%eth0]:8080, https; "
+                             "a path: could a UNIX socket be bound there (decided by the "
+                             "socket file's inode, never by connecting)")
+    parser.add_argument("--clean", action="store_true",
+                        help="PATH: remove the socket file if, and only if, it is proven stale")
+    parser.add_argument("-y", "--yes", action="store_true", help="--clean: do not ask")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="--clean: prove, remove nothing")
     parser.add_argument("-u", "--udp", action="store_true", help="a UDP socket (default TCP)")
     parser.add_argument("--reuseaddr", action="store_true", help="the new socket sets "
                         "SO_REUSEADDR")
@@ -51,7 +61,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import services
+    from ... import services, unixsock
+    if unixsock.is_unix_target(args.target) or args.clean:
+        return run_unix(args)
     from ...bindcheck import check_bind
     from ...ports import parse_endpoint
     address, port = parse_endpoint(args.target, services.resolve_service)
@@ -72,3 +84,58 @@ def run(args: argparse.Namespace) -> int:
     else:
         render.write_diagnosis(sys.stdout, diagnosis, header=not args.no_header)
     return ExitStatus.answer(diagnosis.bindable)
+
+
+def run_unix(args: argparse.Namespace) -> int:
+    """``check PATH`` and ``check --clean PATH``."""
+    from ... import unixsock
+    from ...errors import InvalidInput
+    from ...render import unix as render
+    path = args.target
+    if path.startswith("@") or not unixsock.is_unix_target(path):
+        raise InvalidInput(f"check {'--clean ' if args.clean else ''}needs a socket file path "
+                           f"(with a /), not {path!r}: abstract names have no file")
+    if "\0" in path:
+        raise InvalidInput("a UNIX socket path cannot hold a NUL byte")
+    import os
+    if os.path.isdir(path):
+        raise InvalidInput(f"{path} is a directory, not a socket file")
+    diagnosis = common.run_in_netns(args.netns, lambda: unixsock.check_path(path))
+    removed = None
+    message = None
+    code = ExitStatus.answer(diagnosis.bindable)
+    if args.clean:
+        removed = False
+        if not diagnosis.stale:
+            message = "not removed: only a stale socket file is removed"
+            code = ExitStatus.NO
+        elif args.dry_run:
+            message = "dry run: the file is stale; nothing removed"
+            code = ExitStatus.OK
+        elif not args.yes and not sys.stdin.isatty():
+            message = "refusing without a terminal to ask on: pass --yes to proceed"
+            code = ExitStatus.REFUSED
+        elif not args.yes and not _confirm(f"remove stale socket file "
+                                           f"{render.cols.safe(path)}? [y/N] "):
+            message = "declined: nothing removed"
+            code = ExitStatus.NO
+        else:
+            diagnosis = common.run_in_netns(args.netns, lambda: unixsock.remove_stale(path))
+            removed = diagnosis.stale
+            code = ExitStatus.answer(removed)
+            message = None if removed else "not removed: the file changed and is not stale"
+    if args.json:
+        print(json.dumps(render.diagnosis_json(diagnosis, removed), indent=2))
+    else:
+        render.write_diagnosis(sys.stdout, diagnosis)
+        if removed:
+            print(f"removed {render.cols.safe(path)}")
+    if message:
+        common.warn(message)
+    return code
+
+
+def _confirm(question: str) -> bool:
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")

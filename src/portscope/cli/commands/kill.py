@@ -35,8 +35,10 @@ def register(sub) -> None:
     parser = sub.add_parser("kill", help="stop every holder of a port, then prove it is free",
                             description=DESCRIPTION,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", metavar="PORT|ADDR:PORT",
-                        help="e.g. 8080, 127.0.0.1:8080, [::1]:8080, http-alt")
+    parser.add_argument("target", metavar="PORT|ADDR:PORT|PATH|@NAME",
+                        help="e.g. 8080, 127.0.0.1:8080, [::1]:8080, http-alt; a UNIX socket "
+                             "file (by its inode) or @abstract name: the holders of its "
+                             "listener")
     parser.add_argument("-t", "--tcp", action="store_true", help="TCP sockets only")
     parser.add_argument("-u", "--udp", action="store_true", help="UDP sockets only")
     parser.add_argument("-a", "--all", action="store_true",
@@ -72,7 +74,9 @@ def parse_timeout(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import services
+    from ... import services, unixsock
+    if unixsock.is_unix_target(args.target):
+        return run_unix(args)
     from ...errors import KillRefused
     from ...kill import plan_kill, plan_protos, refuse, terminate, verify_port
     from ...ports import parse_endpoint
@@ -118,6 +122,66 @@ def run(args: argparse.Namespace) -> int:
         render.write_outcomes(sys.stdout, outcomes)
         render.write_check(sys.stdout, port, check)
     return finish(ExitStatus.answer(check.freed), None, outcomes=outcomes, check=check)
+
+
+def run_unix(args: argparse.Namespace) -> int:
+    """``kill PATH|@NAME``: as ``kill PORT``, for the holders of a UNIX listener; then proves
+    that no socket is bound to it any more (its file stays: ``check --clean`` removes it)."""
+    from ... import unixsock
+    from ...errors import KillRefused
+    from ...kill import plan_kill_unix, refuse, terminate, verify_unix
+    from ...render import kill as render
+    target = unixsock.parse_target(args.target)
+    sig = parse_signal(args.signal)
+    timeout_s = parse_timeout(args.timeout)
+    signal_name = signal.Signals(sig).name
+
+    def finish(code: ExitStatus, message: str | None, refused: bool = False,
+               **done) -> ExitStatus:
+        if args.json:
+            doc = render.kill_json(0, target, signal_name, args.dry_run, plan_doc,
+                                   message=message, refused=refused,
+                                   outcomes=done.get("outcomes"))
+            if "still" in done:
+                doc["freed"] = not done["still"]
+                doc["still_held"] = render._socket_list(done["still"])
+            print(json.dumps(doc, indent=2))
+        elif message:
+            common.warn(("refused: " if refused else "") + safe(message))
+        return code
+
+    with plan_kill_unix(target, include_connected=args.all) as plan:
+        plan_doc = render.plan_json(plan)
+        if not args.json:
+            render.write_plan(sys.stdout, plan, signal_name)
+        try:
+            refuse(plan, force=args.force)
+        except KillRefused as exc:
+            return finish(ExitStatus.REFUSED, str(exc), refused=True)
+        live = [t for t in plan.targets if not t.gone]
+        if args.dry_run:
+            return finish(ExitStatus.answer(bool(live)),
+                          "dry run: nothing signalled" if live else "dry run: no process "
+                          "to signal")
+        if not live and not plan.hidden:
+            return finish(ExitStatus.NO, f"no process holds a UNIX socket on {target}")
+        if live and not args.yes:
+            if not sys.stdin.isatty():
+                return finish(ExitStatus.REFUSED, "refusing without a terminal to ask on: "
+                              "pass --yes to proceed", refused=True)
+            if not _confirm(f"send {signal_name} to {len(live)} process(es)? [y/N] "):
+                return finish(ExitStatus.NO, "declined: nothing signalled")
+        outcomes = terminate(plan, sig=sig, timeout_s=timeout_s, force=args.force)
+    still = verify_unix(target, include_connected=args.all)
+    if not args.json:
+        render.write_outcomes(sys.stdout, outcomes)
+        if still:
+            print(f"{safe(target)} is still held by {len(still)} socket(s)")
+        else:
+            note = (f"; its socket file stays behind: portscope check --clean {safe(target)}"
+                    if not target.startswith("@") else "")
+            print(f"{safe(target)}: no socket is bound to it any more{note}")
+    return finish(ExitStatus.answer(not still), None, outcomes=outcomes, still=still)
 
 
 def _confirm(question: str) -> bool:

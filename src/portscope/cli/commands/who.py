@@ -23,15 +23,21 @@ def register(sub) -> None:
                     "it. A port a container runtime publishes names its container, where it "
                     "forwards to and who serves it there (PUBLISHED when only NAT rules "
                     "forward it). Exit 0 when any socket is on the port (kernel-held "
-                    "TIME_WAIT included) or a container publishes it, 1 when none is.")
-    parser.add_argument("target", metavar="PORT|ADDR:PORT|[IPV6]:PORT|SERVICE",
-                        help="e.g. 8080, 127.0.0.1:8080, [::1]:8080, https")
+                    "TIME_WAIT included) or a container publishes it, 1 when none is. "
+                    "A path or @name means a UNIX socket: the sockets bound to that socket "
+                    "file (matched by its inode, so a renamed file still finds them) or "
+                    "abstract name, their holders and every connected client process.")
+    parser.add_argument("target", metavar="PORT|ADDR:PORT|[IPV6]:PORT|SERVICE|PATH|@NAME",
+                        help="e.g. 8080, 127.0.0.1:8080, [::1]:8080, https, "
+                             "/run/docker.sock, @name")
     common.add_listing_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import services
+    from ... import services, unixsock
+    if unixsock.is_unix_target(args.target):
+        return run_unix(args)
     address, port = parse_endpoint(args.target, services.resolve_service)
     protos, families = common.protos_families(args)
     snapshot = take_snapshot(SocketFilter(protos=protos, families=families,
@@ -68,3 +74,40 @@ def run(args: argparse.Namespace) -> int:
         return ExitStatus.NO
     return ExitStatus.OK
 
+
+
+def run_unix(args: argparse.Namespace) -> int:
+    """``portscope PATH|@NAME``: the sockets bound to a socket file or abstract name, their
+    holders and the processes connected to them."""
+    from ... import unixsock
+    from ...render import unix as render
+    target = unixsock.parse_target(args.target)
+    snapshot, file = unixsock.lookup(target, backend=args.backend, owners=not args.no_owners,
+                                     netns=common.netns_choice(args))
+    sockets = snapshot.sockets
+    where = cols.safe(target)
+    if args.json:
+        fields = {"query": {"unix": target, "file": render.file_json(file)}}
+        listing.write_listing(sys.stdout, snapshot, sockets, (), fmt="json", fields=fields)
+    elif sockets:
+        if sys.stdout.isatty() and not args.no_header:
+            print(f"{where} ({render.file_sentence(file)}): {len(sockets)} socket(s)")
+        columns = cols.UNIX_LIST_COLUMNS if not args.no_owners else cols.NO_OWNER_COLUMNS
+        listing.write_listing(sys.stdout, snapshot, sockets, columns,
+                              fmt=common.output_format(args), header=not args.no_header)
+        if sys.stdout.isatty() and not args.no_owners:
+            print(f"connected processes: {render.peer_owners_text(sockets)}")
+    common.report_warnings(snapshot)
+    if not sockets:
+        if file is not None and file.is_socket:
+            common.warn(f"no socket is bound to {where}: a stale socket file "
+                        f"(portscope check --clean {where} removes it)")
+        elif file is not None and file.error is None:
+            common.warn(f"{where} is not a socket file")
+        else:
+            common.warn(f"no UNIX socket on {where} in this network namespace")
+        return ExitStatus.NO
+    if file is not None and not file.is_socket:
+        common.warn(f"{where}: {render.file_sentence(file)}; these sockets were bound with that "
+                    "name and their file was removed or replaced")
+    return ExitStatus.OK
