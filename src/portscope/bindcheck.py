@@ -218,8 +218,8 @@ def _view_match(a, b) -> str | None:
 
 
 def _is_dual_wildcard(family: Family, address: str, v6only: bool | None) -> bool:
-    return (family is Family.IPV6 and not v6only
-            and is_wildcard(address))
+    ip = ip_address(address)           # ::ffff:0.0.0.0 is the IPv4 wildcard: never dual
+    return family is Family.IPV6 and not v6only and ip.version == 6 and ip.is_unspecified
 
 
 def overlap(family: Family, address: str, v6only: bool | None, sock: Socket) -> str | None:

@@ -70,10 +70,10 @@ def scope_text(sock: Socket) -> str:
     ``"loopback only ..."``, ``"one address ..."``."""
     text, zone = split_zone(sock.local.address)
     mapped = ipv4_mapped(text)
-    if mapped is not None:
+    ip = ip_address(text)
+    if mapped is not None and not ip.is_unspecified:
         return (f"one IPv4 address, {mapped}, through an IPv6 socket "
                 "(an IPv4-mapped address ::ffff:a.b.c.d is IPv4)")
-    ip = ip_address(text)
     if ip.is_unspecified:
         if ip.version == 4:
             return "all interfaces, IPv4 only (0.0.0.0 is the IPv4 wildcard)"

@@ -71,12 +71,14 @@ def canonical_address(text: str, *, zone: bool = True) -> str:
 
 
 def is_wildcard(text: str) -> bool:
-    """True for ``0.0.0.0`` and ``::`` (in any spelling, with or without a zone id).
+    """True for ``0.0.0.0``, ``::`` and ``::ffff:0.0.0.0`` (an IPv6 socket bound to the
+    IPv4-mapped wildcard receives on every IPv4 address, and on no IPv6 one), in any spelling,
+    with or without a zone id.
 
     Raises:
         ValueError: not an IP literal.
     """
-    return ipaddress.ip_address(split_zone(text)[0]).is_unspecified
+    return ip_address(text).is_unspecified
 
 
 def is_loopback(text: str) -> bool:

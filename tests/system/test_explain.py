@@ -164,3 +164,24 @@ def test_bad_input(netns, bad):
     result = netns.portscope("explain", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(textwrap.dedent(result.stderr).strip().splitlines()) == 1
+
+
+def test_the_ipv4_mapped_wildcard_is_the_ipv4_wildcard(netns):
+    """An IPv6 socket bound to ::ffff:0.0.0.0 receives on every IPv4 address and no IPv6 one
+    (the kernel says so: a connection to 127.0.0.1 is accepted): every command calls it the
+    IPv4 wildcard, none "one IPv4 address" or dual-stack."""
+    netns.holder("""
+        l = socket.socket(socket.AF_INET6); l.bind(("::ffff:0.0.0.0", 8080)); l.listen()
+        c = socket.create_connection(("127.0.0.1", 8080))
+        ready()
+    """)
+    code, doc, text = explain(netns, "8080")
+    assert code == 0
+    assert "all interfaces, IPv4 only" in text and "one IPv4 address" not in text
+    code, found = netns.portscope_json("127.0.0.1:8080", "--netns", "host")
+    assert code == 0 and [s["local"]["address"] for s in found["sockets"]
+                          if s["state"] == "LISTEN"] == ["::ffff:0.0.0.0"]
+    code, check = netns.portscope_json("check", "127.0.0.1:8080")
+    assert code == 1 and check["reasons"][0]["code"] == "wildcard-overlap"
+    code, check = netns.portscope_json("check", "[::1]:8080", "--no-trial")
+    assert code == 0, check["reasons"]
