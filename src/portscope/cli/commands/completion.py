@@ -8,6 +8,7 @@ import os
 import sys
 
 from .. import common
+from ..status import ExitStatus
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     text = script(args.shell)
     if not args.install:
         sys.stdout.write(text)
-        return 0
+        return ExitStatus.OK
     from ...errors import PortscopeError
     path = install_path(args.shell)
     try:
@@ -88,4 +89,4 @@ def run(args: argparse.Namespace) -> int:
     common.warn(f"installed {args.shell} completions: {path}")
     if args.shell == "zsh":
         common.warn(f"add to ~/.zshrc before compinit: fpath=({os.path.dirname(path)} $fpath)")
-    return 0
+    return ExitStatus.OK

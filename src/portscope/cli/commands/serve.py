@@ -18,6 +18,7 @@ from importlib import resources
 from ...errors import BackendError, InvalidInput
 from ...ports import parse_endpoint, shown
 from .. import common
+from ..status import ExitStatus
 
 DEFAULT_LISTEN = "127.0.0.1:9623"
 RULES_FILE = "prometheus-rules.yml"
@@ -105,7 +106,7 @@ def shipped_text(name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.print_rules or args.print_dashboard:
         sys.stdout.write(shipped_text(RULES_FILE if args.print_rules else DASHBOARD_FILE))
-        return 0
+        return ExitStatus.OK
     interval_s = parse_interval(args.interval)
     address, port = parse_listen(args.listen, args.allow_remote)
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             exporter.write_textfile(reg, args.textfile)
         except OSError as exc:
             raise BackendError(f"cannot write {args.textfile}: {exc.strerror or exc}") from None
-        return 0
+        return ExitStatus.OK
     try:
         server, bound = exporter.serve(reg, address, port, certfile=args.tls_cert,
                                        keyfile=args.tls_key)
@@ -149,4 +150,4 @@ def run(args: argparse.Namespace) -> int:
                 f"{interval_s:g} s)")
     stop.wait()
     server.shutdown()
-    return 0
+    return ExitStatus.OK
