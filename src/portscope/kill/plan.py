@@ -137,24 +137,8 @@ def plan_kill(port: int, address: str | None = None, *,
                                           address=address))
     on_port = [s for s in snapshot.sockets if s.local.port == port]
     in_scope = [s for s in on_port if _in_scope(s, port, include_connected)]
-    hidden = tuple(s for s in in_scope if not s.owners
-                   and s.owner_unknown is OwnerUnknown.PERMISSION)
     kernel_held = tuple(s for s in on_port if not s.owners and s.state in KERNEL_HELD_STATES)
-    owned = tuple(s for s in in_scope if s.owners)
-    by_pid: dict[int, list[Socket]] = {}
-    processes: dict[int, ProcessInfo] = {}
-    for sock in owned:
-        for owner in sock.owners:
-            by_pid.setdefault(owner.pid, []).append(sock)
-            processes.setdefault(owner.pid, owner.process)
-    targets = [_target(pid, processes[pid], tuple(by_pid[pid]), port, unit_path)
-               for pid in sorted(by_pid)]
-    planned = set(by_pid)
-    unplanned = tuple(s for s in on_port if s not in in_scope and s.owners
-                      and not {o.pid for o in s.owners} <= planned)
-    return KillPlan(port=port, address=address, protos=chosen, targets=targets, sockets=owned,
-                    hidden=hidden, kernel_held=kernel_held, unplanned=unplanned,
-                    snapshot=snapshot)
+    return _plan(port, address, chosen, snapshot, on_port, in_scope, kernel_held, unit_path)
 
 
 def unix_in_scope(sock: Socket, include_connected: bool) -> bool:
@@ -182,6 +166,16 @@ def plan_kill_unix(target: str, *, include_connected: bool = False,
     snapshot, _file = unixsock.lookup(target,
                                       netns="all" if namespaces.may_enter() else "host")
     in_scope = [s for s in snapshot.sockets if unix_in_scope(s, include_connected)]
+    return _plan(0, target, frozenset({Proto.UNIX}), snapshot, snapshot.sockets, in_scope, (),
+                 unit_path)
+
+
+def _plan(port: int, address: str | None, protos: frozenset[Proto], snapshot: Snapshot,
+          on_target: Sequence[Socket], in_scope: Sequence[Socket],
+          kernel_held: tuple[Socket, ...], unit_path: Sequence[str]) -> KillPlan:
+    """The plan for the sockets ``in_scope`` (of ``on_target``, every socket on the port or
+    name): a ``Target`` per holding process, in PID order, with its pidfd; the hidden ones;
+    sockets on the target held by processes outside the plan."""
     hidden = tuple(s for s in in_scope if not s.owners
                    and s.owner_unknown is OwnerUnknown.PERMISSION)
     owned = tuple(s for s in in_scope if s.owners)
@@ -191,13 +185,13 @@ def plan_kill_unix(target: str, *, include_connected: bool = False,
         for owner in sock.owners:
             by_pid.setdefault(owner.pid, []).append(sock)
             processes.setdefault(owner.pid, owner.process)
-    targets = [_target(pid, processes[pid], tuple(by_pid[pid]), 0, unit_path)
+    targets = [_target(pid, processes[pid], tuple(by_pid[pid]), port, unit_path)
                for pid in sorted(by_pid)]
-    unplanned = tuple(s for s in snapshot.sockets if s not in in_scope and s.owners
+    unplanned = tuple(s for s in on_target if s not in in_scope and s.owners
                       and not {o.pid for o in s.owners} <= set(by_pid))
-    return KillPlan(port=0, address=target, protos=frozenset({Proto.UNIX}), targets=targets,
-                    sockets=owned, hidden=hidden, kernel_held=(), unplanned=unplanned,
-                    snapshot=snapshot)
+    return KillPlan(port=port, address=address, protos=protos, targets=targets,
+                    sockets=owned, hidden=hidden, kernel_held=kernel_held,
+                    unplanned=unplanned, snapshot=snapshot)
 
 
 def _target(pid: int, process: ProcessInfo, sockets: tuple[Socket, ...], port: int,

@@ -41,11 +41,13 @@ def plan_json(plan: KillPlan) -> dict:
 
 def kill_json(port: int, address: str | None, signal_name: str, dry_run: bool, plan: dict, *,
               outcomes: Sequence[Outcome] | None = None, check: PortCheck | None = None,
-              message: str | None = None, refused: bool = False) -> dict:
+              still_held: Sequence[Socket] | None = None, message: str | None = None,
+              refused: bool = False) -> dict:
     """The JSON document of ``kill --json``: the query, ``plan`` (from ``plan_json``, taken
     while the plan was open), then, when the holders were signalled, ``outcomes`` and the
     port check (``freed``, ``kernel_held``, ``still_held``, ``reuseaddr_bindable``,
-    ``checks``: check's documents), ``message`` when there is one, and ``refused``."""
+    ``checks``: check's documents; for a UNIX target, ``still_held``: ``freed`` and
+    ``still_held`` only), ``message`` when there is one, and ``refused``."""
     doc: dict = {"schema_version": jsonfmt.SCHEMA_VERSION, "port": port, "address": address,
                  "signal": signal_name, "dry_run": dry_run, "plan": plan}
     if outcomes is not None:
@@ -55,6 +57,8 @@ def kill_json(port: int, address: str | None, signal_name: str, dry_run: bool, p
                     "still_held": _socket_list(check.still_held),
                     "reuseaddr_bindable": check.reuseaddr_bindable,
                     "checks": [diagnosis_json(c, address) for c in check.checks]})
+    if still_held is not None:
+        doc.update({"freed": not still_held, "still_held": _socket_list(still_held)})
     if message:
         doc["message"] = message
     doc["refused"] = refused
@@ -133,3 +137,14 @@ def write_check(out: TextIO, port: int, check: PortCheck) -> None:
                       "it)\n")
         elif check.reuseaddr_bindable is False:
             out.write("  SO_REUSEADDR does not help: the old listener did not set it\n")
+
+
+def write_unix_check(out: TextIO, target: str, still_held: Sequence[Socket]) -> None:
+    """Is a UNIX socket name free now: what still holds it, or that none does (and that a
+    socket file stays behind until ``check --clean``)."""
+    if still_held:
+        out.write(f"{cols.safe(target)} is still held by {len(still_held)} socket(s)\n")
+    else:
+        note = (f"; its socket file stays behind: portscope check --clean {cols.safe(target)}"
+                if not target.startswith("@") else "")
+        out.write(f"{cols.safe(target)}: no socket is bound to it any more{note}\n")

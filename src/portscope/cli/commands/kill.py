@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import sys
+from collections.abc import Callable
 
 from ...render.columns import safe
 from .. import common
@@ -77,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ... import services, unixsock
     if unixsock.is_unix_target(args.target):
         return run_unix(args)
-    from ...errors import KillRefused
-    from ...kill import plan_kill, plan_protos, refuse, terminate, verify_port
+    from ...kill import plan_kill, plan_protos, terminate, verify_port
     from ...ports import parse_endpoint
     from ...render import kill as render
     address, port = parse_endpoint(args.target, services.resolve_service)
@@ -86,36 +86,11 @@ def run(args: argparse.Namespace) -> int:
     timeout_s = parse_timeout(args.timeout)
     protos = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on] or ["tcp", "udp"]
     signal_name = signal.Signals(sig).name
-
-    def finish(code: ExitStatus, message: str | None, refused: bool = False,
-               **done) -> ExitStatus:
-        if args.json:
-            print(json.dumps(render.kill_json(port, address, signal_name, args.dry_run,
-                                              plan_doc, message=message, refused=refused,
-                                              **done), indent=2))
-        elif message:
-            common.warn(("refused: " if refused else "") + safe(message))
-        return code
-
     with plan_kill(port, address, protos=protos, include_connected=args.all) as plan:
-        plan_doc = render.plan_json(plan)
-        if not args.json:
-            render.write_plan(sys.stdout, plan, signal_name)
-        try:
-            refuse(plan, force=args.force)     # AccessDenied goes on to main: exit 4
-        except KillRefused as exc:
-            return finish(ExitStatus.REFUSED, str(exc), refused=True)
-        live = [t for t in plan.targets if not t.gone]
-        if args.dry_run:
-            return finish(ExitStatus.answer(bool(live)),
-                          "dry run: nothing signalled" if live else "dry run: no process "
-                          "to signal")
-        if live and not args.yes:
-            if not sys.stdin.isatty():
-                return finish(ExitStatus.REFUSED, "refusing without a terminal to ask on: "
-                              "pass --yes to proceed", refused=True)
-            if not _confirm(f"send {signal_name} to {len(live)} process(es)? [y/N] "):
-                return finish(ExitStatus.NO, "declined: nothing signalled")
+        finish = _finisher(args, port, address, signal_name, plan)
+        ended = _authorise(args, plan, signal_name, finish)
+        if ended is not None:
+            return ended
         outcomes = terminate(plan, sig=sig, timeout_s=timeout_s, force=args.force)
         check = verify_port(port, address, plan_protos(plan))
     if not args.json:
@@ -128,60 +103,76 @@ def run_unix(args: argparse.Namespace) -> int:
     """``kill PATH|@NAME``: as ``kill PORT``, for the holders of a UNIX listener; then proves
     that no socket is bound to it any more (its file stays: ``check --clean`` removes it)."""
     from ... import unixsock
-    from ...errors import KillRefused
-    from ...kill import plan_kill_unix, refuse, terminate, verify_unix
+    from ...kill import plan_kill_unix, terminate, verify_unix
     from ...render import kill as render
     target = unixsock.parse_target(args.target)
     sig = parse_signal(args.signal)
     timeout_s = parse_timeout(args.timeout)
     signal_name = signal.Signals(sig).name
-
-    def finish(code: ExitStatus, message: str | None, refused: bool = False,
-               **done) -> ExitStatus:
-        if args.json:
-            doc = render.kill_json(0, target, signal_name, args.dry_run, plan_doc,
-                                   message=message, refused=refused,
-                                   outcomes=done.get("outcomes"))
-            if "still" in done:
-                doc["freed"] = not done["still"]
-                doc["still_held"] = render._socket_list(done["still"])
-            print(json.dumps(doc, indent=2))
-        elif message:
-            common.warn(("refused: " if refused else "") + safe(message))
-        return code
-
     with plan_kill_unix(target, include_connected=args.all) as plan:
-        plan_doc = render.plan_json(plan)
-        if not args.json:
-            render.write_plan(sys.stdout, plan, signal_name)
-        try:
-            refuse(plan, force=args.force)
-        except KillRefused as exc:
-            return finish(ExitStatus.REFUSED, str(exc), refused=True)
-        live = [t for t in plan.targets if not t.gone]
-        if args.dry_run:
-            return finish(ExitStatus.answer(bool(live)),
-                          "dry run: nothing signalled" if live else "dry run: no process "
-                          "to signal")
-        if not live and not plan.hidden:
-            return finish(ExitStatus.NO, f"no process holds a UNIX socket on {target}")
-        if live and not args.yes:
-            if not sys.stdin.isatty():
-                return finish(ExitStatus.REFUSED, "refusing without a terminal to ask on: "
-                              "pass --yes to proceed", refused=True)
-            if not _confirm(f"send {signal_name} to {len(live)} process(es)? [y/N] "):
-                return finish(ExitStatus.NO, "declined: nothing signalled")
+        finish = _finisher(args, 0, target, signal_name, plan)
+        ended = _authorise(args, plan, signal_name, finish,
+                           nothing=f"no process holds a UNIX socket on {target}")
+        if ended is not None:
+            return ended
         outcomes = terminate(plan, sig=sig, timeout_s=timeout_s, force=args.force)
     still = verify_unix(target, include_connected=args.all)
     if not args.json:
         render.write_outcomes(sys.stdout, outcomes)
-        if still:
-            print(f"{safe(target)} is still held by {len(still)} socket(s)")
-        else:
-            note = (f"; its socket file stays behind: portscope check --clean {safe(target)}"
-                    if not target.startswith("@") else "")
-            print(f"{safe(target)}: no socket is bound to it any more{note}")
-    return finish(ExitStatus.answer(not still), None, outcomes=outcomes, still=still)
+        render.write_unix_check(sys.stdout, target, still)
+    return finish(ExitStatus.answer(not still), None, outcomes=outcomes, still_held=still)
+
+
+def _finisher(args: argparse.Namespace, port: int, address: str | None, signal_name: str,
+              plan) -> Callable[..., ExitStatus]:
+    """``finish(code, message, refused=False, **done)``: write the JSON document (``done``:
+    ``kill_json``'s ``outcomes``, ``check``, ``still_held``) or the message on stderr, and
+    return ``code``. The plan's JSON is taken now, while its holders are known."""
+    from ...render import kill as render
+    plan_doc = render.plan_json(plan)
+
+    def finish(code: ExitStatus, message: str | None, refused: bool = False,
+               **done) -> ExitStatus:
+        if args.json:
+            print(json.dumps(render.kill_json(port, address, signal_name, args.dry_run,
+                                              plan_doc, message=message, refused=refused,
+                                              **done), indent=2))
+        elif message:
+            common.warn(("refused: " if refused else "") + safe(message))
+        return code
+
+    return finish
+
+
+def _authorise(args: argparse.Namespace, plan, signal_name: str,
+               finish: Callable[..., ExitStatus], nothing: str | None = None
+               ) -> ExitStatus | None:
+    """Print the plan, then refuse it, stop at a dry run, or ask on the terminal: the exit
+    status when the kill ends here, None when its holders may be signalled. ``nothing``: the
+    message (exit 1) when no live and no hidden holder is planned."""
+    from ...errors import KillRefused
+    from ...kill import refuse
+    from ...render import kill as render
+    if not args.json:
+        render.write_plan(sys.stdout, plan, signal_name)
+    try:
+        refuse(plan, force=args.force)     # AccessDenied goes on to main: exit 4
+    except KillRefused as exc:
+        return finish(ExitStatus.REFUSED, str(exc), refused=True)
+    live = [t for t in plan.targets if not t.gone]
+    if args.dry_run:
+        return finish(ExitStatus.answer(bool(live)),
+                      "dry run: nothing signalled" if live else "dry run: no process "
+                      "to signal")
+    if nothing and not live and not plan.hidden:
+        return finish(ExitStatus.NO, nothing)
+    if live and not args.yes:
+        if not sys.stdin.isatty():
+            return finish(ExitStatus.REFUSED, "refusing without a terminal to ask on: "
+                          "pass --yes to proceed", refused=True)
+        if not _confirm(f"send {signal_name} to {len(live)} process(es)? [y/N] "):
+            return finish(ExitStatus.NO, "declined: nothing signalled")
+    return None
 
 
 def _confirm(question: str) -> bool:
