@@ -109,3 +109,13 @@ def test_the_address_filter_and_the_audit_follow_identity():
     assert rules.is_loopback(sock("::ffff:127.0.0.1"))
     view = rules.view_key(sock("fe80::1%eth0"))
     assert view[2] == ("fe80::1", 8080)                  # /proc/net cannot print a zone
+
+
+def test_the_audit_words_a_mapped_wildcard_as_ipv4_only():
+    for address in ("0.0.0.0", "::ffff:0.0.0.0"):
+        hit = rules.exposed_all_interfaces(rules.Listener(sock(address), None, None, (), "root"),
+                                           None)
+        assert hit is not None and f"every IPv4 address ({address})" in hit.message
+    hit = rules.exposed_all_interfaces(rules.Listener(sock("::", v6only=False), None, None, (),
+                                                      "root"), None)
+    assert "dual-stack" in hit.message

@@ -53,7 +53,7 @@ from typing import NamedTuple
 from .. import identity
 from ..identity import canonical_address
 from ..ports import HostPortRanges
-from ..types import Proto, ProcessInfo, Socket, State, _StrEnum
+from ..types import Family, Proto, ProcessInfo, Socket, State, _StrEnum
 
 
 class Severity(_StrEnum):
@@ -307,8 +307,8 @@ def exposed_all_interfaces(l: Listener, ctx: AuditContext) -> Hit | None:
     sock = l.sock
     if sock.state not in _REACHABLE or not identity.is_wildcard(sock.local.address):
         return None
-    if sock.local.address == "0.0.0.0":
-        reach = "every IPv4 address (0.0.0.0)"
+    if identity.ip_address(sock.local.address).version == 4:    # 0.0.0.0, ::ffff:0.0.0.0
+        reach = f"every IPv4 address ({sock.local.address})"
     elif sock.v6only:
         reach = "every IPv6 address ([::], v6only)"
     elif sock.v6only is False:
@@ -575,7 +575,7 @@ def hidden_port(refusal: Refusal, rounds: int) -> Finding:
     """The ``hidden-port`` finding for a trial bind refused in each of ``rounds`` tries."""
     proto, family, port = refusal
     rule = RULE_BY_ID["hidden-port"]
-    address = "0.0.0.0" if family == "ipv4" else "::"
+    address = identity.WILDCARDS[Family(family)]
     return Finding(rule.id, rule.severity, proto, address, port, None, None, None,
                    f"refuses a trial bind (address in use) {rounds} times, yet no visible socket "
                    "uses the port", rule.fix)

@@ -32,6 +32,7 @@ import psutil
 
 from ..errors import BackendError
 from ..filters import SocketFilter
+from ..identity import WILDCARDS
 from ..types import (Endpoint, Family, Owner, OwnerUnknown, ProcessInfo, Proto, Socket, State,
                      UnixInfo, UnixType)
 
@@ -47,7 +48,6 @@ _TCP_STATES = {
     psutil.CONN_LISTEN: State.LISTEN, psutil.CONN_CLOSING: State.CLOSING,
 }
 _FAMILIES = {socket.AF_INET: Family.IPV4, socket.AF_INET6: Family.IPV6}
-_WILDCARDS = {Family.IPV4: "0.0.0.0", Family.IPV6: "::"}
 
 # psutil < 6.0 names Process.net_connections() connections().
 _process_sockets = getattr(psutil.Process, "net_connections", None) or psutil.Process.connections
@@ -83,7 +83,7 @@ def _to_socket(conn, netns: int | None) -> Socket | None:
     family = _FAMILIES[conn.family]
     laddr, raddr = conn.laddr, conn.raddr
     # An empty laddr is an unbound socket: the wildcard address, port 0.
-    local = Endpoint(laddr[0], laddr[1]) if laddr else Endpoint(_WILDCARDS[family], 0)
+    local = Endpoint(laddr[0], laddr[1]) if laddr else Endpoint(WILDCARDS[family], 0)
     remote = Endpoint(raddr[0], raddr[1]) if raddr and raddr[1] else None
     if conn.type == socket.SOCK_STREAM:
         proto = Proto.TCP
