@@ -135,3 +135,42 @@ def test_only_netlink_keeps_raw_replies():
 def test_a_module_without_the_contract_is_no_backend():
     import portscope.ports as not_a_backend
     assert not isinstance(not_a_backend, Backend)
+
+
+def _readme_tree() -> tuple[set[str], set[str]]:
+    """The README's "How the code is laid out" block: (every path it names, the directories
+    whose contents it lists), relative to src/portscope."""
+    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    block = readme.split("## How the code is laid out", 1)[1].split("```", 2)[1]
+    named: set[str] = set()
+    listed: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    for line in block.splitlines()[2:]:          # after the opening fence and src/portscope/
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        name = line.split()[0]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1] if stack else ""
+        if parent:
+            listed.add(parent)
+        path = f"{parent}{name}"
+        named.add(path.rstrip("/"))
+        if name.endswith("/"):
+            stack.append((indent, path))
+    return named, listed
+
+
+def test_the_readme_layout_matches_the_tree():
+    named, listed = _readme_tree()
+    actual: set[str] = set()
+    for path in PACKAGE.rglob("*"):
+        relative = path.relative_to(PACKAGE)
+        parent = str(relative.parent) + "/" if relative.parent != Path(".") else ""
+        if "__pycache__" in relative.parts or (parent and path.name == "__init__.py"):
+            continue
+        if parent == "" or parent in listed:       # a folder listed without its contents
+            actual.add(str(relative))
+    assert named - actual == set(), "the README names what does not exist"
+    assert actual - named == set(), "the README leaves out what exists"
