@@ -417,3 +417,102 @@ def explain_pid(snapshot: Snapshot, pid: int, *, ranges: HostPortRanges | None =
     sections.append(Section("In short", (IN_SHORT,)))
     return Explanation("pid", pid, bool(mine), summary, tuple(sections))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# UNIX sockets
+
+def who_may_connect(file) -> str:
+    """Who may connect to a socket file, from its mode and owner (``unixsock.SocketFile``):
+    connecting needs write permission on the file (and search permission on each directory
+    above it, not judged here); root may always."""
+    import grp
+    from .owners.process import user_name
+    mode = file.mode or 0
+    if mode & 0o002:
+        return "every user (the file is writable by all: mode o+w)"
+    who = []
+    if mode & 0o200:
+        who.append(f"its owner {user_name(file.uid)}")
+    if mode & 0o020:
+        try:
+            group = grp.getgrgid(file.gid).gr_name
+        except KeyError:
+            group = str(file.gid)
+        who.append(f"members of group {group}")
+    return (" and ".join(who) or "nobody but root") + " (and root)"
+
+
+def explain_unix(snapshot: Snapshot, target: str, file) -> Explanation:
+    """Explain a UNIX socket file or abstract name: the listener and its holders, the file's
+    mode and owner and who may therefore connect, and the connected clients.
+
+    Args:
+        snapshot: the sockets ``unixsock.lookup(target)`` found (bound to the file's inode, or
+            with that abstract name), with owners and peers.
+        target: the path or ``@name``.
+        file: the ``unixsock.SocketFile`` at the path, None for an abstract name.
+    Returns:
+        an ``Explanation`` of kind ``"unix"`` (``subject`` the target); ``found`` is False when
+        no socket is bound there.
+    """
+    sockets = snapshot.sockets
+    listeners = [s for s in sockets if s.state is State.LISTEN
+                 or (s.unix.type == "dgram" and s.unix.peer_inode is None)]
+    connections = [s for s in sockets if s not in listeners]
+    sections = []
+    if file is None:
+        reach = ("An abstract name has no file and no permissions: any process in the same "
+                 "network namespace may connect to it, including containers that share this "
+                 "namespace (--network host).")
+    elif file.error:
+        reach = f"There is no socket file at this path ({file.error.replace('-', ' ')})."
+    elif not file.is_socket:
+        reach = "The file at this path is not a socket file."
+    else:
+        reach = (f"The socket file has mode {file.mode:04o}, owner uid {file.uid}, group gid "
+                 f"{file.gid}; connecting needs write permission on it, so these may connect: "
+                 f"{who_may_connect(file)}.")
+    if not sockets:
+        stale = file is not None and file.is_socket
+        summary = (f"No socket is bound to {target}. " + (
+            "It is a stale socket file: a server that binds there gets EADDRINUSE until the "
+            f"file is removed (portscope check --clean {target})." if stale else reach))
+        return Explanation("unix", target, False, summary, ())
+    for sock in listeners:
+        kind = sock.unix.type.value
+        lines = [owners_text(sock)]
+        if sock.local.address != target and file is not None:
+            lines.append(f"It was bound as {sock.local.address}: the file was renamed or "
+                         "moved since; the kernel keeps the bind-time name and the inode "
+                         "identifies it.")
+        if sock.state is State.LISTEN:
+            lines.append(f"{sock.rx_queue_bytes} connection(s) wait to be accepted (backlog "
+                         f"limit {sock.tx_queue_bytes}).")
+        lines.append(reach)
+        clients = [o for p in sock.unix.peers for o in p.owners]
+        if clients and sock.unix.type == "dgram":
+            lines.append("Connected senders: " + ", ".join(
+                dict.fromkeys(_process_text(o.process) for o in clients)) + ".")
+        sections.append(Section(f"{kind} socket {sock.state.value} (inode {sock.inode})",
+                                tuple(lines), (sock,)))
+    if connections:
+        lines = []
+        for sock in connections[:MAX_LISTED]:
+            peers = [o for p in sock.unix.peers for o in p.owners]
+            who = ", ".join(dict.fromkeys(_process_text(o.process) for o in peers)) or \
+                "a process this user cannot see, or none"
+            lines.append(f"inode {sock.inode} ({_owner_short(sock)}) talks to {who}")
+        if len(connections) > MAX_LISTED:
+            lines.append(f"... and {len(connections) - MAX_LISTED} more")
+        sections.append(Section(f"{len(connections)} accepted connection(s), each its own "
+                                "socket bound to the same file", tuple(lines),
+                                tuple(connections)))
+    clients = {o.pid: o for s in connections for p in s.unix.peers for o in p.owners}
+    holders = {o.pid: o for s in listeners for o in s.owners}
+    summary = (f"{target} is a UNIX socket "
+               f"{'file' if file is not None else 'abstract name'}: "
+               f"{len(listeners)} listening socket(s) held by "
+               f"{', '.join(_process_text(o.process) for o in holders.values()) or 'no visible process'}"
+               f"; {len(connections)} connection(s) from {len(clients)} client process(es).")
+    return Explanation("unix", target, True, summary, tuple(sections))

@@ -393,3 +393,61 @@ def test_kill_path_stops_the_listener_holders(holder, cli, tmp_path):
     assert not alive(h.info["kid"])
     assert json.loads(cli("check", path, "--json").stdout)["reasons"][0]["code"] == "stale-file"
     assert cli("kill", path, "--yes").returncode == 1              # nothing holds it now
+
+
+def test_explain_path_and_abstract(ux, cli):
+    result = cli("explain", ux["path"], "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["kind"] == "unix" and doc["subject"] == ux["path"] and doc["found"]
+    text = " ".join([doc["summary"], *(line for s in doc["sections"] for line in s["lines"])])
+    assert f"pid {ux['pid']}" in text and "may connect" in text
+    assert "3 connection(s) from 3 client process(es)" in doc["summary"]
+    abstract = cli("explain", f"@psux-{ux['abstract_pid']}\\x00tail")
+    assert abstract.returncode == 0 and "no file and no permissions" in abstract.stdout
+
+
+def test_explain_stale_file(cli, tmp_path):
+    import socket
+    path = str(tmp_path / "gone.sock")
+    socket.socket(socket.AF_UNIX).bind(path)          # closed at once: a stale file
+    result = cli("explain", path)
+    assert result.returncode == 1 and "stale socket file" in result.stdout
+
+
+def test_audit_unix_rules(holder, cli, tmp_path):
+    path = str(tmp_path / "open.sock")
+    stale = "/tmp/psux-stale-%d.sock" % os.getpid()
+    import socket
+    socket.socket(socket.AF_UNIX).bind(stale)
+    h = holder(f"""
+        s = socket.socket(socket.AF_UNIX); s.bind({path!r}); s.listen()
+        os.chmod({path!r}, 0o666)
+        a = socket.socket(socket.AF_UNIX); a.bind(b"\\0psux-audit-" + str(os.getpid()).encode())
+        a.listen()
+        ready()
+    """)
+    try:
+        doc = json.loads(cli("audit", "--json", "--fail-on", "high").stdout)
+        found = {(f["rule"], f["address"], f["pid"]) for f in doc["findings"]
+                 if f["rule"].startswith("unix-")}
+        assert ("unix-world-writable", path, h.pid) in found
+        assert ("unix-abstract-host", f"@psux-audit-{h.pid}", h.pid) in found
+        assert ("unix-stale-file", stale, None) in found
+        assert not any(r == "unix-stale-file" and a == path for r, a, _ in found)
+        skipped = json.loads(cli("audit", "--json", "--skip", "unix-stale-file").stdout)
+        assert not any(f["rule"] == "unix-stale-file" for f in skipped["findings"])
+    finally:
+        os.unlink(stale)
+
+
+def test_unix_documents_match_the_schema(ux, cli, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+    schema = json.loads(resources.files("portscope.render").joinpath("schema.json").read_text())
+    docs = [cli(ux["path"], "--json"), cli("check", ux["path"], "--json"),
+            cli("check", str(tmp_path / "x.sock"), "--json"),
+            cli("explain", ux["path"], "--json"), cli("kill", ux["path"], "--dry-run", "--json"),
+            cli("list", "-x", "-a", "--json", "--backend", "psutil")]
+    for result in docs:
+        jsonschema.Draft202012Validator(schema).validate(json.loads(result.stdout))

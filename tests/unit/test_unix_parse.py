@@ -47,3 +47,25 @@ def test_any_text_parses_without_error(data):
 @given(st.binary(max_size=108))
 def test_any_name_is_text(raw):
     assert isinstance(unix_name(raw), str)
+
+
+def _sock(address, uid, state=State.LISTEN):
+    from portscope import Endpoint, Family, Owner, ProcessInfo, Proto, Socket, UnixInfo, UnixType
+    owner = Owner(7, 3, ProcessInfo(pid=7, name="srv", exe="/usr/bin/srv", uid=uid,
+                                    user="root" if uid == 0 else "u"))
+    return Socket(Proto.UNIX, Family.UNIX, Endpoint(address, None), None, state, 9, uid,
+                  owners=(owner,), unix=UnixInfo(UnixType.STREAM, 1, 2))
+
+
+def test_audit_rules_for_unix_sockets():
+    from portscope.audit import rules
+    assert rules.unix_world_writable(_sock("/run/d.sock", 0), "/run/d.sock", 0o666).rule == \
+        "unix-world-writable"
+    assert rules.unix_world_writable(_sock("/run/d.sock", 0), "/run/d.sock", 0o660) is None
+    assert rules.unix_world_writable(_sock("/run/d.sock", 1000), "/run/d.sock", 0o666) is None
+    found = rules.unix_abstract_host(_sock("@shim", 0), host_netns=True)
+    assert (found.rule, found.address, found.pid, found.port) == \
+        ("unix-abstract-host", "@shim", 7, None)
+    assert rules.unix_abstract_host(_sock("@shim", 0), host_netns=False) is None
+    assert rules.unix_abstract_host(_sock("/run/x.sock", 0), host_netns=True) is None
+    assert rules.unix_stale_file("/tmp/x.sock").severity == "low"

@@ -13,6 +13,7 @@ Exit codes are the CLI's business: this package returns findings and raises
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from ..filters import SocketFilter
 from ..owners.process import user_name
 from ..ports import HostPortRanges, host_port_ranges
 from ..snapshot import take_snapshot
-from ..types import Owner, Snapshot, Socket
+from ..types import Owner, Proto, Snapshot, Socket, State
 from . import baseline as baseline_mod
 from . import facts, rules
 from .baseline import Baseline
@@ -161,6 +162,110 @@ def _hidden_port_findings(netns: int | None, warnings: list[str]) -> list[Findin
     return [rules.hidden_port(r, PROBE_ROUNDS) for r in sorted(candidates)]
 
 
+#: where stale socket files are looked for (each walked to this depth, at most this many entries)
+STALE_DIRS = ("/run", "/var/run", "/tmp")
+STALE_DEPTH = 3
+STALE_MAX_ENTRIES = 20000
+
+
+def _unix_findings(skip: Collection[str], warnings: list[str]) -> list[Finding]:
+    """The UNIX socket rules: root-held world-writable socket files, root's abstract listeners
+    in the host network namespace, stale socket files under ``STALE_DIRS``. Socket files are
+    matched to sockets by inode over every namespace this caller may enter; without that
+    privilege the stale-file rule is not run (another namespace may hold a file) and a
+    warning says so. Stale files are looked for only when the caller's namespace is the host's
+    (the files are the host's, whichever namespace is audited)."""
+    from .. import namespaces, unixsock
+    every = namespaces.may_enter()
+    snapshot = take_snapshot(SocketFilter(protos=frozenset({Proto.UNIX})),
+                             netns="all" if every else "host")
+    host = _host_netns()
+    findings: list[Finding] = []
+    bound: set[tuple[int, int]] = set()
+    own = namespaces.own_inode()
+    for sock in snapshot.sockets:
+        info = sock.unix
+        if info.vfs_inode is not None:
+            bound.add((info.vfs_dev, info.vfs_inode))
+        if sock.netns != own:
+            continue                    # another namespace's listeners: not this audit's
+        if sock.state is not State.LISTEN and not (info.type == "dgram"
+                                                   and info.peer_inode is None):
+            continue
+        if "unix-abstract-host" not in skip:
+            finding = rules.unix_abstract_host(sock, sock.netns == host)
+            if finding:
+                findings.append(finding)
+        if "unix-world-writable" not in skip and info.vfs_inode is not None \
+                and sock.local.address.startswith("/"):
+            file = unixsock.socket_file(sock.local.address)
+            if file.bound_by(sock):
+                finding = rules.unix_world_writable(sock, sock.local.address, file.mode)
+                if finding:
+                    findings.append(finding)
+    if "unix-stale-file" in skip or host != own:
+        return findings                 # socket files belong to the host's audit
+    if not every and len(namespaces.discover()) > 1:
+        warnings.append("unix-stale-file not run: other network namespaces, which may hold "
+                        "socket files, need root to be read")
+        return findings
+    for path in _socket_files(STALE_DIRS):
+        file = unixsock.socket_file(path)
+        if file.is_socket and (file.dev, file.inode & 0xFFFFFFFF) not in bound:
+            findings.append(rules.unix_stale_file(path))
+    return findings
+
+
+def _host_netns() -> int | None:
+    """The host's network namespace: PID 1's; when that cannot be read (a sandbox), the
+    caller's own unless it has a name in /run/netns (``ip netns``: not the host's)."""
+    from .. import namespaces
+    try:
+        return os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        own = namespaces.own_inode()
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return own
+    for name in names:
+        try:
+            if os.stat(os.path.join("/run/netns", name)).st_ino == own:
+                return None
+        except OSError:
+            continue                    # deleted since it was listed
+    return own
+
+
+def _socket_files(roots: Sequence[str]) -> list[str]:
+    """Socket files under ``roots`` (symbolic links not followed, each real directory once,
+    ``STALE_DEPTH`` levels, ``STALE_MAX_ENTRIES`` entries at most)."""
+    found: list[str] = []
+    seen: set[str] = set()
+    entries = 0
+    stack = [(root, 0) for root in reversed(roots)]
+    while stack and entries < STALE_MAX_ENTRIES:
+        path, depth = stack.pop()
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    entries += 1
+                    try:
+                        if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                            found.append(entry.path)
+                        elif depth < STALE_DEPTH and entry.is_dir(follow_symlinks=False):
+                            stack.append((entry.path, depth + 1))
+                    except OSError:
+                        continue       # gone since it was listed
+        except OSError:
+            continue                   # missing, or not readable by this user
+    return found
+
+
 def audit(*, baseline: Baseline | None = None, deep: bool = False,
           expected_programs: Mapping[tuple[int, str], Collection[str]] | None = None,
           skip: Collection[str] = ()) -> AuditReport:
@@ -237,6 +342,8 @@ def judge(snapshot: Snapshot, listeners: Sequence[Listener], ranges: HostPortRan
         findings += _hidden_port_findings(netns, warnings)
     if comparison is not None:
         findings += [f for f in comparison.findings if f.rule not in skip]
+    if not {"unix-world-writable", "unix-abstract-host", "unix-stale-file"} <= set(skip):
+        findings += _unix_findings(skip, warnings)
     findings.sort(key=lambda f: (-f.severity.rank, f.port or 0, f.proto or "", f.address or "",
                                  f.rule, f.pid or 0))
     return AuditReport(tuple(findings), tuple(listeners), snapshot.taken_at, snapshot.hostname,

@@ -36,6 +36,13 @@ baseline-new               high    a listener the baseline does not know
 baseline-changed           high    a baselined port now served by another binary, hash, user or
                                    scope
 baseline-gone              low     a baselined listener is not running
+unix-world-writable        high    a root-held UNIX socket file any user may connect to (mode
+                                   o+w, as a ``0666`` docker.sock)
+unix-abstract-host         medium  an abstract UNIX listener of a root process in the host's
+                                   network namespace: reachable from every container sharing
+                                   it (the CVE-2020-15257 pattern)
+unix-stale-file            low     a socket file under /run, /var/run or /tmp no socket is
+                                   bound to
 =========================  ======  ============================================================
 
 Rules marked ``baselinable`` judge only what a baseline entry records (program, hash, user,
@@ -581,6 +588,46 @@ def hidden_port(refusal: Refusal, rounds: int) -> Finding:
                    "uses the port", rule.fix)
 
 
+# --- UNIX sockets --------------------------------------------------------------------------------
+
+def _unix_finding(rule_id: str, sock: Socket | None, address: str, message: str) -> Finding:
+    rule = RULE_BY_ID[rule_id]
+    owner = sock.owners[0] if sock is not None and sock.owners else None
+    return Finding(rule.id, rule.severity, "unix", address, None,
+                   owner.pid if owner else None,
+                   (owner.process.exe or "").removesuffix(" (deleted)") or None if owner else None,
+                   owner.process.user if owner else None, message, rule.fix)
+
+
+def unix_world_writable(sock: Socket, path: str, mode: int) -> Finding | None:
+    """``unix-world-writable``: a UNIX listener held by root (uid 0) whose socket file at
+    ``path`` has mode ``mode`` with write permission for all users."""
+    if not mode & 0o002 or not sock.owners or sock.owners[0].process.uid != 0:
+        return None
+    return _unix_finding("unix-world-writable", sock, path,
+                         f"socket file mode {mode:04o}: every local user may connect to a "
+                         "root process")
+
+
+def unix_abstract_host(sock: Socket, host_netns: bool) -> Finding | None:
+    """``unix-abstract-host``: an abstract UNIX listener (``@name``) held by root in the
+    host's network namespace (``host_netns``)."""
+    if not host_netns or not sock.local.address.startswith("@") or not sock.owners \
+            or sock.owners[0].process.uid != 0:
+        return None
+    return _unix_finding("unix-abstract-host", sock, sock.local.address,
+                         "abstract socket of a root process in the host network namespace: no "
+                         "file permissions guard it; every container sharing the namespace "
+                         "may connect")
+
+
+def unix_stale_file(path: str) -> Finding:
+    """``unix-stale-file``: a socket file at ``path`` that no socket is bound to."""
+    return _unix_finding("unix-stale-file", None, path,
+                         "a socket file that no socket is bound to (a server that exited "
+                         "without removing it): the next bind() there fails with EADDRINUSE")
+
+
 # --- registry ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -681,6 +728,17 @@ RULES: tuple[Rule, ...] = (
          "entry; otherwise investigate the binary"),
     Rule("baseline-gone", LOW, "a baselined listener is not running",
          "start the service if it should run, or remove its entry from the baseline"),
+    Rule("unix-world-writable", HIGH,
+         "a root-held UNIX socket file is writable by every user (e.g. a 0666 docker.sock)",
+         "make the socket file 0660 with a group of the users who need it (chmod/chgrp, or "
+         "the service's SocketMode=/SocketGroup=)"),
+    Rule("unix-abstract-host", MEDIUM,
+         "an abstract UNIX socket of a root process in the host network namespace "
+         "(reachable from containers sharing it: CVE-2020-15257)",
+         "serve on a socket file with restrictive permissions instead, and do not run "
+         "containers with the host's network namespace"),
+    Rule("unix-stale-file", LOW, "a socket file under /run, /var/run or /tmp that no socket "
+         "is bound to", "check it is not needed, then remove it: portscope check --clean PATH"),
 )
 RULE_BY_ID: Mapping[str, Rule] = {rule.id: rule for rule in RULES}
 

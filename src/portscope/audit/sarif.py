@@ -38,6 +38,8 @@ def _uri(path: str) -> str:
 
 
 def _endpoint(f: Finding) -> str:
+    if f.proto == "unix":
+        return f"unix/{f.address}"
     address = f.address or "*"
     if address != "*":
         address = canonical_address(address)

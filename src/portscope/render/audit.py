@@ -77,7 +77,8 @@ def write_findings(out: TextIO, report: AuditReport, *, header: bool = True) -> 
             out.write("\n")
         first = False
         rows = [[f.rule, _text(f.proto),
-                 endpoint_text(f.address or "*", f.port) if f.proto else "-",
+                 (safe(f.address or "") if f.proto == "unix"
+                  else endpoint_text(f.address or "*", f.port)) if f.proto else "-",
                  _text(f.pid), _text(f.exe), _text(f.user), _text(f.message)] for f in group]
         write_rows(out, headers, rows, aligns, header=header,
                    title=f"{severity.upper()} ({len(group)})")

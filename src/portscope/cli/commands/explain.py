@@ -18,10 +18,13 @@ def register(sub) -> None:
                     "scope, every holder and why several can hold one port, accepted "
                     "connections, clients, kernel-held TIME_WAIT) or every socket of a process. "
                     "A number is a port when a socket uses that port, else a PID when such a "
-                    "process exists; --port and --pid decide. Exit 0 when something was found, "
-                    "1 when not.")
-    parser.add_argument("target", metavar="PORT|ADDR:PORT|PID",
-                        help="8080, 127.0.0.1:8080, [::1]:8080, https, or a PID")
+                    "process exists; --port and --pid decide. A path or @name explains a UNIX "
+                    "socket: its listener and holders, the socket file's mode and owner and "
+                    "who may therefore connect, and the connected clients. Exit 0 when "
+                    "something was found, 1 when not.")
+    parser.add_argument("target", metavar="PORT|ADDR:PORT|PID|PATH|@NAME",
+                        help="8080, 127.0.0.1:8080, [::1]:8080, https, a PID, "
+                             "/run/docker.sock or @name")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--port", dest="kind", action="store_const", const="port",
                       help="TARGET is a port")
@@ -34,7 +37,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import services
+    from ... import services, unixsock
+    if args.kind is None and unixsock.is_unix_target(args.target):
+        return run_unix(args)
     from ...explain import explain_pid, explain_port
     from ...filters import SocketFilter
     from ...ports import parse_endpoint
@@ -58,6 +63,23 @@ def run(args: argparse.Namespace) -> int:
                               and os.path.exists(f"/proc/{pid}")):
         explanation = explain_pid(snapshot, pid)
     from ...render import explain as render
+    if args.json:
+        print(json.dumps(render.explanation_json(explanation), indent=2))
+    else:
+        render.write_explanation(sys.stdout, explanation)
+    return ExitStatus.answer(explanation.found)
+
+
+def run_unix(args: argparse.Namespace) -> int:
+    """``explain PATH|@NAME``."""
+    from ... import namespaces, unixsock
+    from ...explain import explain_unix
+    from ...render import explain as render
+    target = unixsock.parse_target(args.target)
+    snapshot, file = unixsock.lookup(target,
+                                     netns="all" if namespaces.may_enter() else "host")
+    common.report_warnings(snapshot)
+    explanation = explain_unix(snapshot, target, file)
     if args.json:
         print(json.dumps(render.explanation_json(explanation), indent=2))
     else:
