@@ -26,7 +26,8 @@ A listener is a server socket as the audit sees it (TCP LISTEN or BOUND_INACTIVE
 UDP socket outside the ephemeral range), one ``portscope_listener_info`` series per program
 holding it; sockets that share every label (an SO_REUSEPORT group, forked workers) are one
 series. The audit (``portscope.audit.judge``) and the baseline comparison cover the listeners of
-the caller's own network namespace, as ``portscope audit`` does.
+the caller's own network namespace, as ``portscope audit`` does; its hidden-socket comparison
+runs at most every ``HIDDEN_SOCKET_EVERY_S`` and hidden-port (``--deep``) not at all.
 
 Scans are cached for ``interval_s``: several scrapers share one scan, and a scrape waits at
 most for one scan (the one running, or the one it starts).
@@ -34,6 +35,7 @@ most for one scan (the one running, or the one it starts).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -46,11 +48,11 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from . import audit, namespaces
 from .audit import facts, rules
 from .audit.baseline import Baseline
-from .identity import canonical_address, is_wildcard
+from .identity import canonical_address, is_loopback, is_wildcard
 from .errors import PortscopeError
 from .filters import SocketFilter
 from .ports import host_port_ranges
-from .render.columns import container_name
+from .render.columns import container_name, safe
 from .snapshot import accepted_connections, take_snapshot
 from .types import NetNamespace, OwnerUnknown, Snapshot, Socket
 
@@ -61,21 +63,26 @@ CONNECTION_LABELS = ("proto", "family", "address", "port", "netns", "state")
 DRIFT_KINDS = {"baseline-new": "new", "baseline-changed": "changed", "baseline-gone": "gone"}
 #: audit rules the exporter does not run: hidden-port trial-binds every port (seconds)
 NOT_RUN = frozenset({"hidden-port"})
+#: the hidden-socket rule compares two full kernel dumps (netlink and /proc/net: two thirds of
+#: a scan's cost at 10,000 sockets): it runs at most this often, its findings carried between
+HIDDEN_SOCKET = "hidden-socket"
+HIDDEN_SOCKET_EVERY_S = 300.0
 
 
 def label_text(text: str | None) -> str:
-    """``text`` as a label value: empty for None; bytes that were not UTF-8 (kept by Python as
-    lone surrogates) as ``\\xNN``, so that the exposition stays valid UTF-8. Prometheus's
-    exposition escapes backslashes, quotes and newlines itself."""
+    """``text`` (a process name, path, user or unit) as a label value: empty for None; control
+    characters shown as ``\\xNN`` as on a terminal (``render.columns.safe``: label values reach
+    terminals and dashboards); bytes that were not UTF-8 (kept by Python as lone surrogates) as
+    ``\\xNN``, so that the exposition stays valid UTF-8."""
     if not text:
         return ""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return safe(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 def scope(sock: Socket) -> str:
     """Who can reach a listener: ``loopback`` (127.0.0.0/8, ::1), ``wildcard`` (every
     address of its family: ``0.0.0.0``, ``::``) or ``address`` (one non-loopback address)."""
-    if rules.is_loopback(sock):
+    if is_loopback(sock.local.address):
         return "loopback"
     return "wildcard" if is_wildcard(sock.local.address) else "address"
 
@@ -212,6 +219,8 @@ class PortscopeCollector(Collector):
         self._scanned_at = 0.0
         self._errors = 0
         self._digests: dict = {}        # executable hashes, by file identity, kept across scans
+        self._hidden: tuple[audit.Finding, ...] = ()     # the last hidden-socket findings
+        self._hidden_at: float | None = None
         self.last_error: str | None = None
 
     def describe(self) -> list[Metric]:
@@ -276,7 +285,15 @@ class PortscopeCollector(Collector):
         mine = [l for l in listeners if l.sock.netns == own]
         view = Snapshot((), snapshot.taken_at, snapshot.hostname, snapshot.backend,
                         snapshot.complete, snapshot.warnings, (NetNamespace(own or 0),))
-        report = audit.judge(view, mine, ranges, baseline=self._baseline, inspector=inspector)
+        now = self._clock()
+        due = self._hidden_at is None or now - self._hidden_at >= HIDDEN_SOCKET_EVERY_S
+        report = audit.judge(view, mine, ranges, baseline=self._baseline, inspector=inspector,
+                             skip=() if due else (HIDDEN_SOCKET,))
+        if due:
+            self._hidden = tuple(f for f in report.findings if f.rule == HIDDEN_SOCKET)
+            self._hidden_at = now
+        else:
+            report = dataclasses.replace(report, findings=report.findings + self._hidden)
         return snapshot, listeners, report
 
 

@@ -493,3 +493,42 @@ def test_dashboard_queries_run_in_prometheus(prometheus):
         answered += bool(prometheus.query(concrete))       # a bad query fails in api()
     assert answered >= len(exprs) // 2
     assert prometheus.query('count(portscope_listener_info{scope="loopback"}) > 0')
+
+
+def test_hidden_socket_comparison_runs_at_most_every_five_minutes(monkeypatch):
+    from portscope.audit import facts
+    views = []
+    real = facts.kernel_view
+    monkeypatch.setattr(facts, "kernel_view", lambda *a: views.append(a[0]) or real(*a))
+    now = [0.0]
+    collector = exporter.PortscopeCollector(netns="host", interval_s=0, clock=lambda: now[0])
+    rules_seen = []
+    for step_s in (0, 15, exporter.HIDDEN_SOCKET_EVERY_S - 15, 15):
+        now[0] += step_s
+        before = len(views)
+        findings = {s.labels["rule"] for f in collector.collect()
+                    if f.name == "portscope_audit_findings" for s in f.samples}
+        rules_seen.append(exporter.HIDDEN_SOCKET in findings)
+        views_now = views[before:]
+        due = step_s in (0, exporter.HIDDEN_SOCKET_EVERY_S - 15)
+        assert ("netlink" in views_now and "procfs" in views_now) if due else not views_now
+    assert all(rules_seen)          # the rule's series stays, its count carried between runs
+
+
+def test_hostile_process_names_are_escaped_in_label_values(holder, tmp_path):
+    code = """
+        name = sys.argv[1] if len(sys.argv) > 1 else "ev\\x1b[31mil\\u202e=1+1"
+        _libc.prctl(15, ctypes.c_char_p(name.encode()), 0, 0, 0)     # PR_SET_NAME
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+        ready(port=s.getsockname()[1])
+    """
+    h = holder(code)
+    path = tmp_path / "portscope.prom"
+    result = cli_run("serve", "--netns", "host", "--textfile", str(path))
+    assert result.returncode == 0, result.stderr
+    text = path.read_text()
+    assert "\x1b" not in text
+    (labels,) = [s.labels for f in text_string_to_metric_families(text)
+                 if f.name == "portscope_listener_info" for s in f.samples
+                 if s.labels["port"] == str(h.info["port"])]
+    assert labels["process"].startswith("ev\\x1b[31mil")     # comm keeps 15 bytes

@@ -9,6 +9,7 @@ Exit codes: 0 stopped by SIGTERM/SIGINT, or the textfile/rules/dashboard written
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import ssl
 import sys
@@ -122,15 +123,14 @@ def run(args: argparse.Namespace) -> int:
     namespaces.require_entry(namespaces.select(spec))      # bad name: exit 2; no right: 4
     loaded = baseline_file.load(args.baseline) if args.baseline is not None else None
     collector = exporter.PortscopeCollector(netns=spec, interval_s=interval_s, baseline=loaded)
-    collector.current()                  # the first scan: fail now rather than at a scrape
-    if collector.last_error is not None:
-        raise BackendError(f"scan failed: {collector.last_error}")
     reg = exporter.registry(collector)
     if args.textfile is not None:
+        first = _first_scan(collector)
         try:
             exporter.write_textfile(reg, args.textfile)
         except OSError as exc:
             raise BackendError(f"cannot write {args.textfile}: {exc.strerror or exc}") from None
+        _warn_incomplete(first)
         return ExitStatus.OK
     try:
         server, bound = exporter.serve(reg, address, port, certfile=args.tls_cert,
@@ -144,10 +144,30 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    host = f"[{address}]" if ":" in address else address
-    scheme = "https" if args.tls_cert else "http"
-    common.warn(f"serving {scheme}://{host}:{bound}/metrics (a scan is cached for "
-                f"{interval_s:g} s)")
-    stop.wait()
-    server.shutdown()
+    try:
+        first = _first_scan(collector)
+        host = f"[{address}]" if ":" in address else address
+        scheme = "https" if args.tls_cert else "http"
+        common.warn(f"serving {scheme}://{host}:{bound}/metrics (a scan is cached for "
+                    f"{interval_s:g} s)")
+        _warn_incomplete(first)
+        stop.wait()
+    finally:
+        server.shutdown()
     return ExitStatus.OK
+
+
+def _first_scan(collector):
+    """Scan once, so that a scan that cannot work fails at start, not at every scrape."""
+    first, _ = collector.current()
+    if collector.last_error is not None:
+        raise BackendError(f"scan failed: {collector.last_error}")
+    return first
+
+
+def _warn_incomplete(scan) -> None:
+    if not scan.complete:
+        from ...snapshot import PRIVILEGE_HINT
+        why = "even as root (a sandbox or LSM denies it)" if os.geteuid() == 0 \
+            else f"({PRIVILEGE_HINT})"
+        common.warn(f"some sockets' owners cannot be read {why}: portscope_scan_complete is 0")
