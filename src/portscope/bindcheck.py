@@ -73,6 +73,7 @@ from pathlib import Path
 
 from .filters import SocketFilter
 from .identity import ip_address, is_wildcard, split_zone
+from .namespaces import netns_flag
 from .ports import endpoint_text, host_port_ranges, parse_address
 from .snapshot import take_snapshot
 from .types import KERNEL_HELD_STATES, Family, OwnerUnknown, Proto, Snapshot, Socket, State
@@ -521,7 +522,8 @@ def _message(code: str, sock: Socket, port: int, uid: int) -> str:
 
 
 def _fixes(codes: set[str], blockers: Sequence[Socket], port: int, address: str | None,
-           proto: Proto, start: int, dual_bind: bool) -> list[str]:
+           proto: Proto, start: int, dual_bind: bool, scope: str | None) -> list[str]:
+    where = netns_flag(scope)
     fixes: list[str] = []
     units = sorted({o.process.unit for s in blockers for o in s.owners
                     if o.process.unit and o.process.unit.endswith(".service")})
@@ -529,7 +531,7 @@ def _fixes(codes: set[str], blockers: Sequence[Socket], port: int, address: str 
         if units:
             fixes.append("stop the service: " + "; ".join(f"systemctl stop {u}" for u in units))
         fixes.append(f"stop every holder: portscope kill {port}"
-                     + (" -u" if proto is Proto.UDP else ""))
+                     + (" -u" if proto is Proto.UDP else "") + where)
     if codes & {"time-wait", "reuseaddr-not-inherited"}:
         fixes.append("wait for the kernel to drop the old connection(s) (up to 60 s), and set "
                      "SO_REUSEADDR in the server so its next restart is not blocked")
@@ -555,14 +557,15 @@ def _fixes(codes: set[str], blockers: Sequence[Socket], port: int, address: str 
     if "zone-required" in codes:
         fixes.append("name the interface: ADDR%IFACE, for example [fe80::1%eth0]:PORT")
     if codes & set(_OVERLAPS) and "privileged-port" not in codes:
-        fixes.append(f"or use another port: portscope free --near {port}")
+        fixes.append(f"or use another port: portscope free --near {port}"
+                     + (" -u" if proto is Proto.UDP else "") + where)
     return fixes
 
 
 def check_bind(port: int, address: str | None = None, *, proto: Proto | str = Proto.TCP,
                reuseaddr: bool = False, reuseport: bool = False, v6only: bool | None = None,
                uid: int | None = None, trial: bool = True,
-               snapshot: Snapshot | None = None) -> BindDiagnosis:
+               snapshot: Snapshot | None = None, scope: str | None = None) -> BindDiagnosis:
     """Could a new socket bind ``address:port`` in the caller's network namespace?
 
     TCP means bind() then listen(), as a server does; UDP means bind().
@@ -582,6 +585,8 @@ def check_bind(port: int, address: str | None = None, *, proto: Proto | str = Pr
             listen() when a listener is on the port (it could join its SO_REUSEPORT group),
             and as another uid only when the caller is root (in a forked child).
         snapshot: sockets to judge (default: a fresh snapshot of ``port``, with owners).
+        scope: the ``--netns`` value the caller asked about (None: its own namespace); the
+            commands suggested in ``fixes`` carry it (``--netns SCOPE``).
     Returns:
         a ``BindDiagnosis``; when the trial and the rules disagree, the trial's outcome is the
         verdict and a ``rules-trial-disagree`` warning says so.
@@ -697,7 +702,8 @@ def check_bind(port: int, address: str | None = None, *, proto: Proto | str = Pr
                                "not be read: run as root to see them"))
     codes = {r.code for r in reasons.values()}
     dual_bind = any(_is_dual_wildcard(b.family, b.address, b.v6only) for b in binds)
-    fixes = _fixes(codes, blockers, port, address, proto, ranges.unprivileged_start, dual_bind)
+    fixes = _fixes(codes, blockers, port, address, proto, ranges.unprivileged_start, dual_bind,
+                   scope)
     return BindDiagnosis(
         port=port, proto=proto, binds=tuple(b.text(port) for b in binds), uid=uid,
         bindable=final_errno is None, errno=final_errno, reasons=tuple(reasons.values()),

@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .owners import visibility
 from .owners.process import process_info
 from .bindcheck import socket_options
-from .filters import address_covers
 from .identity import ip_address, ipv4_mapped, split_zone
 from .ports import HostPortRanges, endpoint_text, host_port_ranges, port_class
-from .snapshot import accepted_connections
-from .types import (KERNEL_HELD_STATES, Family, OwnerUnknown, ProcessInfo, Proto, Snapshot,
-                    Socket, State)
+from .snapshot import accepted_connections, at_address
+from .types import (KERNEL_HELD_STATES, Family, NetNamespace, OwnerUnknown, ProcessInfo, Proto,
+                    Snapshot, Socket, State)
 
 MAX_LISTED = 20          # connections listed one by one per section; the rest are counted
 MAX_COMMAND = 120        # characters of a command line quoted in a summary
@@ -53,6 +53,8 @@ class Explanation:
         found: False when nothing is on the port / the process holds no socket or is gone.
         summary: the first paragraph.
         sections: the details, one per listener, group or kind of socket.
+        complete: False when something explained could not be seen: holders of its sockets,
+            or the process's own descriptors (hidden is never said as "none").
     """
 
     kind: str
@@ -60,6 +62,7 @@ class Explanation:
     found: bool
     summary: str
     sections: tuple[Section, ...]
+    complete: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,9 +100,11 @@ def owners_text(sock: Socket) -> str:
     """Who holds ``sock`` and, when several processes do, why they can."""
     if not sock.owners:
         return {
-            OwnerUnknown.PERMISSION: f"its holder is hidden from this user (run as root to see "
-                                     f"it); the kernel says the socket belongs to uid "
-                                     f"{sock.uid}",
+            OwnerUnknown.PERMISSION: f"its holder is hidden from this user "
+                                     f"({visibility.remedy()})" + (
+                                         "" if sock.uid < 0 else
+                                         f"; the kernel says the socket belongs to uid "
+                                         f"{sock.uid}"),
             OwnerUnknown.KERNEL: "no process holds it: the kernel does",
             OwnerUnknown.VANISHED: "its holder closed it during the scan",
             OwnerUnknown.OTHER_NETNS: "its holder lives in another network namespace",
@@ -178,7 +183,34 @@ def _time_wait_text(sock: Socket, port: int) -> str:
 # A port
 
 def _same_endpoint(a: Socket, b: Socket) -> bool:
-    return (a.proto, a.local, a.v6only) == (b.proto, b.local, b.v6only)
+    return (a.proto, a.local, a.v6only, a.netns) == (b.proto, b.local, b.v6only, b.netns)
+
+
+def _namespace_label(namespaces: Sequence[NetNamespace], inode: int | None) -> str:
+    name = next((ns.name for ns in namespaces if ns.inode == inode), None)
+    return name or f"net:[{inode}]"
+
+
+def _in_namespace(snapshot: Snapshot, sock: Socket) -> str:
+    """`` in network namespace NAME`` when the snapshot covers several, else empty."""
+    if len(snapshot.namespaces) <= 1:
+        return ""
+    return f" in network namespace {_namespace_label(snapshot.namespaces, sock.netns)}"
+
+
+def _where(snapshot: Snapshot) -> str:
+    """Where the snapshot looked: ``"in this network namespace"``, ``"in network namespace
+    NAME"`` or ``"in any of the N network namespaces looked at"``."""
+    spaces = snapshot.namespaces
+    if len(spaces) > 1:
+        return f"in any of the {len(spaces)} network namespaces looked at"
+    if spaces and spaces[0].name != "host":
+        return f"in network namespace {_namespace_label(spaces, spaces[0].inode)}"
+    return "in this network namespace"
+
+
+def _hidden(sockets: Sequence[Socket]) -> int:
+    return sum(1 for s in sockets if s.owner_unknown is OwnerUnknown.PERMISSION)
 
 
 def _group_text(group: Sequence[Socket], port: int) -> str:
@@ -223,13 +255,12 @@ def explain_port(snapshot: Snapshot, port: int, *, address: str | None = None,
     protos = {Proto(proto)} if proto else {Proto.TCP, Proto.UDP}
     usable = [s for s in snapshot.sockets if s.proto in protos
               and s.family in (Family.IPV4, Family.IPV6)]
-    local = [s for s in usable if s.local.port == port
-             and (address is None or address_covers(s, address))]
+    local = at_address([s for s in usable if s.local.port == port], address)
     clients = [s for s in usable if s.remote is not None and s.remote.port == port
                and s.local.port != port and s.state not in KERNEL_HELD_STATES]
     client_tw = [s for s in usable if s.remote is not None and s.remote.port == port
                  and s.local.port != port and s.state in KERNEL_HELD_STATES]
-    summary = _port_summary(port, local, clients, ranges, name_of, protos)
+    summary = _port_summary(port, local, clients, ranges, name_of, protos, _where(snapshot))
     sections: list[Section] = []
     accepted = accepted_connections(local)
     claimed: set[int] = set()
@@ -245,7 +276,8 @@ def explain_port(snapshot: Snapshot, port: int, *, address: str | None = None,
         done.update(group)
         kind = {State.LISTEN: "listener", State.BOUND_INACTIVE: "bound, not listening"}.get(
             sock.state, "bound socket" if sock.remote is None else "connected socket")
-        title = f"{sock.proto.value.upper()} {kind} {endpoint_text(*sock.local)}"
+        title = (f"{sock.proto.value.upper()} {kind} {endpoint_text(*sock.local)}"
+                 f"{_in_namespace(snapshot, sock)}")
         lines = [f"Scope: {scope_text(sock)}."]
         if len(group) > 1:
             title += f" ({len(group)} sockets)"
@@ -295,11 +327,11 @@ def explain_port(snapshot: Snapshot, port: int, *, address: str | None = None,
         sections.append(Section("Clients of this port", tuple(lines), tuple(clients)))
     sections.append(Section("In short", (IN_SHORT,)))
     return Explanation("port", port, bool(local or clients or client_tw), summary,
-                       tuple(sections))
+                       tuple(sections), complete=not _hidden([*local, *clients]))
 
 
 def _port_summary(port: int, local: Sequence[Socket], clients: Sequence[Socket],
-                  ranges: HostPortRanges, name_of, protos) -> str:
+                  ranges: HostPortRanges, name_of, protos, where: str) -> str:
     names = []
     for proto in sorted(protos):
         name = name_of(port, proto.value)
@@ -318,13 +350,17 @@ def _port_summary(port: int, local: Sequence[Socket], clients: Sequence[Socket],
         parts.append(f"It lies in this host's ephemeral range {low}-{high}, from which the "
                      "kernel picks ports for outgoing connections.")
     if not local and not clients:
-        parts.append("No socket uses it in this network namespace.")
+        parts.append(f"No socket uses it {where}.")
     else:
         listening = sum(1 for s in local if s.state is State.LISTEN)
         kernel = sum(1 for s in local if s.state in KERNEL_HELD_STATES and not s.owners)
         parts.append(f"{len(local)} socket(s) have it as their local port ({listening} "
                      f"listening, {kernel} kept by the kernel); {len(clients)} client socket(s) "
                      "here are connected to it.")
+        hidden = _hidden([*local, *clients])
+        if hidden:
+            parts.append(f"The holders of {hidden} of them could not be seen: "
+                         f"{visibility.remedy()}.")
     return " ".join(parts)
 
 
@@ -354,8 +390,14 @@ def explain_pid(snapshot: Snapshot, pid: int, *, ranges: HostPortRanges | None =
     process = next((o.process for s in mine for o in s.owners if o.pid == pid), None) \
         or process_info(pid)
     if process is None:
+        if visibility.process_exists(pid):      # it exists, but /proc does not show it
+            return Explanation(
+                "pid", pid, False, f"PID {pid} names a process this user cannot see, so its "
+                f"sockets are unknown ({visibility.remedy()}).",
+                (Section("In short", (IN_SHORT,)),), complete=False)
         return Explanation("pid", pid, False, f"No process has PID {pid} (it may have exited).",
                            (Section("In short", (IN_SHORT,)),))
+    unreadable = pid in snapshot.unreadable
     command = " ".join(process.cmdline or ()) or process.name or "?"
     if len(command) > MAX_COMMAND:
         command = command[:MAX_COMMAND - 3] + "..."
@@ -363,9 +405,11 @@ def explain_pid(snapshot: Snapshot, pid: int, *, ranges: HostPortRanges | None =
     ports = sorted({s.local.port for s in mine if s.local.port is not None})
     summary = (f"PID {pid} names a process: {process.name or '?'}, user {process.user or '?'}, "
                f"started {started}, command: {command}. "
-               + (f"It holds {len(mine)} TCP/UDP socket(s) on {len(ports)} local port(s) in "
-                  "this network namespace." if mine else
-                  "It holds no TCP or UDP socket in this network namespace."))
+               + (f"Its descriptors could not be read, so which sockets it holds is unknown "
+                  f"({visibility.remedy()})." if unreadable else
+                  f"It holds {len(mine)} TCP/UDP socket(s) on {len(ports)} local port(s) "
+                  f"{_where(snapshot)}." if mine else
+                  f"It holds no TCP or UDP socket {_where(snapshot)}."))
     sections: list[Section] = []
     listening = [s for s in mine if s.state in (State.LISTEN, State.BOUND_INACTIVE)
                  or (s.proto is Proto.UDP and s.remote is None)]
@@ -396,7 +440,7 @@ def explain_pid(snapshot: Snapshot, pid: int, *, ranges: HostPortRanges | None =
         kind = "listener" if sock.state is State.LISTEN else "bound socket"
         klass = f"{port_class(sock.local.port)} port"
         title = (f"{sock.proto.value.upper()} {kind} {endpoint_text(*sock.local)} "
-                 f"({f'{name}, ' if name else ''}{klass})")
+                 f"({f'{name}, ' if name else ''}{klass}){_in_namespace(snapshot, sock)}")
         sections.append(Section(title, tuple(lines), (sock, *conns)))
     connected = [s for s in mine if s not in listening and id(s) not in shown]
     served = [s for s in connected if id(s) in from_listener]
@@ -415,7 +459,8 @@ def explain_pid(snapshot: Snapshot, pid: int, *, ranges: HostPortRanges | None =
             + ("  (ephemeral port)" if ranges.is_ephemeral(s.local.port) else "")))
         sections.append(Section("Outgoing connections", tuple(lines), tuple(outgoing)))
     sections.append(Section("In short", (IN_SHORT,)))
-    return Explanation("pid", pid, bool(mine), summary, tuple(sections))
+    return Explanation("pid", pid, bool(mine), summary, tuple(sections),
+                       complete=not unreadable and not _hidden(mine))
 
 
 

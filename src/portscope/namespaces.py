@@ -23,8 +23,13 @@ from .types import NetNamespace
 
 PROC = "/proc"
 NAMED_DIRS = ("/run/netns", "/var/run/docker/netns")
-OWN_PATH = f"{PROC}/self/ns/net"
+# the calling thread's own: a worker thread that entered a namespace (run_in) is answered for
+# that namespace, so that a snapshot taken there is labelled with it
+OWN_PATH = f"{PROC}/thread-self/ns/net"
 CLONE_NEWNET = 0x40000000
+_INIT_USER_NS = 0xEFFFFFFD     # PROC_USER_INIT_INO: the inode of the initial user namespace
+ONE_ONLY = ("--netns all: this command answers for one network namespace: give host, a name "
+            "or a PID")
 
 T = TypeVar("T")
 
@@ -46,7 +51,8 @@ class NamespaceEntry:
 
 
 def own_inode() -> int | None:
-    """Inode of the caller's network namespace (``/proc/self/ns/net``), None if unreadable."""
+    """Inode of the calling thread's network namespace (``/proc/thread-self/ns/net``), None
+    if unreadable."""
     try:
         return os.stat(OWN_PATH).st_ino
     except OSError:
@@ -173,15 +179,25 @@ def select(spec: str | None, entries: Sequence[NamespaceEntry] | None = None,
 
 
 def may_enter() -> bool:
-    """True when this caller may ``setns()`` into other network namespaces (CAP_SYS_ADMIN)."""
+    """True when this caller may ``setns()`` into other network namespaces: CAP_SYS_ADMIN in
+    the user namespace of PID 1 (root of ``unshare --user --map-root-user`` has it in its own
+    user namespace only, which owns none of the others)."""
     try:
         with open(f"{PROC}/self/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) & (1 << 21))   # CAP_SYS_ADMIN
+                    if not int(line.split()[1], 16) & (1 << 21):    # CAP_SYS_ADMIN
+                        return False
+                    break
+        own = os.stat(f"{PROC}/self/ns/user").st_ino
     except OSError:
-        pass                 # no /proc: not Linux, no network namespaces to enter
-    return False
+        return False         # no /proc: not Linux, no network namespaces to enter
+    if own == _INIT_USER_NS:
+        return True
+    try:                     # a container's own user namespace, which owns its namespaces
+        return own == os.stat(f"{PROC}/1/ns/user").st_ino
+    except OSError:
+        return False
 
 
 def _setns(fd: int) -> None:
@@ -249,3 +265,36 @@ def require_entry(entries: Sequence[NamespaceEntry]) -> None:
     own = own_inode()
     if any(e.namespace.inode != own for e in entries) and not may_enter():
         raise AccessDenied("entering other network namespaces needs root (CAP_SYS_ADMIN)")
+
+
+def netns_flag(spec: str | None) -> str:
+    """``" --netns SPEC"`` (shell-quoted) for a command suggested to a user who asked about
+    namespace ``spec`` (a ``--netns`` value), so that it acts where the answer was found;
+    empty for None and ``"host"`` (the caller's own)."""
+    if spec is None or spec == "host":
+        return ""
+    import shlex
+    return f" --netns {shlex.quote(spec)}"
+
+
+def run_in_one(spec: str | None, work: Callable[[], T]) -> T:
+    """``work()`` run inside the one network namespace ``--netns spec`` names (in a thread
+    that entered it: sockets it creates and dumps it takes are that namespace's); in the
+    caller's own when ``spec`` is None or ``"host"``.
+
+    Raises:
+        InvalidInput: ``all``, an unknown name or PID.
+        AccessDenied: the namespace cannot be entered (needs CAP_SYS_ADMIN).
+    """
+    if spec in (None, "host"):
+        return work()
+    if spec == "all":
+        raise InvalidInput(ONE_ONLY)
+    entries = select(spec)
+    require_entry(entries)
+    (result,) = run_in(entries, lambda _entry: work())
+    if isinstance(result, OSError):
+        raise AccessDenied(f"--netns {spec}: cannot enter that network namespace: "
+                           f"{result.strerror or result}")
+    return result
+

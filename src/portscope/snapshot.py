@@ -15,14 +15,11 @@ from datetime import datetime, timezone
 
 from . import backends, containers, namespaces, sockstat, unixsock
 from .backends.base import Backend, RawBackend
-from .owners import bpf, fdscan
+from .owners import bpf, fdscan, visibility
 from .errors import BackendError
 from .filters import SocketFilter, address_covers
 from .types import (LISTENER_STATES, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Proto,
                     Snapshot, Socket, State)
-
-PRIVILEGE_HINT = "run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
-
 
 class SnapshotStream:
     """A snapshot being read: iterate it once for its sockets, decoded and joined lazily.
@@ -39,15 +36,17 @@ class SnapshotStream:
 
     Attributes:
         taken_at: when the scan started (aware UTC).
-        hostname, backend, namespaces, unreadable_pids: as in ``Snapshot``.
+        hostname, backend, namespaces, unreadable, unreadable_pids: as in ``Snapshot``.
         warnings: diagnostics, one line each (final once the stream was iterated).
         missing_owners: sockets left without owner for lack of permission.
+        partial_owners: sockets shown with some holders while others could not be
+            attributed (the psutil backend).
         dump_bytes: size of the kernel replies still to decode (0 when already decoded).
     """
 
     def __init__(self, sockets: Iterator[Socket], flt: SocketFilter, taken_at: datetime,
                  backend: str, warnings: list[str], covered: Sequence[NetNamespace],
-                 unreadable_pids: int, resolver: containers.ContainerResolver | None = None,
+                 unreadable: frozenset[int], resolver: containers.ContainerResolver | None = None,
                  published: bool = False,
                  shares: Callable[[int, int], Iterator[Socket]] | None = None,
                  dump_bytes: int = 0) -> None:
@@ -62,24 +61,30 @@ class SnapshotStream:
         self.backend = backend
         self._warnings = warnings
         self.namespaces = tuple(covered)
-        self.unreadable_pids = unreadable_pids
+        self.unreadable = unreadable
+        self.unreadable_pids = len(unreadable)
         self.missing_owners = 0
+        self.partial_owners = 0
 
     @property
     def complete(self) -> bool:
-        """False when some sockets' owners could not be read (final after iteration)."""
-        return not self.missing_owners
+        """False when some sockets' owners could not be read, all or some of them (final
+        after iteration)."""
+        return not self.missing_owners and not self.partial_owners
 
     @property
     def warnings(self) -> list[str]:
         """Diagnostics, one line each; final once the stream was iterated."""
         if not self.missing_owners:
             return list(self._warnings)
-        who = "even as root (a sandbox or LSM denies it)" if os.geteuid() == 0 \
-            else f"({PRIVILEGE_HINT})"
-        why = (f"{self.unreadable_pids} process(es) could not be read {who}"
-               if self.unreadable_pids else f"the {self.backend} backend could not attribute them")
-        return [*self._warnings, f"{self.missing_owners} socket(s) have no visible owner: {why}"]
+        return [*self._warnings, missing_owners_note(self.missing_owners, self.unreadable_pids,
+                                                     self.backend)]
+
+    @property
+    def other_warnings(self) -> list[str]:
+        """``warnings`` but the missing-owner summary (for a caller that says which of its
+        sockets lack owners itself, with ``missing_owners_note``)."""
+        return list(self._warnings)
 
     @property
     def divisible(self) -> bool:
@@ -104,7 +109,7 @@ class SnapshotStream:
     def _walk(self, sockets: Iterator[Socket]) -> Iterator[Socket]:
         match = self._flt.match_owners if self._flt.needs_owners else None
         permission = OwnerUnknown.PERMISSION
-        missing = 0
+        missing = partial = 0
         resolver = self._resolver
         forwarders = containers.FORWARDERS
         host = namespaces.own_inode() if self._published else None
@@ -114,7 +119,10 @@ class SnapshotStream:
                 if match is not None and not match(s):
                     continue
                 if s.owner_unknown is permission:
-                    missing += 1
+                    if s[11]:
+                        partial += 1    # some holders shown, others not attributable
+                    else:
+                        missing += 1
                 if host is not None and s.netns == host:
                     present.add((s.proto, s.local.address, s.local.port))
                 if resolver is not None and s[16] is None:     # UNIX: joined in unixsock
@@ -134,6 +142,7 @@ class SnapshotStream:
                     yield from self._published_rows(resolver, host, present)
                 self._warnings.extend(w for w in resolver.warnings if w not in self._warnings)
         self.missing_owners += missing
+        self.partial_owners += partial
 
     def share_result(self) -> tuple[int, list[str]]:
         """What iterating this stream (or a share of it) found: ``(missing_owners, warnings
@@ -159,7 +168,20 @@ class SnapshotStream:
         return Snapshot(sockets=tuple(sockets), taken_at=self.taken_at, hostname=self.hostname,
                         backend=self.backend, complete=self.complete,
                         warnings=tuple(self.warnings), namespaces=self.namespaces,
-                        unreadable_pids=self.unreadable_pids)
+                        unreadable_pids=self.unreadable_pids, unreadable=self.unreadable)
+
+
+def missing_owners_note(sockets: int, unreadable_pids: int, backend: str) -> str:
+    """The one stderr line for ``sockets`` socket(s) without a visible owner: why (privilege,
+    hidepid, a sandbox or LSM for root: ``owners.visibility.obstacle``) and what shows them."""
+    if unreadable_pids or visibility.hidden_from_caller() is not None:
+        why = visibility.obstacle(unreadable_pids)
+    elif backend == "psutil":
+        why = "the psutil backend names no holder for them" + (
+            "" if os.geteuid() == 0 else f" (hidden from this user: {visibility.remedy()})")
+    else:
+        why = f"the {backend} backend could not attribute them"
+    return f"{sockets} socket(s) have no visible owner: {why}"
 
 
 @contextlib.contextmanager
@@ -218,9 +240,13 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
+    uncovered = 0
     for entry, result in zip(entries, _dump_each(module, entries, flt, raw)):
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since it was found: nothing to cover
+        if result is None:
+            uncovered += 1       # the backend reads only the caller's namespace
+            continue
         if isinstance(result, OSError):
             warnings.append(f"network namespace {_ns_label(entry.namespace)} could not be "
                             f"read: {result.strerror or result}")
@@ -229,12 +255,17 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         dumps.append(part)
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
+    if uncovered:
+        what = ("reads a network namespace only through a process living in it"
+                if name == "procfs" else "reads only this network namespace")
+        warnings.append(f"the {name} backend {what}: {uncovered} other(s) not covered "
+                        "(--backend netlink covers them)")
     unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings)
                              if Proto.UNIX in flt.protos else [], flt, unix_select)
     if not scan_owners:
         stream: Iterator[Socket] = itertools.chain(itertools.chain.from_iterable(
             map(module.decode, dumps) if raw else dumps), unix.sockets())
-        return SnapshotStream(stream, flt, taken_at, name, warnings, covered, 0)
+        return SnapshotStream(stream, flt, taken_at, name, warnings, covered, frozenset())
     resolver = containers.ContainerResolver(listeners_in=_listeners_in)
     if raw:
         if lazy:
@@ -261,7 +292,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         stream = itertools.chain(_join(sockets, index, _missing_reason(scan)),
                                  unix.sockets(index, _missing_reason(scan), resolver.container))
     return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
-                          len(set(scan.unreadable)), resolver, published,
+                          frozenset(scan.unreadable), resolver, published,
                           shares if raw else None,
                           sum(map(len, dumps)) if raw else 0)
 
@@ -302,7 +333,8 @@ def _ns_label(ns: NetNamespace) -> str:
 
 def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
                raw: bool) -> list:
-    """Per namespace: ``(raw dump or socket list, warnings)``, or the OSError that kept us out.
+    """Per namespace: ``(raw dump or socket list, warnings)``, the OSError that kept us out,
+    or None for a namespace this backend cannot read at all.
 
     netlink dumps each namespace from inside it (``setns`` in a worker thread); ``/proc/net``
     is read through ``/proc/PID/net`` of a process living there; psutil sees only the
@@ -332,7 +364,7 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
         elif module.NAME == "procfs" and entry.pid is not None:
             results.append(module.dump(flt, netns=inode, proc_root=f"/proc/{entry.pid}"))
         else:
-            results.append(OSError(f"the {module.NAME} backend reads only this namespace"))
+            results.append(None)
     return results
 
 
@@ -416,8 +448,11 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
 
 
 def _missing_reason(scan: fdscan.FdScan) -> OwnerUnknown:
-    # a socket with an inode and no holder: hidden from us, or closed since the dump
-    return OwnerUnknown.PERMISSION if scan.unreadable else OwnerUnknown.VANISHED
+    # a socket with an inode and no holder: hidden from us (descriptors refused, or processes
+    # not even listed under hidepid), or closed since the dump
+    if scan.unreadable or visibility.hidden_from_caller() is not None:
+        return OwnerUnknown.PERMISSION
+    return OwnerUnknown.VANISHED
 
 
 def _join(sockets: list[Socket], owners: fdscan.OwnerIndex, missing: OwnerUnknown
@@ -496,3 +531,24 @@ def accepted_connections(sockets: Sequence[Socket]) -> dict[int, list[Socket]]:
         shared = [i for i in candidates if pids & {o.pid for o in sockets[i].owners}]
         result[(shared or candidates)[0]].append(s)
     return result
+
+
+def at_address(sockets: Sequence[Socket], address: str | None) -> list[Socket]:
+    """The sockets of one port that ``ADDR:PORT`` names: those bound to ``address`` or to a
+    wildcard covering it (``filters.address_covers``), and the connections accepted from those
+    listeners, whatever address they carry (a ``[::]`` listener's IPv4 clients arrive on
+    ``::ffff:a.b.c.d``), so that a listener has the same connections however it is asked for.
+
+    Args:
+        sockets: sockets of one port (one snapshot); ``address`` None keeps them all.
+    Returns:
+        the selected sockets, in their order.
+    """
+    if address is None:
+        return list(sockets)
+    keep = {id(s) for s in sockets if address_covers(s, address)}
+    for i, conns in accepted_connections(sockets).items():
+        if id(sockets[i]) in keep:
+            keep.update(id(c) for c in conns)
+    return [s for s in sockets if id(s) in keep]
+

@@ -202,7 +202,8 @@ class Socket(NamedTuple):
         remote: remote endpoint, None for a socket with no peer (listeners, unconnected UDP).
         state: ``State``.
         inode: socket inode (the ``socket:[N]`` of ``/proc/PID/fd``); 0 = no descriptor.
-        uid: owning uid as the kernel records it (the creator's effective uid).
+        uid: owning uid as the kernel records it (the creator's effective uid); -1 where the
+            source does not tell it (psutil with no readable holder, ``/proc/net/unix``).
         netns: network namespace inode, None when unknown.
         v6only: for IPv6 sockets, IPV6_V6ONLY; None for IPv4.
         rx_queue_bytes: receive queue in bytes; for a listener, the accept queue in connections.
@@ -310,6 +311,8 @@ class Snapshot:
         warnings: one line each, for people (unreadable processes, interrupted dumps).
         namespaces: the network namespaces covered.
         unreadable_pids: how many processes' descriptors could not be read.
+        unreadable: the PIDs whose descriptors could not be read (processes that hidepid
+            hides are not listed at all, so not here either).
     """
 
     sockets: tuple[Socket, ...]
@@ -320,3 +323,4 @@ class Snapshot:
     warnings: tuple[str, ...] = ()
     namespaces: tuple[NetNamespace, ...] = field(default=())
     unreadable_pids: int = 0
+    unreadable: frozenset[int] = frozenset()

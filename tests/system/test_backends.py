@@ -209,14 +209,15 @@ def test_snapshot_owners_agree_between_netlink_and_procfs(fx, snapshots):
          if k[4] != "BOUND_INACTIVE"}
 
 
-def test_psutil_gives_one_owner_among_the_real_holders(fx, snapshots):
+def test_psutil_gives_every_real_holder(fx, snapshots):
     for k, sock in snapshots["psutil"].items():
         fd, holders = fx.expected[k]
         if not holders:
             assert sock.owners == () and sock.owner_unknown is OwnerUnknown.KERNEL
             continue
-        (owner,) = sock.owners
-        assert owner.pid in holders and owner.fd == fd, k
+        assert {o.pid for o in sock.owners} == holders, k
+        assert {o.fd for o in sock.owners} == {fd}, k
+        owner = sock.owners[0]
         info = owner.process
         assert info.pid == owner.pid and info.uid == os.getuid() == sock.uid
         assert info.ppid in (os.getpid(), fx.pid)

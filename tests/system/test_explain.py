@@ -12,7 +12,7 @@ from netns import netns  # noqa: F401  (the fixture)
 
 def explain(ns, *args):
     """``portscope explain ARGS --json``: (exit code, document, all text joined by newlines)."""
-    code, doc = ns.portscope_json("explain", *args)
+    code, doc = ns.portscope_json("explain", *args, "--netns", "host")
     text = "\n".join([doc["summary"]] + [line for s in doc["sections"]
                                           for line in (s["title"], *s["lines"])])
     return code, doc, text

@@ -41,7 +41,7 @@ from ..types import Endpoint, Family, Proto, Socket, State, UnixInfo, UnixType
 
 NAME = "procfs"
 PROVIDES_OWNERS = False
-PROC_ROOT = "/proc"
+PROC_ROOT = "/proc/thread-self"      # net/ of the calling thread's namespace (run_in)
 
 # (protocol, family, file name under <root>/net)
 _TABLES = ((Proto.TCP, Family.IPV4, "tcp"), (Proto.TCP, Family.IPV6, "tcp6"),

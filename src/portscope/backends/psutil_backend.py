@@ -3,14 +3,20 @@
 For macOS, Windows and the BSDs, and as a parity check of the Linux backends. psutil joins
 sockets to processes itself, so sockets come with ``owners`` (``PROVIDES_OWNERS``), but:
 
-- **One owner per socket at most.** psutil reports one PID per socket: a socket shared by
-  several processes (fork) gets one of them on Linux (psutil keeps one holder per inode, the
-  last it scanned); on macOS and the BSDs psutil lists it once per holding process, so it
-  appears here as one record per holder.
+- **Every holder where psutil can tell them.** ``net_connections()`` names one PID per socket
+  on Linux (psutil keeps one holder per inode). Each process's own list
+  (``Process.net_connections``) names the rest: a socket is given every process that lists
+  a socket with the same protocol, addresses and state when it is the only such socket.
+  When several sockets look alike (an SO_REUSEPORT group) and more processes hold them than
+  psutil named, which holds which cannot be told without inodes: each keeps psutil's one
+  holder, with ``owner_unknown`` "permission" (more holders exist, unattributed), so the
+  snapshot is not ``complete``. On macOS and the BSDs psutil lists a socket once per holding
+  process, so it appears here as one record per holder.
 - **No inode, queues, v6only or cookie:** ``inode`` is 0 (psutil does not give it, so here 0
   does not mean "no descriptor"), queues are 0, ``v6only`` and ``cookie`` None.
 - **uid** is the holder's effective uid (the kernel records the creator's effective uid, which
-  differs when a process changed uid after creating the socket); -1 with no readable owner.
+  differs when a process changed uid after creating the socket); -1 (the JSON schema's "the
+  source does not tell it", shown as ``?``) with no readable owner.
 - **Unattributed sockets.** On Linux, psutil returns a socket whose holder it cannot see
   (another user's process, a closed descriptor) with no PID rather than skipping it, but it
   returns a set: identical unattributed rows (two SO_REUSEPORT listeners of unreadable
@@ -26,6 +32,7 @@ sockets to processes itself, so sockets come with ``owners`` (``PROVIDES_OWNERS`
 from __future__ import annotations
 
 import socket
+import sys
 from datetime import datetime, timezone
 
 import psutil
@@ -144,6 +151,25 @@ def _per_process(kind: str) -> tuple[list[tuple[object, int | None]], int]:
     return entries, denied
 
 
+def _key(conn) -> tuple:
+    """What a socket looks like to psutil: protocol, family, addresses and status."""
+    return conn.type, conn.family, tuple(conn.laddr or ()), tuple(conn.raddr or ()), conn.status
+
+
+def _holders_by_key(kind: str) -> dict[tuple, set[tuple[int, int]]]:
+    """``_key`` -> every ``(pid, fd)`` whose process lists such a socket, from each readable
+    process's own list (processes that refuse, or exit meanwhile, are left out)."""
+    found: dict[tuple, set[tuple[int, int]]] = {}
+    for proc in psutil.process_iter():
+        try:
+            conns = _process_sockets(proc, kind=kind)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue            # not ours to read, or gone: psutil's one holder stands
+        for conn in conns:
+            found.setdefault(_key(conn), set()).add((proc.pid, conn.fd))
+    return found
+
+
 def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
          ) -> tuple[list[Socket], list[str]]:
     """The TCP and UDP sockets that ``flt`` selects, each with the owner psutil names.
@@ -167,6 +193,7 @@ def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
     if kind is None:
         return [], []
     warnings: list[str] = []
+    per_process = False
     try:
         entries = [(conn, conn.pid) for conn in psutil.net_connections(kind=kind)]
     except (RuntimeError, OSError) as exc:
@@ -174,6 +201,7 @@ def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
         # system table cannot be read.
         raise BackendError(f"psutil.net_connections failed: {exc}") from None
     except psutil.AccessDenied:        # macOS without root
+        per_process = True
         entries, denied = _per_process(kind)
         if denied:
             warnings.append(f"psutil could not list the sockets of {denied} process(es) "
@@ -182,26 +210,58 @@ def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None
     details: dict[int, tuple[ProcessInfo, int] | None] = {}
     unknown: set[str] = set()
     out: list[Socket] = []
+    kept = []
     for conn, pid in entries:
         sock = _to_socket(conn, netns)
         if sock is None:
             unknown.add(conn.status)
-            continue
-        if not flt.match_socket(sock):
-            continue
+        elif flt.match_socket(sock):
+            kept.append((conn, pid, sock))
+    # one system-wide row per socket (Linux): the other holders come from each process's list
+    per_socket = (sys.platform.startswith("linux") and not per_process
+                  and any(pid is not None for _, pid, _ in kept))
+    holders = _holders_by_key(kind) if per_socket else {}
+    alike: dict[tuple, int] = {}
+    for conn, _, _ in kept:
+        alike[_key(conn)] = alike.get(_key(conn), 0) + 1
+    ambiguous = 0
+    for conn, pid, sock in kept:
         if pid is None:
             why = OwnerUnknown.KERNEL if sock.state is State.TIME_WAIT \
                 else OwnerUnknown.PERMISSION
             out.append(sock._replace(owner_unknown=why))
             continue
-        if pid not in details:
-            details[pid] = process_details(pid)
-        found = details[pid]
-        if found is None:
+        pairs = {(pid, conn.fd)}
+        more = holders.get(_key(conn), set()) - pairs
+        unattributed = False
+        if more and alike[_key(conn)] == 1:
+            pairs |= more                   # the only such socket: they all hold it
+        elif more:
+            unattributed = True             # lookalikes: which one they hold is unknown
+        owners = []
+        uid = None
+        for holder_pid, fd in sorted(pairs):
+            if holder_pid not in details:
+                details[holder_pid] = process_details(holder_pid)
+            found = details[holder_pid]
+            if found is None:
+                continue                    # exited since psutil listed it
+            info, holder_uid = found
+            owners.append(Owner(holder_pid, fd, info))
+            if holder_pid == pid or uid is None:
+                uid = holder_uid
+        if not owners:
             out.append(sock._replace(owner_unknown=OwnerUnknown.VANISHED))
             continue
-        info, uid = found
-        out.append(sock._replace(uid=uid, owners=(Owner(pid, conn.fd, info),)))
+        ambiguous += unattributed
+        out.append(sock._replace(uid=uid, owners=tuple(owners),
+                                 owner_unknown=OwnerUnknown.PERMISSION if unattributed
+                                 else None))
+    if ambiguous:
+        warnings.append(f"{ambiguous} socket(s) look alike to psutil (same addresses and "
+                        "state, e.g. an SO_REUSEPORT group) and have more holders than it "
+                        "names: without socket inodes it cannot tell which holds which, so "
+                        "each shows one (--backend netlink shows all)")
     if unknown:
         warnings.append(f"sockets with unknown psutil states skipped: {', '.join(sorted(unknown))}")
     return out, warnings

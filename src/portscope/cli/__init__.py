@@ -56,7 +56,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def _route(argv: list[str]) -> list[str]:
     """Insert the implied subcommand: none or options only -> ``listeners``; a port, endpoint
-    or service name -> ``who``."""
+    or service name (also after ``--``: ``portscope -- 8080``) -> ``who``."""
     if not argv:
         return [DEFAULT_COMMAND]
     first = argv[0]
@@ -64,6 +64,8 @@ def _route(argv: list[str]) -> list[str]:
         return argv
     if _NEGATIVE_NUMBER.match(first):
         return ["who", *argv[1:], "--", first]     # a negative port: let the parser reject it
+    if "--" in argv[:-1]:
+        return ["who", *argv]                      # options, then -- TARGET
     if first.startswith("-"):
         return [DEFAULT_COMMAND, *argv]
     return ["who", *argv]

@@ -6,16 +6,12 @@ from __future__ import annotations
 import argparse
 import pwd
 import sys
-from collections.abc import Callable
-from typing import TypeVar
 
 from .. import backends
-from ..errors import AccessDenied, InvalidInput
+from ..errors import InvalidInput
 from ..filters import ALL_FAMILIES, ALL_PROTOS, SocketFilter
 from ..snapshot import SnapshotStream
 from ..types import Family, Proto, Snapshot, State
-
-T = TypeVar("T")
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, csv: bool = True) -> None:
@@ -40,43 +36,32 @@ def add_socket_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
     group.add_argument("--backend", choices=backends.BACKENDS,
                        help="socket source (default: netlink on Linux, psutil elsewhere)")
-    add_netns_option(group, "all|host|NAME|PID", "network namespaces to cover (default: all "
-                     "when this user may enter them, else this one); with several, listener "
-                     "views look for BOUND_INACTIVE sockets in this one only (that walks the "
-                     "kernel's bind hash, shared by all namespaces)")
+    add_netns_option(group, several=True)
 
 
-def add_netns_option(parser, metavar: str = "host|NAME|PID",
-                     help_text: str = "answer for this network namespace (default: this "
-                                      "process's own): a name (ip netns, Docker) or a PID "
-                                      "living in it") -> None:
-    """``--netns``: which network namespace(s); ``run_in_netns`` runs a one-namespace
-    command there."""
-    parser.add_argument("--netns", metavar=metavar, help=help_text)
+#: what --netns means, said once for every command (views read many, the others act in one)
+NETNS_VIEW_HELP = ("network namespaces to read: all, host (this process's own), a name (ip "
+                   "netns, Docker) or a PID living in one (default: all when this user may "
+                   "enter them, else this one, said on stderr); with several, listener "
+                   "views look for BOUND_INACTIVE sockets in this one only (that walks the "
+                   "kernel's bind hash, shared by all namespaces)")
+NETNS_ONE_HELP = ("the network namespace to answer for and act in: host (this process's "
+                  "own, the default), a name (ip netns, Docker) or a PID living in it; a "
+                  "bind, a signal or a baseline belongs to one namespace, so not all")
 
 
-def run_in_netns(spec: str | None, work: Callable[[], T]) -> T:
-    """``work()`` run inside the one network namespace ``--netns spec`` names (in a thread
-    that entered it: sockets it creates and dumps it takes are that namespace's); in the
-    caller's own when ``spec`` is None.
+def add_netns_option(parser, *, several: bool) -> None:
+    """``--netns``, declared here for every command that reads sockets.
 
-    Raises:
-        InvalidInput: ``all``, an unknown name or PID.
-        AccessDenied: the namespace cannot be entered (needs CAP_SYS_ADMIN).
+    ``several``: the command is a view that may cover many namespaces (``all|host|NAME|PID``,
+    default ``netns_choice``); else it answers for one namespace (``host|NAME|PID``, default
+    the caller's own; ``namespaces.run_in_one`` runs it there). Suggested commands carry the value
+    (``namespaces.netns_flag``).
     """
-    if spec is None:
-        return work()
-    from .. import namespaces
-    if spec == "all":
-        raise InvalidInput("--netns all: this command answers for one network namespace: "
-                           "give host, a name or a PID")
-    entries = namespaces.select(spec)
-    namespaces.require_entry(entries)
-    (result,) = namespaces.run_in(entries, lambda _entry: work())
-    if isinstance(result, OSError):
-        raise AccessDenied(f"--netns {spec}: cannot enter that network namespace: "
-                           f"{result.strerror or result}")
-    return result
+    if several:
+        parser.add_argument("--netns", metavar="all|host|NAME|PID", help=NETNS_VIEW_HELP)
+    else:
+        parser.add_argument("--netns", metavar="host|NAME|PID", help=NETNS_ONE_HELP)
 
 
 def add_listing_options(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +83,7 @@ def netns_choice(args: argparse.Namespace) -> str:
         return "all"
     if len(namespaces.discover()) > 1:
         warn("showing this network namespace only: entering the others needs root "
-             "(CAP_SYS_ADMIN)")
+             "(CAP_SYS_ADMIN in the host's user namespace)")
     return "host"
 
 
@@ -155,6 +140,16 @@ def parse_pid(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) < 1:
         raise InvalidInput(f"invalid pid {text!r}: expected a positive number")
     return int(text)
+
+
+def pid_max() -> int:
+    """The largest PID plus one that this PID namespace hands out (``/proc/sys/kernel/
+    pid_max``: 32768 by default, up to 4194304); 4194304 when it cannot be read."""
+    try:
+        with open("/proc/sys/kernel/pid_max", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4194304          # the kernel's PID_MAX_LIMIT on 64-bit
 
 
 def warn(message: str) -> None:

@@ -7,9 +7,11 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .. import namespaces
+from ..errors import InvalidInput
 from ..filters import SocketFilter
 from ..owners.process import read_stat, started_at
-from ..snapshot import take_snapshot
+from ..snapshot import at_address, take_snapshot
 from ..types import (KERNEL_HELD_STATES, OwnerUnknown, ProcessInfo, Proto, Snapshot, Socket,
                      State)
 from .safety import safety_refusal
@@ -63,6 +65,7 @@ class KillPlan:
         unplanned: connected sockets on the port held by processes outside the plan (they
             keep blocking the port; ``include_connected`` plans them too).
         snapshot: the scan the plan comes from.
+        netns: the network namespace planned in (a ``--netns`` value; None: the caller's).
     """
 
     port: int
@@ -74,6 +77,7 @@ class KillPlan:
     kernel_held: tuple[Socket, ...]
     unplanned: tuple[Socket, ...]
     snapshot: Snapshot
+    netns: str | None = None
 
     @property
     def refusals(self) -> list[Target]:
@@ -110,7 +114,8 @@ def _in_scope(sock: Socket, port: int, include_connected: bool) -> bool:
 def plan_kill(port: int, address: str | None = None, *,
               protos: Iterable[Proto | str] = (Proto.TCP, Proto.UDP),
               include_connected: bool = False,
-              unit_path: Sequence[str] = SYSTEM_UNIT_PATH) -> KillPlan:
+              unit_path: Sequence[str] = SYSTEM_UNIT_PATH,
+              netns: str | None = None) -> KillPlan:
     """Scan port ``port`` and plan to stop every process holding a socket on it.
 
     Args:
@@ -121,11 +126,15 @@ def plan_kill(port: int, address: str | None = None, *,
             (accepted connections passed to other processes); by default listeners and bound
             sockets (TCP LISTEN and BOUND_INACTIVE, every UDP socket).
         unit_path: where systemd units are looked up.
+        netns: the one network namespace whose sockets are planned: ``"host"`` or None (the
+            caller's own), a name (``ip netns``, Docker) or a PID living in it; holders of
+            the port in other namespaces are never planned.
     Returns:
         a ``KillPlan`` with an open pidfd per live holder (close it).
     Raises:
         ValueError: port out of range, unknown protocol.
-        InvalidInput: malformed address.
+        InvalidInput: malformed address; ``netns`` is ``"all"`` or names no namespace.
+        AccessDenied: ``netns`` names another namespace and the caller may not enter it.
         BackendError: the scan failed.
     """
     if not isinstance(port, int) or not 1 <= port <= 65535:
@@ -133,12 +142,15 @@ def plan_kill(port: int, address: str | None = None, *,
     chosen = frozenset(Proto(p) for p in protos)
     if not chosen or not chosen <= {Proto.TCP, Proto.UDP}:
         raise ValueError(f"protos must be tcp and/or udp, not {sorted(chosen)}")
-    snapshot = take_snapshot(SocketFilter(protos=chosen, port_range=(port, port),
-                                          address=address))
-    on_port = [s for s in snapshot.sockets if s.local.port == port]
+    if netns == "all":
+        raise InvalidInput(namespaces.ONE_ONLY)
+    snapshot = take_snapshot(SocketFilter(protos=chosen, port_range=(port, port)),
+                             netns=netns)
+    on_port = at_address([s for s in snapshot.sockets if s.local.port == port], address)
     in_scope = [s for s in on_port if _in_scope(s, port, include_connected)]
     kernel_held = tuple(s for s in on_port if not s.owners and s.state in KERNEL_HELD_STATES)
-    return _plan(port, address, chosen, snapshot, on_port, in_scope, kernel_held, unit_path)
+    return _plan(port, address, chosen, snapshot, on_port, in_scope, kernel_held, unit_path,
+                 netns)
 
 
 def unix_in_scope(sock: Socket, include_connected: bool) -> bool:
@@ -172,10 +184,12 @@ def plan_kill_unix(target: str, *, include_connected: bool = False,
 
 def _plan(port: int, address: str | None, protos: frozenset[Proto], snapshot: Snapshot,
           on_target: Sequence[Socket], in_scope: Sequence[Socket],
-          kernel_held: tuple[Socket, ...], unit_path: Sequence[str]) -> KillPlan:
+          kernel_held: tuple[Socket, ...], unit_path: Sequence[str],
+          netns: str | None = None) -> KillPlan:
     """The plan for the sockets ``in_scope`` (of ``on_target``, every socket on the port or
-    name): a ``Target`` per holding process, in PID order, with its pidfd; the hidden ones;
-    sockets on the target held by processes outside the plan."""
+    name, in network namespace ``netns``): a ``Target`` per holding process, in PID order,
+    with its pidfd; the hidden ones; sockets on the target held by processes outside the
+    plan."""
     hidden = tuple(s for s in in_scope if not s.owners
                    and s.owner_unknown is OwnerUnknown.PERMISSION)
     owned = tuple(s for s in in_scope if s.owners)
@@ -191,7 +205,7 @@ def _plan(port: int, address: str | None, protos: frozenset[Proto], snapshot: Sn
                       and not {o.pid for o in s.owners} <= set(by_pid))
     return KillPlan(port=port, address=address, protos=protos, targets=targets,
                     sockets=owned, hidden=hidden, kernel_held=kernel_held,
-                    unplanned=unplanned, snapshot=snapshot)
+                    unplanned=unplanned, snapshot=snapshot, netns=netns)
 
 
 def _target(pid: int, process: ProcessInfo, sockets: tuple[Socket, ...], port: int,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from ..errors import AccessDenied, KillRefused
+from ..owners import visibility
 from ..owners.process import read_stat
 
 TYPE_CHECKING = False
@@ -97,7 +98,7 @@ def refuse(plan: KillPlan, *, force: bool = False) -> None:
                                     "(or force it)" for t in plan.supervised))
     if plan.hidden:
         raise AccessDenied(f"{len(plan.hidden)} socket(s) on port {plan.port} have holders "
-                           "this user cannot see: run as root")
+                           f"this user cannot see ({visibility.remedy()})")
     live = [t for t in plan.targets if not t.gone]
     if any(t.pidfd is None for t in live):
         raise AccessDenied("pidfd_open is unavailable here; without it a signal could reach a "

@@ -37,7 +37,7 @@ def owner_names(sock: Socket) -> str:
 def owner_users(sock: Socket) -> str:
     """The holders' distinct users; without owners, the kernel's socket uid (``uid 0``)."""
     if not sock.owners:
-        return f"uid {sock.uid}"
+        return "?" if sock.uid < 0 else f"uid {sock.uid}"     # -1: the source did not say
     users = dict.fromkeys(o.process.user or "?" for o in sock.owners)
     return ",".join(users)
 

@@ -16,14 +16,15 @@ if TYPE_CHECKING:
 
 
 def explanation_json(explanation: Explanation) -> dict:
-    """``{"schema_version", "kind", "subject", "found", "summary", "sections": [{"title",
+    """``{"schema_version", "kind", "subject", "found", "complete", "summary", "sections":
+    [{"title",
     "lines", "sockets": [inventory socket objects]}]}``."""
     processes: dict = {}
     addresses: dict = {}
     return {
         "schema_version": jsonfmt.SCHEMA_VERSION, "kind": explanation.kind,
         "subject": explanation.subject, "found": explanation.found,
-        "summary": explanation.summary,
+        "complete": explanation.complete, "summary": explanation.summary,
         "sections": [{"title": s.title, "lines": list(s.lines),
                       "sockets": [json.loads(jsonfmt.socket_json(x, processes, addresses))
                                   for x in s.sockets]} for s in explanation.sections],

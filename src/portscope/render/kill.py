@@ -26,9 +26,11 @@ def _socket_list(sockets: Iterable[Socket]) -> list:
 
 
 def plan_json(plan: KillPlan) -> dict:
-    """The plan as JSON: ``targets`` (pid, process, start_ticks, sockets, refusal, respawner,
-    gone), ``hidden``, ``kernel_held``, ``unplanned`` (inventory socket objects)."""
+    """The plan as JSON: ``netns`` (the ``--netns`` value planned in; null: the caller's
+    own), ``targets`` (pid, process, start_ticks, sockets, refusal, respawner, gone),
+    ``hidden``, ``kernel_held``, ``unplanned`` (inventory socket objects)."""
     return {
+        "netns": plan.netns,
         "targets": [{"pid": t.pid, "process": jsonfmt.jsonable(t.process),
                      "start_ticks": t.start_ticks, "sockets": _socket_list(t.sockets),
                      "refusal": t.refusal, "respawner": jsonfmt.jsonable(t.respawner),
@@ -76,6 +78,9 @@ def write_plan(out: TextIO, plan: KillPlan, signal_name: str) -> None:
     if live:
         out.write(f"{where}: {len(plan.sockets)} socket(s) held by {len(live)} process(es); "
                   f"plan: {signal_name} each\n")
+    elif plan.hidden:
+        out.write(f"{where}: the holders of {len(plan.hidden)} socket(s) are hidden from this "
+                  "user\n")
     else:
         out.write(f"{where}: no process to signal\n")
     if plan.targets:
@@ -93,6 +98,9 @@ def write_plan(out: TextIO, plan: KillPlan, signal_name: str) -> None:
             rows.append([str(t.pid), t.process.user or "?", started,
                          cols.safe(t.process.name or "?"), socks, note, command])
         text.write_rows(out, headers, rows, ["right"] + ["left"] * 6)
+    for sock in plan.hidden:
+        out.write(f"holder hidden from this user: {sock.proto.value} {sock.state.value} "
+                  f"{cols.endpoint_text(*sock.local)} (socket uid {sock.uid})\n")
     for sock in plan.kernel_held:
         out.write(f"kernel-held, no process to signal: {sock.proto.value} {sock.state.value} "
                   f"{cols.endpoint_text(*sock.local)} (gone within 60 s)\n")

@@ -1,7 +1,8 @@
 """``portscope audit``: every listener judged by security rules and, optionally, a baseline.
 
 Exit codes: 0 no finding at or above ``--fail-on`` (and ``--write-baseline`` wrote the file),
-1 findings at or above it, 2 usage error, 3 unreadable or invalid baseline, backend failure.
+1 findings at or above it, 2 usage error, 3 unreadable or invalid baseline, backend failure,
+4 incomplete (some listeners' programs could not be read) without ``--allow-incomplete``.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ def register(sub) -> None:
                     "deleted or temporary executables, listening shells and interpreters, "
                     "masquerading process names, unexpected programs on well-known ports, "
                     "ports with reported unauthorized use, ephemeral-range listeners, and "
-                    "sockets hidden from one kernel view. Audits the caller's network "
-                    "namespace (use ip netns exec or nsenter for another). Exit 1 when a "
-                    "finding reaches --fail-on, 0 otherwise; 3 for an unreadable baseline.")
+                    "sockets hidden from one kernel view, in one network namespace (--netns). "
+                    "Exit 1 when a finding reaches --fail-on, 4 when some listeners' programs "
+                    "could not be read (an incomplete audit does not pass unless "
+                    "--allow-incomplete), 0 otherwise; 3 for an unreadable baseline.")
     base = parser.add_argument_group("baseline")
     which = base.add_mutually_exclusive_group()
     which.add_argument("--baseline", metavar="FILE",
@@ -77,6 +79,11 @@ def register(sub) -> None:
                             "--list-rules --json)")
     rules.add_argument("--skip", action="append", default=[], metavar="RULE",
                        help="do not run this rule (repeatable)")
+    rules.add_argument("--allow-incomplete", action="store_true",
+                       help="exit 0 even when some listeners' programs could not be read "
+                            "(without root); by default such an audit exits 4, since the "
+                            "rules could not judge them")
+    common.add_netns_option(parser, several=False)
     rules.add_argument("--list-rules", action="store_true",
                        help="list the rules (id, severity, what each flags) and exit; with "
                             "--json also their fixes")
@@ -90,11 +97,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import __version__, audit
+    from ... import __version__, audit, namespaces
     from ...audit import baseline as baseline_file
     from ...audit import sarif
     from ...audit.rules import Severity
-    from ...snapshot import PRIVILEGE_HINT
+    from ...owners.visibility import PRIVILEGE_HINT
     from ...render import audit as render
     if args.list_rules:
         if args.json:
@@ -106,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json or args.sarif or args.deep:
             raise InvalidInput("--write-baseline records listeners; it takes no --json, "
                                "--sarif or --deep")
-        written, anonymous = audit.write_baseline(args.write_baseline)
+        written, anonymous = namespaces.run_in_one(
+            args.netns, lambda: audit.write_baseline(args.write_baseline))
         common.warn(f"wrote baseline {args.write_baseline}: {written} listener(s)")
         if anonymous:
             who = "even as root" if os.geteuid() == 0 else f"({PRIVILEGE_HINT})"
@@ -117,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     expected = dict(pair for text in args.expect for pair in parse_expect(text))
     skip = [parse_rule(text) for text in args.skip]
     loaded = baseline_file.load(args.baseline) if args.baseline is not None else None
-    report = audit.audit(baseline=loaded, deep=args.deep, expected_programs=expected,
-                         skip=skip)
+    report = namespaces.run_in_one(args.netns, lambda: audit.audit(
+        baseline=loaded, deep=args.deep, expected_programs=expected, skip=skip))
     for message in report.warnings:
         common.warn(message)
     if report.unverified:
@@ -137,4 +145,10 @@ def run(args: argparse.Namespace) -> int:
     common.warn(f"audited {len(report.listeners)} listener(s): {len(report.findings)} "
                 f"finding(s) ({render.severity_counts(report)}); {len(failing)} at or above "
                 f"--fail-on {args.fail_on}")
-    return ExitStatus.answer(not failing)
+    if failing:
+        return ExitStatus.NO
+    if not report.complete and not args.allow_incomplete:
+        common.warn("the audit is incomplete: some listeners' programs could not be read, so "
+                    "the rules could not judge them (exit 4; --allow-incomplete accepts it)")
+        return ExitStatus.ACCESS
+    return ExitStatus.OK

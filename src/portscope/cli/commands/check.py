@@ -55,13 +55,13 @@ def register(sub) -> None:
                         "SO_REUSEPORT's uid rule, privileged ports; the trial bind runs as "
                         "USER only when the caller is root")
     parser.add_argument("--no-trial", action="store_true", help="rules only, no trial bind")
-    common.add_netns_option(parser)
+    common.add_netns_option(parser, several=False)
     common.add_output_options(parser, csv=False)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ... import services, unixsock
+    from ... import namespaces, services, unixsock
     if unixsock.is_unix_target(args.target) or args.clean:
         return run_unix(args)
     from ...bindcheck import check_bind
@@ -69,15 +69,10 @@ def run(args: argparse.Namespace) -> int:
     address, port = parse_endpoint(args.target, services.resolve_service)
     uid = common.parse_user(args.user) if args.user is not None else None
     proto = "udp" if args.udp else "tcp"
-    snapshot = None
-    if args.netns is not None:      # labelled with that namespace, taken from inside it
-        from ...filters import SocketFilter
-        from ...snapshot import take_snapshot
-        snapshot = take_snapshot(SocketFilter(protos=frozenset({proto}),
-                                              port_range=(port, port)), netns=args.netns)
-    diagnosis = common.run_in_netns(args.netns, lambda: check_bind(
+    # in a thread inside that namespace: its dumps and trial binds are that namespace's
+    diagnosis = namespaces.run_in_one(args.netns, lambda: check_bind(
         port, address, proto=proto, reuseaddr=args.reuseaddr, reuseport=args.reuseport,
-        v6only=args.v6only, uid=uid, trial=not args.no_trial, snapshot=snapshot))
+        v6only=args.v6only, uid=uid, trial=not args.no_trial, scope=args.netns))
     from ...render import check as render
     if args.json:
         print(json.dumps(render.diagnosis_json(diagnosis, address), indent=2))
@@ -88,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_unix(args: argparse.Namespace) -> int:
     """``check PATH`` and ``check --clean PATH``."""
-    from ... import unixsock
+    from ... import namespaces, unixsock
     from ...errors import InvalidInput
     from ...render import unix as render
     path = args.target
@@ -100,7 +95,7 @@ def run_unix(args: argparse.Namespace) -> int:
     import os
     if os.path.isdir(path):
         raise InvalidInput(f"{path} is a directory, not a socket file")
-    diagnosis = common.run_in_netns(args.netns, lambda: unixsock.check_path(path))
+    diagnosis = namespaces.run_in_one(args.netns, lambda: unixsock.check_path(path))
     removed = None
     message = None
     code = ExitStatus.answer(diagnosis.bindable)
@@ -120,7 +115,7 @@ def run_unix(args: argparse.Namespace) -> int:
             message = "declined: nothing removed"
             code = ExitStatus.NO
         else:
-            diagnosis = common.run_in_netns(args.netns, lambda: unixsock.remove_stale(path))
+            diagnosis = namespaces.run_in_one(args.netns, lambda: unixsock.remove_stale(path))
             removed = diagnosis.stale
             code = ExitStatus.answer(removed)
             message = None if removed else "not removed: the file changed and is not stale"

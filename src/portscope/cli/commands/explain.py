@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from .. import common
@@ -32,6 +31,7 @@ def register(sub) -> None:
                       help="TARGET is a PID")
     parser.add_argument("-t", "--tcp", action="store_true", help="TCP sockets only")
     parser.add_argument("-u", "--udp", action="store_true", help="UDP sockets only")
+    common.add_netns_option(parser, several=True)
     parser.add_argument("--json", action="store_true", help="JSON (schema_version 1)")
     parser.set_defaults(run=run)
 
@@ -40,28 +40,42 @@ def run(args: argparse.Namespace) -> int:
     from ... import services, unixsock
     if args.kind is None and unixsock.is_unix_target(args.target):
         return run_unix(args)
+    from ...errors import InvalidInput
     from ...explain import explain_pid, explain_port
     from ...filters import SocketFilter
     from ...ports import parse_endpoint
-    from ...snapshot import take_snapshot
-    from ...types import Proto
+    from ...owners.visibility import process_exists
+    from ...snapshot import missing_owners_note, open_snapshot
+    from ...types import OwnerUnknown, Proto
     protos = frozenset(p for p, on in ((Proto.TCP, args.tcp), (Proto.UDP, args.udp)) if on) \
         or frozenset({Proto.TCP, Proto.UDP})
+    numeric = args.target.isascii() and args.target.isdigit() and len(args.target) <= 10
+    if args.kind is None and numeric and int(args.target) > 65535:
+        # no port is that high: a PID (pid_max may be up to 4194304), or neither
+        if int(args.target) >= common.pid_max():
+            raise InvalidInput(f"invalid port or PID {args.target!r}: neither a port "
+                               f"(1-65535) nor a PID (1-{common.pid_max() - 1})")
+        args.kind = "pid"
     if args.kind == "pid":
         pid = common.parse_pid(args.target)
         address = None
     else:
         address, pid = parse_endpoint(args.target, services.resolve_service)
-    snapshot = take_snapshot(SocketFilter(protos=protos))
-    common.report_warnings(snapshot)
+    stream = open_snapshot(SocketFilter(protos=protos), netns=common.netns_choice(args))
+    snapshot = stream.to_snapshot(list(stream))
+    for message in stream.other_warnings:    # the missing owners: of the sockets explained only
+        common.warn(message)
     proto = next(iter(protos)) if len(protos) == 1 else None
     explanation = None
     if args.kind != "pid":
         explanation = explain_port(snapshot, pid, address=address, proto=proto)
-    numeric = args.target.isascii() and args.target.isdigit()
     if args.kind == "pid" or (args.kind is None and numeric and not explanation.found
-                              and os.path.exists(f"/proc/{pid}")):
+                              and process_exists(pid)):
         explanation = explain_pid(snapshot, pid)
+    hidden = sum(1 for section in explanation.sections for s in section.sockets
+                 if s.owner_unknown is OwnerUnknown.PERMISSION)
+    if hidden:
+        common.warn(missing_owners_note(hidden, snapshot.unreadable_pids, snapshot.backend))
     from ...render import explain as render
     if args.json:
         print(json.dumps(render.explanation_json(explanation), indent=2))
@@ -72,12 +86,11 @@ def run(args: argparse.Namespace) -> int:
 
 def run_unix(args: argparse.Namespace) -> int:
     """``explain PATH|@NAME``."""
-    from ... import namespaces, unixsock
+    from ... import unixsock
     from ...explain import explain_unix
     from ...render import explain as render
     target = unixsock.parse_target(args.target)
-    snapshot, file = unixsock.lookup(target,
-                                     netns="all" if namespaces.may_enter() else "host")
+    snapshot, file = unixsock.lookup(target, netns=common.netns_choice(args))
     common.report_warnings(snapshot)
     explanation = explain_unix(snapshot, target, file)
     if args.json:

@@ -36,12 +36,13 @@ def register(sub) -> None:
                        help="ports free for both TCP and UDP")
     parser.add_argument("--host", metavar="ADDR", help="probe this address only (default "
                         "0.0.0.0 and ::)")
-    common.add_netns_option(parser)
+    common.add_netns_option(parser, several=False)
     common.add_output_options(parser, csv=False)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ... import namespaces
     from ...errors import InvalidInput
     from ...freeport import MAX_COUNT, pick_free_ports
     from ...ports import parse_address
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     near = parse_port(args.near) if args.near else None
     host = parse_address(args.host) if args.host else None
     protos = ("tcp", "udp") if args.tcp_and_udp else ("udp",) if args.udp else ("tcp",)
-    ports = common.run_in_netns(args.netns, lambda: pick_free_ports(
+    ports = namespaces.run_in_one(args.netns, lambda: pick_free_ports(
         count, port_range=port_range, near=near, protos=protos, host=host))
     if args.json:
         print(json.dumps({"schema_version": 1, "ports": ports}))

@@ -52,6 +52,7 @@ def register(sub) -> None:
                         help="SIGKILL survivors after the timeout; signal supervised holders")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, signal nothing")
+    common.add_netns_option(parser, several=False)
     parser.add_argument("--json", action="store_true", help="JSON (schema_version 1)")
     parser.set_defaults(run=run)
 
@@ -86,13 +87,14 @@ def run(args: argparse.Namespace) -> int:
     timeout_s = parse_timeout(args.timeout)
     protos = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on] or ["tcp", "udp"]
     signal_name = signal.Signals(sig).name
-    with plan_kill(port, address, protos=protos, include_connected=args.all) as plan:
+    with plan_kill(port, address, protos=protos, include_connected=args.all,
+                   netns=args.netns) as plan:
         finish = _finisher(args, port, address, signal_name, plan)
         ended = _authorise(args, plan, signal_name, finish)
         if ended is not None:
             return ended
         outcomes = terminate(plan, sig=sig, timeout_s=timeout_s, force=args.force)
-        check = verify_port(port, address, plan_protos(plan))
+        check = verify_port(port, address, plan_protos(plan), args.netns)
     if not args.json:
         render.write_outcomes(sys.stdout, outcomes)
         render.write_check(sys.stdout, port, check)

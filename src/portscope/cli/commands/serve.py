@@ -61,9 +61,7 @@ def register(sub) -> None:
     parser.add_argument("--baseline", metavar="FILE",
                         help="export portscope_baseline_drift against this audit baseline "
                              "(portscope audit --write-baseline)")
-    common.add_netns_option(parser, "all|host|NAME|PID",
-                            "network namespaces to cover (default: all when this user may "
-                            "enter them, else this one)")
+    common.add_netns_option(parser, several=True)
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--textfile", metavar="PATH",
                      help="write the metrics once to PATH (atomic rename) for node_exporter's "

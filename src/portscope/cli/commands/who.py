@@ -9,7 +9,7 @@ from ...filters import SocketFilter
 from ...ports import parse_endpoint, port_class
 from ...render import columns as cols
 from ...render import listing
-from ...snapshot import accepted_connections, take_snapshot
+from ...snapshot import accepted_connections, at_address, take_snapshot
 from ...types import LISTENER_STATES, State
 from .. import common
 from ..status import ExitStatus
@@ -40,14 +40,18 @@ def run(args: argparse.Namespace) -> int:
         return run_unix(args)
     address, port = parse_endpoint(args.target, services.resolve_service)
     protos, families = common.protos_families(args)
+    # the whole port: a listener's accepted connections are counted whatever their address
     snapshot = take_snapshot(SocketFilter(protos=protos, families=families,
-                                          port_range=(port, port), address=address),
+                                          port_range=(port, port)),
                              backend=args.backend, owners=not args.no_owners,
                              netns=common.netns_choice(args), published=True)
+    counts = {id(snapshot.sockets[i]): len(conns)
+              for i, conns in accepted_connections(snapshot.sockets).items()}
     # listeners (and published ports) first, then the rest in kernel order
-    sockets = sorted(snapshot.sockets, key=lambda s: s.state not in LISTENER_STATES
+    sockets = sorted(at_address(snapshot.sockets, address),
+                     key=lambda s: s.state not in LISTENER_STATES
                      and s.state is not State.PUBLISHED)
-    accepted = {i: len(conns) for i, conns in accepted_connections(sockets).items()}
+    accepted = {i: counts[id(s)] for i, s in enumerate(sockets) if id(s) in counts}
     name = services.service_name(port, "tcp") or services.service_name(port, "udp")
     where = f"{address}:{port}" if address else f"port {port}"
     if args.json:
@@ -70,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
                     print(cols.published_sentence(s))
     common.report_warnings(snapshot)
     if not sockets:
-        common.warn(f"no socket on local {where} in this network namespace")
+        spaces = len(snapshot.namespaces)
+        common.warn(f"no socket on local {where} " + (
+            f"in any of the {spaces} network namespaces looked at" if spaces > 1
+            else "in this network namespace"))
         return ExitStatus.NO
     return ExitStatus.OK
 

@@ -1,0 +1,144 @@
+""""Cannot see" is never "none": descriptors that could not be read, processes that hidepid
+hides and sockets whose holders are out of sight are said as such, with the obstacle that is
+really there (privilege, hidepid, a sandbox for root), and an incomplete answer does not pass.
+
+Real unprivileged runs (setpriv), a real user namespace (``unshare -U -r``: root inside, no
+privilege outside) and a real /proc mounted with hidepid in a private mount namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from netns import alive, netns  # noqa: F401  (the fixture)
+
+NOBODY = [shutil.which("setpriv") or "setpriv", "--reuid=nobody", "--regid=nogroup",
+          "--clear-groups"]
+ROOT_LISTENER = "l = socket.socket(); l.bind(('127.0.0.1', 8080)); l.listen(); ready()"
+
+
+def as_nobody(ns, *args):
+    return ns.portscope(*args, user="nobody")
+
+
+# --- item 4: explain of a process whose descriptors cannot be read -------------------------
+
+def test_explain_pid_1_unreadable_is_not_no_socket(cli):
+    result = cli("explain", "1", "--json", user="nobody")
+    doc = json.loads(result.stdout)
+    assert doc["kind"] == "pid" and doc["complete"] is False
+    assert "holds no TCP or UDP socket" not in doc["summary"]
+    assert "could not be read" in doc["summary"] and "run as root" in doc["summary"]
+
+
+def test_root_in_a_sandbox_is_not_told_to_run_as_root(holder):
+    """Root of a user namespace (``unshare -U -r``) is uid 0 without privilege over the
+    host's processes: the obstacle is the sandbox, not a missing ``sudo``."""
+    h = holder("l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n"
+               "ready(port=l.getsockname()[1])")
+    port = str(h.info["port"])
+    cmd = ["unshare", "--user", "--map-root-user", sys.executable, "-m", "portscope"]
+    env = {**os.environ, "PORTSCOPE_FDSCAN": "proc"}
+    listing = subprocess.run([*cmd, port], capture_output=True, text=True, timeout=60, env=env)
+    if listing.stderr.startswith("unshare:"):
+        pytest.skip(f"no user namespaces here: {listing.stderr.strip()}")
+    assert listing.returncode == 0, listing.stderr
+    assert "have no visible owner" in listing.stderr
+    assert "run as root" not in listing.stderr and "sandbox or LSM" in listing.stderr
+    explained = subprocess.run([*cmd, "explain", port, "--json"], capture_output=True,
+                               text=True, timeout=60, env=env)
+    doc = json.loads(explained.stdout)
+    text = json.dumps(doc)
+    assert doc["complete"] is False and "hidden from this user" in text
+    assert "run as root" not in text and "run as root" not in explained.stderr
+    pid = subprocess.run([*cmd, "explain", "--pid", str(h.pid), "--json"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    summary = json.loads(pid.stdout)["summary"]
+    assert "could not be read" in summary and "run as root" not in summary
+
+
+def test_explain_port_warns_only_about_its_own_sockets(netns):
+    netns.holder("l = socket.socket(); l.bind(('127.0.0.1', 9090)); l.listen(); ready()")
+    netns.holder("l = socket.socket(); l.bind(('127.0.0.1', 8080)); l.listen(); ready()",
+                 user=(65534, 65534))
+    listing = as_nobody(netns, "-t")
+    assert "1 socket(s) have no visible owner" in listing.stderr   # the root listener on 9090
+    result = as_nobody(netns, "explain", "8080", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["complete"] is True
+    assert "no visible owner" not in result.stderr, result.stderr
+    hidden = as_nobody(netns, "explain", "9090", "--json")
+    assert json.loads(hidden.stdout)["complete"] is False
+    assert "1 socket(s) have no visible owner" in hidden.stderr
+
+
+def test_incomplete_unprivileged_audit_does_not_pass(netns):
+    netns.holder("l = socket.socket(); l.bind(('0.0.0.0', 8080)); l.listen(); ready()")
+    result = as_nobody(netns, "audit", "--json")
+    doc = json.loads(result.stdout)
+    assert doc["complete"] is False
+    assert result.returncode == 4, result.stderr
+    assert "--allow-incomplete" in result.stderr
+    allowed = as_nobody(netns, "audit", "--allow-incomplete")
+    assert allowed.returncode in (0, 1), allowed.stderr
+    assert netns.portscope("audit").returncode in (0, 1)          # root sees it all
+
+
+def test_audit_help_documents_allow_incomplete(cli):
+    assert "--allow-incomplete" in cli("audit", "--help").stdout
+
+
+# --- item 11: hidepid ----------------------------------------------------------------------
+
+def hidepid_run(ns, option: str, *args: str) -> subprocess.CompletedProcess:
+    """``portscope ARGS`` as nobody in ``ns``, with /proc mounted ``hidepid=OPTION`` in a mount
+    namespace of its own (the host's /proc is untouched)."""
+    script = (f"mount -t proc -o hidepid={option} proc /proc && exec "
+              + shlex.join([*NOBODY, sys.executable, "-m", "portscope", *args]))
+    return ns.run("unshare", "--mount", "sh", "-c", script)
+
+
+@pytest.mark.parametrize("option", ["2", "invisible"])
+def test_hidden_holder_is_permission_not_vanished(netns, option):
+    netns.holder(ROOT_LISTENER)
+    result = hidepid_run(netns, option, "8080", "--json", "--netns", "host")
+    doc = json.loads(result.stdout)
+    (sock,) = [s for s in doc["sockets"] if s["state"] == "LISTEN"]
+    assert sock["owners"] == [] and sock["owner_unknown"] == "permission", sock
+    assert doc["complete"] is False
+    assert "hidepid=" in result.stderr and "no visible owner" in result.stderr
+    text = hidepid_run(netns, option, "8080", "--netns", "host")
+    assert "(vanished)" not in text.stdout and "(permission)" in text.stdout
+
+
+@pytest.mark.parametrize("option", ["2", "invisible"])
+def test_kill_of_a_hidden_holder_is_access_denied(netns, option):
+    h = netns.holder(ROOT_LISTENER)
+    result = hidepid_run(netns, option, "kill", "8080", "--yes")
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert "no process to signal" not in result.stdout
+    assert "hidepid" in result.stderr and alive(h.pid)
+
+
+def test_explain_of_a_hidden_pid_is_not_no_process(netns):
+    result = hidepid_run(netns, "invisible", "explain", "--pid", "1", "--json")
+    doc = json.loads(result.stdout)
+    assert "No process has PID 1" not in doc["summary"]
+    assert "cannot see" in doc["summary"] and "hidepid" in doc["summary"]
+    assert doc["complete"] is False
+
+
+def test_hidepid_as_root_sees_everything(netns):
+    """Root sees through hidepid: nothing is said to be hidden."""
+    h = netns.holder(ROOT_LISTENER)
+    script = (f"mount -t proc -o hidepid=invisible proc /proc && exec {sys.executable} -m "
+              "portscope 8080 --json --netns host")
+    result = netns.run("unshare", "--mount", "sh", "-c", script)
+    doc = json.loads(result.stdout)
+    assert doc["complete"] is True and "hidepid" not in result.stderr
+    assert [o["pid"] for s in doc["sockets"] for o in s["owners"]] == [h.pid]
