@@ -12,14 +12,18 @@ import socket as _socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from . import backends, containers, namespaces, sockstat, unixsock
 from .backends.base import Backend, RawBackend
 from .owners import bpf, fdscan, visibility
 from .errors import BackendError
 from .filters import SocketFilter, address_covers
-from .types import (LISTENER_STATES, NetNamespace, Owner, OwnerUnknown, ProcessInfo, Proto,
-                    Snapshot, Socket, State)
+from .types import (LISTENER_STATES, Family, NetNamespace, Owner, OwnerUnknown, ProcessInfo,
+                    Proto, Snapshot, Socket, State)
+
+if TYPE_CHECKING:
+    from .owners.sockets import HeldSockets
 
 class SnapshotStream:
     """A snapshot being read: iterate it once for its sockets, decoded and joined lazily.
@@ -226,9 +230,9 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     # afterwards. Without it: a listener or single-port dump is cheap (under 1 ms to a few
     # tens of ms), so dump first and scan /proc for its inodes only; a full dump is not, so
     # scan in forked workers meanwhile, and decode the dumps once the owners are known.
+    walked = scan_owners and bpf.usable()
     pending: fdscan.BpfScan | fdscan.PendingScan | None = (
-        fdscan.BpfScan(workers=workers) if scan_owners and bpf.usable()
-        else None)
+        fdscan.BpfScan(workers=workers) if walked else None)
     entries = namespaces.select(netns, netns_by_pid=pending.netns_by_pid if pending else None)
     namespaces.require_entry(entries)
     cheap = flt.single_port is not None or unix_select is not None or (
@@ -237,6 +241,11 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     lazy = raw and scan_owners and not cheap
     if lazy and pending is None:
         pending = fdscan.PendingScan(workers=workers)
+    # As root, the BPF descriptor walk has read every socket a process holds, in every
+    # namespace: the dumps are then only for what it cannot have (see _dump_beside).
+    held = pending.held_sockets() if walked and raw and module.NAME == "netlink" else None
+    if held is not None:
+        return _open_beside(held, pending, module, entries, flt, taken_at, published)
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
@@ -297,6 +306,134 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
                           sum(map(len, dumps)) if raw else 0)
 
 
+def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
+                 entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
+                 taken_at: datetime, published: bool) -> SnapshotStream:
+    """``open_snapshot`` from the sockets the BPF walk read, and dumps of the rest."""
+    warnings: list[str] = []
+    covered: list[NetNamespace] = []
+    dumps = []
+    take: dict[int, tuple[frozenset[tuple[Proto, Family]], SocketFilter]] = {}
+    for entry, result in zip(entries, _dump_beside(module, held, entries, flt)):
+        if isinstance(result, FileNotFoundError):
+            continue             # the namespace ended since it was found: nothing to cover
+        if isinstance(result, OSError):
+            warnings.append(f"network namespace {_ns_label(entry.namespace)} could not be "
+                            f"read: {result.strerror or result}")
+            continue
+        parts, taken, part_flt, part_warnings = result
+        dumps.extend(parts)
+        take[entry.namespace.inode] = (taken, part_flt)
+        warnings.extend(part_warnings)
+        covered.append(entry.namespace)
+    resolver = containers.ContainerResolver(listeners_in=_listeners_in)
+    kernel = OwnerUnknown.KERNEL
+    walked = held.inodes if any(beside for _part, beside in dumps) else frozenset()
+
+    def rest(sockets: Iterator[Socket], beside: bool) -> Iterator[Socket]:
+        """The dumped sockets, but those of a dump beside the walk that it read already."""
+        if not beside:
+            return sockets
+        return (s for s in sockets if not s.inode or s.inode not in walked)
+
+    if flt.single_port is not None or (flt.states is not None and flt.states <= LISTENER_STATES):
+        # a few sockets: their owners only (the scan's index of every socket costs more)
+        mine = list(held.decode(flt, take))
+        wanted = frozenset(i for part, _beside in dumps for i in module.inodes(part))
+        scan = pending.result(wanted | {s.inode for s in mine})
+        index = fdscan.OwnerIndex(scan)
+        missing = _missing_reason(scan)
+        stream: Iterator[Socket] = itertools.chain(
+            _join(mine, index, missing),
+            *(rest(module.decode(part, index, missing, kernel, resolver), beside)
+              for part, beside in dumps))
+        shares = None
+    else:
+        scan = pending.result()
+        index = fdscan.OwnerIndex(scan)
+        missing = _missing_reason(scan)
+
+        def shares(k: int, n: int) -> Iterator[Socket]:
+            return itertools.chain(
+                held.decode(flt, take, index, missing, (k, n)),
+                *(rest(module.decode(module.split(part, n)[k], index, missing, kernel,
+                                     resolver), beside) for part, beside in dumps))
+
+        stream = shares(0, 1)
+    return SnapshotStream(stream, flt, taken_at, module.NAME, warnings, covered,
+                          len(set(scan.unreadable)), resolver, published, shares,
+                          len(held.records) + sum(len(part) for part, _beside in dumps))
+
+
+def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEntry],
+                 flt: SocketFilter) -> list:
+    """Per namespace, read from inside it: ``([(raw dump, beside)], (proto, family) pairs to
+    take from ``held``, the filter of its sockets, warnings)``, or the OSError that kept us
+    out; a dump ``beside`` the walk may return sockets the walk read too (to be dropped).
+
+    Where a namespace's sockstat counts equal what the walk found there, a protocol's sockets
+    come from ``held`` and only what no descriptor holds is dumped: TIME_WAIT when there are
+    any, SYN queue requests when a listener has some, BOUND_INACTIVE when some socket there
+    escaped the walk (a process it could not see). Elsewhere (connections not yet accepted,
+    orphans, kernel sockets, a count that changed meanwhile) it is dumped whole.
+    """
+    own = namespaces.own_inode()
+    foreign = _foreign_filter(entries, flt)
+
+    def work(entry: namespaces.NamespaceEntry):
+        counts = sockstat.read()
+        inode = entry.namespace.inode
+        part_flt = flt if inode == own else foreign
+        taken: set[tuple[Proto, Family]] = set()
+        parts, warnings = [], []
+        tcp_states = part_flt.states_for(Proto.TCP)
+        if tcp_states:
+            rest = tcp_states
+            if held.covers(inode, counts, Proto.TCP):
+                taken.update((Proto.TCP, family) for family in part_flt.families)
+                # a TIME_WAIT socket reports its substate: TIME_WAIT or FIN_WAIT2 (an orphan
+                # in FIN_WAIT2 turns into one); a held FIN_WAIT2 socket the dump returns too
+                # is dropped again by its inode
+                rest = tcp_states & ({State.TIME_WAIT, State.FIN_WAIT2} if counts.tcp_tw
+                                     else set())
+                if inode in held.syn_queued:
+                    rest |= tcp_states & {State.NEW_SYN_RECV}
+                if not held.has_every_socket(inode, counts):
+                    rest |= tcp_states & {State.BOUND_INACTIVE}
+            if rest:
+                part, part_warnings = module.collect(
+                    replace(part_flt, protos=frozenset({Proto.TCP}), states=frozenset(rest)),
+                    inode, counts)
+                parts.append((part, rest != tcp_states))
+                warnings.extend(part_warnings)
+        if part_flt.states_for(Proto.UDP):
+            rest = frozenset(family for family in part_flt.families
+                             if not held.covers(inode, counts, Proto.UDP, family))
+            taken.update((Proto.UDP, family) for family in part_flt.families - rest)
+            if rest:
+                part, part_warnings = module.collect(
+                    replace(part_flt, protos=frozenset({Proto.UDP}), families=rest),
+                    inode, counts)
+                parts.append((part, False))
+                warnings.extend(part_warnings)
+        return parts, frozenset(taken), part_flt, warnings
+
+    return namespaces.run_in(entries, work)
+
+
+def _foreign_filter(entries: list[namespaces.NamespaceEntry], flt: SocketFilter
+                    ) -> SocketFilter:
+    """The filter for namespaces other than the caller's. Finding BOUND_INACTIVE sockets walks
+    the kernel's bind hash, which all namespaces share: 45 ms per namespace on a host with
+    200,000 bound ports, against 0.3 ms for its listeners. A listener view of several
+    namespaces asks for them in the caller's own only (a view of one namespace, --netns
+    NAME, has them)."""
+    if (len(entries) > 1 and flt.states is not None and flt.states <= LISTENER_STATES
+            and State.BOUND_INACTIVE in flt.states):
+        return dataclasses.replace(flt, states=flt.states - {State.BOUND_INACTIVE})
+    return flt
+
+
 def _listeners_in(pid: int, pids: list[int], proto: Proto, port: int) -> list[Socket]:
     """The ``proto`` listeners on ``port`` in the network namespace of process ``pid``, with
     their owners among ``pids`` (the listeners behind a container's published port). Empty
@@ -343,14 +480,7 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
     own = namespaces.own_inode()
     if module.NAME == "netlink":
         work = module.collect if raw else module.dump
-        # Finding BOUND_INACTIVE sockets walks the kernel's bind hash, which all namespaces
-        # share: 45 ms per namespace on a host with 200,000 bound ports, against 0.3 ms for
-        # its listeners. A listener view of several namespaces asks for them in the caller's
-        # own only (a view of one namespace, --netns NAME, has them).
-        foreign = flt
-        if (len(entries) > 1 and flt.states is not None and flt.states <= LISTENER_STATES
-                and State.BOUND_INACTIVE in flt.states):
-            foreign = dataclasses.replace(flt, states=flt.states - {State.BOUND_INACTIVE})
+        foreign = _foreign_filter(entries, flt)
         # Each namespace's socket counts (sockstat, read from inside it) tell which dumps
         # would come back empty: those are not asked for (see sockstat.py).
         return namespaces.run_in(entries, lambda e: work(

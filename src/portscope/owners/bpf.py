@@ -29,6 +29,7 @@ every failure here is an ``OSError`` for the caller to fall back on.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import sys
@@ -68,6 +69,23 @@ _FIELDS = (("task_struct", "tgid"), ("task_struct", "pid"), ("task_struct", "nsp
            ("nsproxy", "net_ns"), ("net", "ns", "inum"), ("file", "f_inode"),
            ("inode", "i_mode"), ("inode", "i_ino"), ("inode", "i_sb"),
            ("super_block", "s_magic"))
+# What the socket records read (``sockets.py`` decodes them as inet_diag would): when one is
+# missing from this kernel's BTF, the task_file program writes descriptors only.
+_SOCKET_FIELDS = (
+    ("socket", "sk"), ("sock", "__sk_common", "skc_family"), ("sock", "sk_type"),
+    ("sock", "sk_protocol"), ("sock", "__sk_common", "skc_num"),
+    ("sock", "__sk_common", "skc_state"), ("sock", "__sk_common", "skc_net", "net"),
+    ("sock", "__sk_common", "skc_dport"), ("sock", "__sk_common", "skc_ipv6only"),
+    ("sock", "__sk_common", "skc_rcv_saddr"), ("sock", "__sk_common", "skc_daddr"),
+    ("sock", "__sk_common", "skc_v6_rcv_saddr"), ("sock", "__sk_common", "skc_v6_daddr"),
+    ("sock", "__sk_common", "skc_bound_dev_if"), ("sock", "sk_uid", "val"),
+    ("sock", "sk_ack_backlog"), ("sock", "sk_max_ack_backlog"),
+    ("sock", "sk_backlog", "rmem_alloc", "counter"), ("sock", "sk_wmem_alloc", "refs", "counter"),
+    ("tcp_sock", "rcv_nxt"), ("tcp_sock", "copied_seq"), ("tcp_sock", "write_seq"),
+    ("tcp_sock", "snd_una"), ("tcp_sock", "inet_conn", "icsk_accept_queue", "qlen", "counter"),
+    ("udp_sock", "forward_deficit"), ("sock", "__sk_common", "skc_cookie", "counter"))
+_WIDE = (("sock", "__sk_common", "skc_v6_rcv_saddr"), ("sock", "__sk_common", "skc_v6_daddr"))
+_LAYOUT_VERSION = "2"                 # of the cached layout: bumped when the fields change
 
 
 def usable() -> bool:
@@ -113,6 +131,9 @@ class IterScan:
     def __init__(self) -> None:
         self._tasks: Tasks | OSError | None = None
         self._pairs: array | OSError | None = None
+        self._records: bytes | None = None
+        self._v6only_bit = 0
+        self._held = None
         self._tasks_ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="portscope-bpfiter", daemon=True)
         self._thread.start()
@@ -123,8 +144,7 @@ class IterScan:
             layout = _layout()
             self._tasks = _tasks(pids, _iterate(_task_program(layout), layout["bpf_iter_task"]))
             self._tasks_ready.set()
-            self._pairs = array("Q", _iterate(_task_file_program(layout),
-                                              layout["bpf_iter_task_file"]))
+            self._pairs = self._walk_files(layout)
         except Exception as exc:  # noqa: BLE001 - BTF not as expected: the /proc scan takes over
             error = exc if isinstance(exc, OSError) else \
                 OSError(f"kernel BTF: {type(exc).__name__}: {exc}")
@@ -133,6 +153,41 @@ class IterScan:
                 self._tasks = error
         finally:
             self._tasks_ready.set()
+
+    def _walk_files(self, layout: dict[str, int]) -> array:
+        """Run the ``task_file`` iterator: with socket records when this kernel lets the
+        program read them (kept for ``sockets()``), else descriptors only."""
+        target = layout["bpf_iter_task_file"]
+        if has_socket_fields(layout):
+            try:
+                records = _iterate(_socket_program(layout), target)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EINVAL):
+                    raise
+            else:       # an older verifier refused the program: descriptors only
+                self._records = records
+                self._v6only_bit = layout[_SOCKET_PREFIX + "skc_ipv6only:bit"]
+                words = array("Q", records)
+                pairs = array("Q", bytes(16 * (len(words) // (SOCKET_RECORD_BYTES // 8))))
+                pairs[0::2] = words[0::SOCKET_RECORD_BYTES // 8]
+                pairs[1::2] = words[1::SOCKET_RECORD_BYTES // 8]
+                return pairs
+        return array("Q", _iterate(_task_file_program(layout), target))
+
+    def sockets(self):
+        """Wait for the scan and return the TCP and UDP sockets it read
+        (``sockets.HeldSockets``), or None when this kernel's program read descriptors only.
+
+        Raises:
+            OSError: as ``tasks()``.
+        """
+        self.result()
+        if self._records is None:
+            return None
+        if self._held is None:
+            from .sockets import HeldSockets
+            self._held = HeldSockets(self._records, self._v6only_bit)
+        return self._held
 
     def tasks(self) -> Tasks:
         """Wait for the ``task`` iterator (about 1 ms per 1,000 tasks).
@@ -199,6 +254,9 @@ _LOAD = {1: 0x71, 2: 0x69, 4: 0x61, 8: 0x79}          # BPF_LDX | BPF_MEM | size
 _STORE_DW, _MOV_REG, _MOV_IMM, _ADD_IMM = 0x7B, 0xBF, 0xB7, 0x07
 _AND_IMM, _LSH_IMM, _OR_REG = 0x57, 0x67, 0x4F
 _JEQ_IMM, _JNE_IMM, _CALL, _EXIT = 0x15, 0x55, 0x85, 0x95
+_JA, _STORE_IMM_DW = 0x05, 0x7A
+_STORE = {1: 0x73, 2: 0x6B, 4: 0x63, 8: 0x7B}         # BPF_STX | BPF_MEM | size
+_FUNC_PROBE_READ_KERNEL, _FUNC_SOCK_FROM_FILE = 113, 162
 _OUT = object()                                        # jump target: the program's end
 
 
@@ -206,11 +264,20 @@ def _insn(code: int, dst: int = 0, src: int = 0, off=0, imm: int = 0) -> tuple:
     return code, dst, src, off, imm
 
 
-def _assemble(body: list[tuple]) -> bytes:
-    """``body`` then ``r0 = 0; exit``; jumps whose offset is ``_OUT`` go to that end."""
-    out = len(body)
-    code = [_INSN.pack(op, dst | src << 4, out - (pc + 1) if off is _OUT else off, imm)
-            for pc, (op, dst, src, off, imm) in enumerate(body)]
+def _assemble(body: list) -> bytes:
+    """``body`` then ``r0 = 0; exit``. A string in ``body`` is a label; a jump whose offset is
+    a label goes there, one whose offset is ``_OUT`` goes to the end."""
+    labels: dict[object, int] = {_OUT: sum(1 for item in body if not isinstance(item, str))}
+    insns = []
+    for item in body:
+        if isinstance(item, str):
+            labels[item] = len(insns)
+        else:
+            insns.append(item)
+    code = [_INSN.pack(op, dst | src << 4,
+                       labels[off] - (pc + 1) if off is _OUT or isinstance(off, str) else off,
+                       imm)
+            for pc, (op, dst, src, off, imm) in enumerate(insns)]
     code.append(_INSN.pack(_MOV_IMM, 0, 0, 0))
     code.append(_INSN.pack(_EXIT, 0, 0, 0))
     return b"".join(code)
@@ -245,6 +312,111 @@ def _task_file_program(layout: dict[str, int]) -> bytes:
         _insn(_LOAD[4], 3, 6, 16), _insn(_OR_REG, 2, 3),         # | ctx->fd
         _insn(_STORE_DW, 10, 2, -8),
         *_emit(16)])
+
+
+SOCKET_RECORD_BYTES = 128
+_SOCKET_PREFIX = "sock.__sk_common."
+_SEQ_FIELDS = ("tcp_sock.rcv_nxt", "tcp_sock.copied_seq", "tcp_sock.write_seq",
+               "tcp_sock.snd_una")
+_SEQ_SPAN_MAX = 256                   # bytes of stack below the record
+_TCP_LISTEN = 10
+
+
+def has_socket_fields(layout: dict[str, int]) -> bool:
+    """True when ``layout`` has every field the socket records read (and the TCP sequence
+    numbers lie close enough together to be read at once)."""
+    if not all(".".join(path) in layout for path in _SOCKET_FIELDS):
+        return False
+    seq = [layout[field] for field in _SEQ_FIELDS]
+    return max(seq) + 4 - min(seq) <= _SEQ_SPAN_MAX
+
+
+def _socket_program(layout: dict[str, int]) -> bytes:
+    """For ``struct bpf_iter__task_file``: for every socket descriptor, a 128-byte record
+    (``sockets.RECORD``): inode, ``tgid << 32 | fd``, and for a TCP or UDP socket the fields
+    ``inet_diag`` reports of it (``inet_diag_msg_common_fill``, ``tcp_diag_get_info``,
+    ``udp_diag_get_info``), read from the ``struct sock`` behind the file
+    (``bpf_sock_from_file``), and for any other socket its network namespace; the state
+    reads as 0 when the socket has no local port (it is in no hash table: no dump would show
+    it). The cookie is read as it is: 0 until something asked the kernel for it."""
+    def load(dst: int, src: int, field: str) -> tuple:
+        return _load(layout, dst, src, field)
+
+    def put(at: int, reg: int, field: str) -> tuple:
+        return _insn(_STORE[layout[field + ":size"]], 10, reg, at - SOCKET_RECORD_BYTES)
+
+    def copy(at: int, field: str) -> list[tuple]:       # record[at] = sk->field
+        return [load(2, 9, field), put(at, 2, field)]
+
+    common = _SOCKET_PREFIX
+    first = min(layout[field] for field in _SEQ_FIELDS)
+    span = max(layout[field] for field in _SEQ_FIELDS) + 4 - first
+    v6 = [(40, common + "skc_v6_rcv_saddr"), (56, common + "skc_v6_daddr")]
+    return _assemble([
+        _insn(_MOV_REG, 6, 1),                                   # r6 = ctx
+        _insn(_LOAD[8], 7, 6, 8), _insn(_JEQ_IMM, 7, off=_OUT),  # r7 = task
+        _insn(_LOAD[8], 8, 6, 24), _insn(_JEQ_IMM, 8, off=_OUT),  # r8 = file
+        load(9, 8, "file.f_inode"),
+        load(2, 9, "inode.i_mode"), _insn(_AND_IMM, 2, imm=_S_IFMT),
+        _insn(_JNE_IMM, 2, off=_OUT, imm=_S_IFSOCK),
+        load(2, 9, "inode.i_sb"), load(2, 2, "super_block.s_magic"),
+        _insn(_JNE_IMM, 2, off=_OUT, imm=_SOCKFS_MAGIC),
+        *(_insn(_STORE_IMM_DW, 10, 0, at - SOCKET_RECORD_BYTES)
+          for at in range(0, SOCKET_RECORD_BYTES, 8)),
+        load(2, 9, "inode.i_ino"), _insn(_STORE[8], 10, 2, -SOCKET_RECORD_BYTES),
+        load(2, 7, "task_struct.tgid"), _insn(_LSH_IMM, 2, imm=32),
+        _insn(_LOAD[4], 3, 6, 16), _insn(_OR_REG, 2, 3),         # | ctx->fd
+        _insn(_STORE[8], 10, 2, 8 - SOCKET_RECORD_BYTES),
+        _insn(_MOV_REG, 1, 8), _insn(_CALL, imm=_FUNC_SOCK_FROM_FILE),
+        _insn(_JEQ_IMM, 0, off="emit"),
+        load(9, 0, "socket.sk"), _insn(_JEQ_IMM, 9, off="emit"),  # r9 = sk
+        load(2, 9, common + "skc_net.net"), load(2, 2, "net.ns.inum"),
+        put(16, 2, "net.ns.inum"),
+        # r7 = 6 for TCP (SOCK_STREAM, IPPROTO_TCP), 17 for UDP (SOCK_DGRAM, IPPROTO_UDP)
+        load(3, 9, "sock.sk_type"), load(4, 9, "sock.sk_protocol"), _insn(_MOV_IMM, 7, imm=0),
+        _insn(_JNE_IMM, 3, off="dgram", imm=1), _insn(_JNE_IMM, 4, off="kind", imm=6),
+        _insn(_MOV_IMM, 7, imm=6), _insn(_JA, off="kind"),
+        "dgram",
+        _insn(_JNE_IMM, 3, off="kind", imm=2), _insn(_JNE_IMM, 4, off="kind", imm=17),
+        _insn(_MOV_IMM, 7, imm=17),
+        "kind",
+        _insn(_JEQ_IMM, 7, off="emit"), _insn(_STORE[1], 10, 7, 22 - SOCKET_RECORD_BYTES),
+        *copy(20, common + "skc_family"),
+        *copy(24, common + "skc_num"), _insn(_JEQ_IMM, 2, off="unhashed"),
+        *copy(23, common + "skc_state"),
+        "unhashed",
+        *copy(26, common + "skc_dport"), *copy(28, common + "skc_ipv6only"),
+        *copy(32, common + "skc_rcv_saddr"), *copy(36, common + "skc_daddr"),
+        *(insn for at, field in v6 for half in (0, 8) for insn in (
+            _insn(_LOAD[8], 2, 9, layout[field] + half),
+            _insn(_STORE[8], 10, 2, at + half - SOCKET_RECORD_BYTES))),
+        *copy(72, common + "skc_bound_dev_if"), *copy(76, "sock.sk_uid.val"),
+        *copy(80, "sock.sk_ack_backlog"), *copy(84, "sock.sk_max_ack_backlog"),
+        *copy(88, "sock.sk_backlog.rmem_alloc.counter"),
+        *copy(92, "sock.sk_wmem_alloc.refs.counter"),
+        *copy(120, common + "skc_cookie.counter"),
+        # tcp_sock and udp_sock lie beyond struct sock, where the verifier lets no load go:
+        # their fields are read with bpf_probe_read_kernel, the four sequence numbers at once
+        _insn(_MOV_REG, 3, 9), _insn(_MOV_REG, 1, 10), _insn(_MOV_IMM, 2, imm=4),
+        _insn(_JNE_IMM, 7, off="udp", imm=6),
+        load(4, 9, common + "skc_state"), _insn(_JEQ_IMM, 4, off="listen", imm=_TCP_LISTEN),
+        _insn(_ADD_IMM, 1, imm=-SOCKET_RECORD_BYTES - span),
+        _insn(_MOV_IMM, 2, imm=span), _insn(_ADD_IMM, 3, imm=first),
+        _insn(_CALL, imm=_FUNC_PROBE_READ_KERNEL),
+        *(insn for at, field in enumerate(_SEQ_FIELDS) for insn in (
+            _insn(_LOAD[4], 2, 10, layout[field] - first - SOCKET_RECORD_BYTES - span),
+            _insn(_STORE[4], 10, 2, 96 + 4 * at - SOCKET_RECORD_BYTES))),
+        _insn(_JA, off="emit"),
+        "listen",
+        _insn(_ADD_IMM, 1, imm=112 - SOCKET_RECORD_BYTES),
+        _insn(_ADD_IMM, 3, imm=layout["tcp_sock.inet_conn.icsk_accept_queue.qlen.counter"]),
+        _insn(_CALL, imm=_FUNC_PROBE_READ_KERNEL), _insn(_JA, off="emit"),
+        "udp",
+        _insn(_ADD_IMM, 1, imm=116 - SOCKET_RECORD_BYTES),
+        _insn(_ADD_IMM, 3, imm=layout["udp_sock.forward_deficit"]),
+        _insn(_CALL, imm=_FUNC_PROBE_READ_KERNEL),
+        "emit",
+        *_emit(SOCKET_RECORD_BYTES)])
 
 
 def _task_program(layout: dict[str, int]) -> bytes:
@@ -321,7 +493,7 @@ def _layout() -> dict[str, int]:
     from the cache when it is of this boot, else from ``/sys/kernel/btf/vmlinux``."""
     with open("/proc/sys/kernel/random/boot_id", "rb") as f:
         boot = f.read().strip().decode()
-    key = f"{boot} {os.uname().release} {os.stat(BTF_PATH).st_size}"
+    key = f"{boot} {os.uname().release} {os.stat(BTF_PATH).st_size} v{_LAYOUT_VERSION}"
     cached = _read_cache(key)
     if cached is not None:
         return cached
@@ -392,13 +564,15 @@ def _read_all(path: str) -> bytes:
 
 def parse_btf(data: bytes) -> dict[str, int]:
     """Find in BTF ``data`` the ids of the FUNCs named in ``_TARGETS`` and, for each path
-    ``(struct, member, ...)`` of ``_FIELDS``, ``"struct.member..."`` -> byte offset from the
-    struct's start and ``"struct.member...:size"`` -> size in bytes (members of anonymous
-    structs and unions included).
+    ``(struct, member, ...)`` of ``_FIELDS`` and ``_SOCKET_FIELDS``, ``"struct.member..."`` ->
+    byte offset from the struct's start and ``"struct.member...:size"`` -> size in bytes
+    (members of anonymous structs and unions included); for a bit field, the offset and size
+    of the byte that holds it and ``"struct.member...:bit"`` -> its lowest bit there.
 
     Raises:
-        ValueError: not little-endian BTF, or a name or member is missing, or a member is a
-            bit field.
+        ValueError: not little-endian BTF, or a name or member of ``_FIELDS`` is missing, or
+            one is not a byte-aligned scalar (a path of ``_SOCKET_FIELDS`` that is missing or
+            odd is left out of the result).
     """
     magic, _version, _flags, header, types_at, types_len, strings_at, strings_len = \
         _HEADER.unpack_from(data)
@@ -414,7 +588,15 @@ def parse_btf(data: bytes) -> dict[str, int]:
             raise ValueError(f"no name {name!r}")
         return at + 1 - strings_at
 
+    def name_offset_or_none(name: str) -> int | None:
+        try:
+            return name_offset(name)
+        except ValueError:
+            return None
+
     wanted = {name_offset(name): name for name in {*_TARGETS, *(path[0] for path in _FIELDS)}}
+    wanted.update((at, name) for name in {path[0] for path in _SOCKET_FIELDS}
+                  if (at := name_offset_or_none(name)) is not None)
     positions = [0]                     # type id -> offset of its header in data
     found: dict[tuple[str, int], int] = {}
     unpack, extra, per_item = _TYPE.unpack_from, _EXTRA, _PER_ITEM
@@ -450,23 +632,23 @@ def parse_btf(data: bytes) -> dict[str, int]:
             return size_or_type
         raise ValueError(f"unexpected BTF kind {kind}")
 
-    def member(type_id: int, name: int) -> tuple[int, int] | None:
-        """(bit offset, type id) of member ``name`` of a struct or union."""
+    def member(type_id: int, name: int) -> tuple[int, int, int] | None:
+        """(bit offset, type id, bit field size or 0) of member ``name`` of a struct or
+        union."""
         _, info, _ = kind_of(type_id)
         bitfields = info >> 31
         base = positions[type_id] + 12
         for k in range(info & 0xFFFF):
             member_name, member_type, offset = unpack(data, base + 12 * k)
+            bits = 0
             if bitfields:
                 bits, offset = offset >> 24, offset & 0xFFFFFF
-                if bits and member_name == name:
-                    raise ValueError(f"member {field_name(name)} is a bit field")
             if member_name == name:
-                return offset, member_type
+                return offset, member_type, bits
             if member_name == 0 and kind_of(member_type)[0] in (_KIND_STRUCT, _KIND_UNION):
                 inner = member(member_type, name)
                 if inner is not None:
-                    return offset + inner[0], inner[1]
+                    return offset + inner[0], inner[1], inner[2]
         return None
 
     layout: dict[str, int] = {}
@@ -474,21 +656,34 @@ def parse_btf(data: bytes) -> dict[str, int]:
         if (target, _KIND_FUNC) not in found:
             raise ValueError(f"no iterator target {target}")
         layout[target] = found[target, _KIND_FUNC]
-    for path in _FIELDS:
+    for path in (*_FIELDS, *_SOCKET_FIELDS):
         key = ".".join(path)
-        type_id = found.get((path[0], _KIND_STRUCT))
-        bits = 0
-        for field in path[1:]:
-            hit = None
-            if type_id is not None and kind_of(type_id)[0] in (_KIND_STRUCT, _KIND_UNION):
-                hit = member(type_id, name_offset(field))
-            if hit is None:
-                raise ValueError(f"no member {key}")
-            bits += hit[0]
-            type_id = resolved(hit[1])
-        size = size_of(type_id)
-        if bits % 8 or size not in _LOAD:
-            raise ValueError(f"{key} is not a byte-aligned scalar ({size} bytes)")
+        try:
+            type_id = found.get((path[0], _KIND_STRUCT))
+            bits = width = 0
+            for field in path[1:]:
+                hit = None
+                if type_id is not None and kind_of(type_id)[0] in (_KIND_STRUCT, _KIND_UNION):
+                    hit = member(type_id, name_offset(field))
+                if hit is None:
+                    raise ValueError(f"no member {key}")
+                bits += hit[0]
+                type_id = resolved(hit[1])
+                width = hit[2]
+            if width:                       # a bit field: the byte that holds it
+                if bits % 8 + width > 8:
+                    raise ValueError(f"{key} is a bit field across bytes")
+                layout[key + ":bit"] = bits % 8
+                bits -= bits % 8
+                size = 1
+            else:
+                size = size_of(type_id)
+            if bits % 8 or (size not in _LOAD and path not in _WIDE):
+                raise ValueError(f"{key} is not a byte-aligned scalar ({size} bytes)")
+        except ValueError:
+            if path in _SOCKET_FIELDS:
+                continue
+            raise
         layout[key] = bits // 8
         layout[key + ":size"] = size
     return layout

@@ -316,6 +316,14 @@ class BpfScan:
         except OSError:
             return None
 
+    def held_sockets(self):
+        """The TCP and UDP sockets the descriptor walk read (``sockets.HeldSockets``), or None
+        when it read descriptors only (an older kernel) or could not run."""
+        try:
+            return self._iter.sockets()
+        except OSError:
+            return None
+
     def result(self, wanted: frozenset[int] | None = None) -> FdScan:
         """Wait for the iterators and return the scan (of the ``wanted`` inodes only, when
         given here or to the constructor)."""
