@@ -30,6 +30,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 
+from ..backends._netlink_wire import BSWAP16
 from ..backends.linux_netlink import _TCP_STATES, _UDP_STATES, _scoped
 from ..filters import SocketFilter
 from ..sockstat import SocketCounts
@@ -185,8 +186,14 @@ class HeldSockets:
         tcp, udp = Proto.TCP, Proto.UDP
         tcp_states, udp_states = _TCP_STATES, _UDP_STATES
         bit = self.bit_v6only
+        bswap = BSWAP16
         records = self.records
         skip = self._skip
+        everything = SocketFilter()
+        checks = {netns: (taken, None if part_flt == everything else part_flt.match_socket)
+                  for netns, (taken, part_flt) in take.items()}
+        names4: dict[bytes, str] = {}
+        names6: dict[bytes, str] = {}
         candidates = self.candidates(flt)
         k, n = share
         for at in candidates[k * len(candidates) // n:(k + 1) * len(candidates) // n]:
@@ -197,22 +204,37 @@ class HeldSockets:
              write_seq, snd_una, _syn_queue, deficit, cookie) = unpack(records, at)
             if not state or not kind:
                 continue              # in no hash table (no dump shows it), or not inet
-            selection = take.get(netns)
+            selection = checks.get(netns)
             proto = tcp if kind == 6 else udp
             if selection is None:
                 continue
             if family == af_inet:
                 fam = ipv4
-                local = new(Endpoint, (ntop(af_inet, src4), sport))
-                remote = new(Endpoint, (ntop(af_inet, dst4), _bswap(dport))) if dport else None
+                address = names4.get(src4)
+                if address is None:
+                    address = names4[src4] = ntop(af_inet, src4)
+                local = new(Endpoint, (address, sport))
+                remote = None
+                if dport:
+                    address = names4.get(dst4)
+                    if address is None:
+                        address = names4[dst4] = ntop(af_inet, dst4)
+                    remote = new(Endpoint, (address, bswap[dport]))
                 v6only = None
             elif family == af_inet6:
                 fam = ipv6
-                address = ntop(af_inet6, src6)
+                address = names6.get(src6)
+                if address is None:
+                    address = names6[src6] = ntop(af_inet6, src6)
                 if ifindex and src6[0] == 0xFE and src6[1] & 0xC0 == 0x80:
                     address = _scoped(address, ifindex)
                 local = new(Endpoint, (address, sport))
-                remote = new(Endpoint, (ntop(af_inet6, dst6), _bswap(dport))) if dport else None
+                remote = None
+                if dport:
+                    address = names6.get(dst6)
+                    if address is None:
+                        address = names6[dst6] = ntop(af_inet6, dst6)
+                    remote = new(Endpoint, (address, bswap[dport]))
                 # inet_diag reports it of listeners and unconnected sockets only
                 v6only = bool(v6byte >> bit & 1) if state in (_TCP_LISTEN, _TCP_CLOSE) else None
             else:
@@ -233,12 +255,8 @@ class HeldSockets:
             sock = new(Socket, (proto, fam, local, remote, kernel_state, inode, uid, netns,
                                 v6only, rqueue, wqueue, held, None if held else missing,
                                 cookie or None, None, None))
-            if selection[1].match_socket(sock):
+            if selection[1] is None or selection[1](sock):
                 yield sock
-
-
-def _bswap(port: int) -> int:
-    return (port & 0xFF) << 8 | port >> 8
 
 
 def _found(data: bytes, value: int) -> Iterator[int]:
