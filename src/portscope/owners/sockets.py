@@ -153,7 +153,7 @@ class HeldSockets:
         if flt.states is not None and len(flt.states) <= 3:
             states = self.records[_STATE_BYTE::SOCKET_RECORD_BYTES]
             numbers = {number for proto in flt.protos
-                       for state, number in _KERNEL_NUMBERS[proto].items()
+                       for state, number in _KERNEL_NUMBERS.get(proto, {}).items()
                        if state in flt.states}
             found = sorted(i for number in numbers for i in _found(states, number))
             return [i * SOCKET_RECORD_BYTES for i in found]
@@ -254,7 +254,7 @@ class HeldSockets:
             held = owned(inode, ())
             sock = new(Socket, (proto, fam, local, remote, kernel_state, inode, uid, netns,
                                 v6only, rqueue, wqueue, held, None if held else missing,
-                                cookie or None, None, None))
+                                cookie or None, None, None, None))
             if selection[1] is None or selection[1](sock):
                 yield sock
 
