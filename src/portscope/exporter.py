@@ -26,8 +26,9 @@ A listener is a server socket as the audit sees it (TCP LISTEN or BOUND_INACTIVE
 UDP socket outside the ephemeral range), one ``portscope_listener_info`` series per program
 holding it; sockets that share every label (an SO_REUSEPORT group, forked workers) are one
 series. The audit (``portscope.audit.judge``) and the baseline comparison cover the listeners of
-the caller's own network namespace, as ``portscope audit`` does; its hidden-socket comparison
-runs at most every ``HIDDEN_SOCKET_EVERY_S`` and hidden-port (``--deep``) not at all.
+the caller's own network namespace, as ``portscope audit`` does; the rules that take views of
+their own (``PERIODIC_RULES``: hidden sockets, UNIX socket files) run at most every
+``PERIODIC_EVERY_S``, and hidden-port (``--deep``) not at all.
 
 Scans are cached for ``interval_s``: several scrapers share one scan, and a scrape waits at
 most for one scan (the one running, or the one it starts).
@@ -63,10 +64,13 @@ CONNECTION_LABELS = ("proto", "family", "address", "port", "netns", "state")
 DRIFT_KINDS = {"baseline-new": "new", "baseline-changed": "changed", "baseline-gone": "gone"}
 #: audit rules the exporter does not run: hidden-port trial-binds every port (seconds)
 NOT_RUN = frozenset({"hidden-port"})
-#: the hidden-socket rule compares two full kernel dumps (netlink and /proc/net: two thirds of
-#: a scan's cost at 10,000 sockets): it runs at most this often, its findings carried between
-HIDDEN_SOCKET = "hidden-socket"
-HIDDEN_SOCKET_EVERY_S = 300.0
+#: audit rules that take views of their own, costing more than the rest of a scan: the
+#: hidden-socket comparison (two more full kernel dumps, netlink and /proc/net) and the UNIX
+#: socket rules (a UNIX snapshot with owners, a walk of /run, /var/run and /tmp). They run at
+#: most every PERIODIC_EVERY_S, their findings carried between.
+PERIODIC_RULES = frozenset({"hidden-socket", "unix-world-writable", "unix-abstract-host",
+                            "unix-stale-file"})
+PERIODIC_EVERY_S = 300.0
 
 
 def label_text(text: str | None) -> str:
@@ -219,8 +223,8 @@ class PortscopeCollector(Collector):
         self._scanned_at = 0.0
         self._errors = 0
         self._digests: dict = {}        # executable hashes, by file identity, kept across scans
-        self._hidden: tuple[audit.Finding, ...] = ()     # the last hidden-socket findings
-        self._hidden_at: float | None = None
+        self._periodic: tuple[audit.Finding, ...] = ()   # the last PERIODIC_RULES findings
+        self._periodic_at: float | None = None
         self.last_error: str | None = None
 
     def describe(self) -> list[Metric]:
@@ -286,14 +290,14 @@ class PortscopeCollector(Collector):
         view = Snapshot((), snapshot.taken_at, snapshot.hostname, snapshot.backend,
                         snapshot.complete, snapshot.warnings, (NetNamespace(own or 0),))
         now = self._clock()
-        due = self._hidden_at is None or now - self._hidden_at >= HIDDEN_SOCKET_EVERY_S
+        due = self._periodic_at is None or now - self._periodic_at >= PERIODIC_EVERY_S
         report = audit.judge(view, mine, ranges, baseline=self._baseline, inspector=inspector,
-                             skip=() if due else (HIDDEN_SOCKET,))
+                             skip=() if due else PERIODIC_RULES)
         if due:
-            self._hidden = tuple(f for f in report.findings if f.rule == HIDDEN_SOCKET)
-            self._hidden_at = now
+            self._periodic = tuple(f for f in report.findings if f.rule in PERIODIC_RULES)
+            self._periodic_at = now
         else:
-            report = dataclasses.replace(report, findings=report.findings + self._hidden)
+            report = dataclasses.replace(report, findings=report.findings + self._periodic)
         return snapshot, listeners, report
 
 

@@ -36,6 +36,7 @@ except ImportError:
     pytest.skip("prometheus_client is not installed (pip install -e '.[test]')",
                 allow_module_level=True)
 
+from netns import netns  # noqa: F401  (the fixture)
 from portscope import exporter
 from portscope.audit import RULES
 
@@ -495,24 +496,27 @@ def test_dashboard_queries_run_in_prometheus(prometheus):
     assert prometheus.query('count(portscope_listener_info{scope="loopback"}) > 0')
 
 
-def test_hidden_socket_comparison_runs_at_most_every_five_minutes(monkeypatch):
+def test_rules_with_views_of_their_own_run_at_most_every_five_minutes(monkeypatch):
+    from portscope import audit
     from portscope.audit import facts
     views = []
-    real = facts.kernel_view
-    monkeypatch.setattr(facts, "kernel_view", lambda *a: views.append(a[0]) or real(*a))
+    real_view, real_unix = facts.kernel_view, audit._unix_findings
+    monkeypatch.setattr(facts, "kernel_view", lambda *a: views.append(a[0]) or real_view(*a))
+    monkeypatch.setattr(audit, "_unix_findings",
+                        lambda *a: views.append("unix") or real_unix(*a))
     now = [0.0]
     collector = exporter.PortscopeCollector(netns="host", interval_s=0, clock=lambda: now[0])
     rules_seen = []
-    for step_s in (0, 15, exporter.HIDDEN_SOCKET_EVERY_S - 15, 15):
+    for step_s in (0, 15, exporter.PERIODIC_EVERY_S - 15, 15):
         now[0] += step_s
         before = len(views)
         findings = {s.labels["rule"] for f in collector.collect()
                     if f.name == "portscope_audit_findings" for s in f.samples}
-        rules_seen.append(exporter.HIDDEN_SOCKET in findings)
+        rules_seen.append(exporter.PERIODIC_RULES <= findings)
         views_now = views[before:]
-        due = step_s in (0, exporter.HIDDEN_SOCKET_EVERY_S - 15)
-        assert ("netlink" in views_now and "procfs" in views_now) if due else not views_now
-    assert all(rules_seen)          # the rule's series stays, its count carried between runs
+        due = step_s in (0, exporter.PERIODIC_EVERY_S - 15)
+        assert {"netlink", "procfs", "unix"} <= set(views_now) if due else not views_now
+    assert all(rules_seen)          # the rules' series stay, their counts carried between runs
 
 
 def test_hostile_process_names_are_escaped_in_label_values(holder, tmp_path):
@@ -532,3 +536,35 @@ def test_hostile_process_names_are_escaped_in_label_values(holder, tmp_path):
                  if f.name == "portscope_listener_info" for s in f.samples
                  if s.labels["port"] == str(h.info["port"])]
     assert labels["process"].startswith("ev\\x1b[31mil")     # comm keeps 15 bytes
+
+
+def test_netns_labels_and_audit_scope(netns, tmp_path):
+    h = netns.holder("""
+        s = socket.socket(); s.bind(("0.0.0.0", 0)); s.listen()
+        ready(port=s.getsockname()[1])
+    """)
+    port = str(h.info["port"])
+    path = tmp_path / "portscope.prom"
+
+    def families_of(*args: str) -> dict:
+        result = cli_run("serve", *args, "--textfile", str(path))
+        assert result.returncode == 0, result.stderr
+        return {f.name: f for f in text_string_to_metric_families(path.read_text())}
+
+    # one foreign namespace: its listener, labelled with its name; no audit (the audit covers
+    # the namespace portscope runs in)
+    named = families_of("--netns", netns.name)
+    mine = [s.labels for s in named["portscope_listener_info"].samples]
+    assert [(l["port"], l["netns"], l["scope"]) for l in mine] == [(port, netns.name, "wildcard")]
+    assert "portscope_audit_findings" not in named
+    # every namespace: the same series among the host's, and the host's audit
+    every = families_of("--netns", "all")
+    assert any(s.labels["port"] == port and s.labels["netns"] == netns.name
+               for s in every["portscope_listener_info"].samples)
+    assert "portscope_audit_findings" in every
+    # run inside the namespace: the audit is that namespace's, and judges its wildcard listener
+    inside = netns.portscope("serve", "--netns", "host", "--textfile", str(path))
+    assert inside.returncode == 0, inside.stderr
+    counts = {s.labels["rule"]: s.value for f in text_string_to_metric_families(path.read_text())
+              if f.name == "portscope_audit_findings" for s in f.samples}
+    assert counts["exposed-all-interfaces"] == 1
