@@ -9,7 +9,6 @@ Exit codes: 0 stopped by SIGTERM/SIGINT, or the textfile/rules/dashboard written
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import ssl
 import sys
@@ -165,7 +164,6 @@ def _first_scan(collector):
 
 def _warn_incomplete(scan) -> None:
     if not scan.complete:
-        from ...snapshot import PRIVILEGE_HINT
-        why = "even as root (a sandbox or LSM denies it)" if os.geteuid() == 0 \
-            else f"({PRIVILEGE_HINT})"
-        common.warn(f"some sockets' owners cannot be read {why}: portscope_scan_complete is 0")
+        from ...owners.visibility import remedy
+        common.warn(f"some sockets' owners cannot be read ({remedy()}): "
+                    "portscope_scan_complete is 0")
