@@ -74,6 +74,7 @@ from pathlib import Path
 from .filters import SocketFilter
 from .identity import ip_address, is_wildcard, split_zone
 from .namespaces import netns_flag
+from .owners import visibility
 from .ports import endpoint_text, host_port_ranges, parse_address
 from .snapshot import take_snapshot
 from .types import KERNEL_HELD_STATES, Family, OwnerUnknown, Proto, Snapshot, Socket, State
@@ -699,7 +700,7 @@ def check_bind(port: int, address: str | None = None, *, proto: Proto | str = Pr
                                "net.ipv4.ip_local_reserved_ports (kept for a known service)"))
     if any(s.owner_unknown is OwnerUnknown.PERMISSION for s in blockers):
         warnings.append(Reason("owners-hidden", "the holders of some blocking sockets could "
-                               "not be read: run as root to see them"))
+                               f"not be read ({visibility.remedy()})"))
     codes = {r.code for r in reasons.values()}
     dual_bind = any(_is_dual_wildcard(b.family, b.address, b.v6only) for b in binds)
     fixes = _fixes(codes, blockers, port, address, proto, ranges.unprivileged_start, dual_bind,

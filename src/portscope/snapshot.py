@@ -369,7 +369,7 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
 
         stream = shares(0, 1)
     return SnapshotStream(stream, flt, taken_at, module.NAME, warnings, covered,
-                          len(set(scan.unreadable)), resolver, published, shares,
+                          frozenset(scan.unreadable), resolver, published, shares,
                           len(held.records) + sum(len(part) for part, _beside in dumps))
 
 

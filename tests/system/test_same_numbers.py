@@ -78,7 +78,7 @@ def test_explain_number_above_65535_is_tried_as_a_pid():
     )
     result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
                             capture_output=True, text=True, timeout=60)
-    if "Permission denied" in result.stderr or "Invalid argument" in result.stderr:
+    if "rc=" not in result.stdout:        # the && chain stopped: pid_max not writable here
         pytest.skip(f"cannot raise pid_max in a PID namespace here: {result.stderr.strip()}")
     out, _, rc = result.stdout.rpartition("rc=")
     assert rc.strip() == "1", result          # found the process, which holds no socket

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from ...errors import InvalidInput
@@ -101,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from ...audit import baseline as baseline_file
     from ...audit import sarif
     from ...audit.rules import Severity
-    from ...owners.visibility import PRIVILEGE_HINT
+    from ...owners.visibility import remedy
     from ...render import audit as render
     if args.list_rules:
         if args.json:
@@ -117,9 +116,8 @@ def run(args: argparse.Namespace) -> int:
             args.netns, lambda: audit.write_baseline(args.write_baseline))
         common.warn(f"wrote baseline {args.write_baseline}: {written} listener(s)")
         if anonymous:
-            who = "even as root" if os.geteuid() == 0 else f"({PRIVILEGE_HINT})"
             common.warn(f"{anonymous} of them recorded by port and address only: their "
-                        f"program could not be read {who}")
+                        f"program could not be read ({remedy()})")
         return ExitStatus.OK
     # parsed here, not by argparse, so that the error says what is wrong (exit 2)
     expected = dict(pair for text in args.expect for pair in parse_expect(text))
