@@ -11,6 +11,7 @@ connected are asked for with ``TCP_BOUND_INACTIVE`` in the mask and reported as 
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -37,13 +38,14 @@ _TCP_STATE_NUMBERS = {
 }
 _UDP_STATE_NUMBERS = {State.ESTABLISHED: w.TCP_ESTABLISHED, State.UNCONN: w.TCP_CLOSE}
 
-# kernel state number -> State, per protocol. A TCP socket in TCP_CLOSE only comes from the
-# bind-hash walk that TCP_BOUND_INACTIVE asks for.
-_TCP_STATES: list[State | None] = [None] * 16
+# kernel state number (a byte) -> State, per protocol; None for a number the kernel does not
+# send (decode refuses it). A TCP socket in TCP_CLOSE only comes from the bind-hash walk that
+# TCP_BOUND_INACTIVE asks for.
+_TCP_STATES: list[State | None] = [None] * 256
 for _state, _number in _TCP_STATE_NUMBERS.items():
     _TCP_STATES[_number] = _state
 _TCP_STATES[w.TCP_CLOSE] = State.BOUND_INACTIVE
-_UDP_STATES: list[State | None] = [None] * 16
+_UDP_STATES: list[State | None] = [None] * 256
 for _state, _number in _UDP_STATE_NUMBERS.items():
     _UDP_STATES[_number] = _state
 
@@ -136,7 +138,8 @@ def _collect_with_retry(sock, request: bytes, proto: Proto, raw: RawDump,
     # NLM_F_DUMP_INTR: the tables changed during the dump; retry a few times, then keep the
     # last reply (decode drops duplicates from it) and say so.
     for _attempt in range(MAX_DUMP_ATTEMPTS):
-        chunks, interrupted = _receive(nlio.request_chunks(sock, request))
+        chunks, interrupted = _receive(nlio.request_chunks(sock, request),
+                                       w.NLMSG_INET_DIAG_MSG.size)
         if not interrupted:
             raw.replies.append((proto, chunks, False))
             return
@@ -145,28 +148,44 @@ def _collect_with_retry(sock, request: bytes, proto: Proto, raw: RawDump,
                     "by changes and may be inconsistent")
 
 
-def _receive(datagrams) -> tuple[list[bytes], bool]:
+def _receive(datagrams, min_length: int) -> tuple[list[bytes], bool]:
     """Read datagrams up to NLMSG_DONE (walking message headers only); return them and
-    whether the kernel flagged the dump as interrupted."""
+    whether the kernel flagged the dump as interrupted.
+
+    Every message is checked to lie within its datagram, and each socket message to be at
+    least ``min_length`` bytes (its fixed part), so that the decoders read whole messages.
+
+    Raises:
+        BackendError: an NLMSG_ERROR reply, or a malformed one (``"netlink sock_diag:
+            malformed reply ..."``).
+    """
     header = w.NLMSGHDR.unpack_from
     done, error, intr = w.NLMSG_DONE, w.NLMSG_ERROR, w.NLM_F_DUMP_INTR
+    error_length = w.NLMSGHDR.size + 4
     chunks = []
     interrupted = False
-    for chunk in datagrams:
-        chunks.append(chunk)
-        size = len(chunk)
-        off = 0
-        while off < size:
-            length, kind, flags, _seq, _pid = header(chunk, off)
-            if flags & intr:
-                interrupted = True
-            if kind == done:
-                return chunks, interrupted
-            if kind == error:
-                nlio.raise_error(chunk, off)
-            if length < w.NLMSGHDR.size:
-                raise BackendError("netlink sock_diag: malformed reply")
-            off += (length + 3) & ~3
+    try:
+        for chunk in datagrams:
+            chunks.append(chunk)
+            size = len(chunk)
+            off = 0
+            while off < size:
+                length, kind, flags, _seq, _pid = header(chunk, off)
+                if flags & intr:
+                    interrupted = True
+                if kind == done:
+                    return chunks, interrupted
+                if kind == error:
+                    if length < error_length or off + length > size:
+                        raise BackendError(f"netlink sock_diag: malformed reply (an error "
+                                           f"message of {length} bytes)")
+                    nlio.raise_error(chunk, off)
+                if length < min_length or off + length > size:
+                    raise BackendError(f"netlink sock_diag: malformed reply (a message of "
+                                       f"{length} bytes at offset {off} of {size})")
+                off += (length + 3) & ~3
+    except struct.error:                    # a datagram that ends inside a message header
+        raise BackendError("netlink sock_diag: malformed reply (a cut header)") from None
     raise BackendError("netlink sock_diag: the reply ended without NLMSG_DONE")
 
 
@@ -230,62 +249,68 @@ def decode(raw: RawDump, owners: Mapping[int, tuple[Owner, ...]] | None = None,
     cgroup_of = cgroups.get if cgroups is not None else None
     u64 = w.U64.unpack_from
     msg_type = w.SOCK_DIAG_BY_FAMILY, w.TCPDIAG_GETSOCK
-    for proto, chunks, interrupted in raw.replies:
-        states = _TCP_STATES if proto is Proto.TCP else _UDP_STATES
-        seen: set[tuple[int, int]] | None = set() if interrupted else None
-        for chunk in chunks:
-            size = len(chunk)
-            off = 0
-            while off + full <= size:
-                (length, kind, _flags, _seq, _pid, family, state, _timer, _retrans, sport, dport,
-                 src, dst, ifindex, cookie, _expires, rqueue, wqueue, uid, inode
-                 ) = unpack(chunk, off)
-                if kind not in msg_type:        # NLMSG_DONE (errors were raised by collect)
-                    break
-                if family == af_inet:
-                    fam = ipv4
-                    local_addr = names4.get(src)
-                    if local_addr is None:
-                        local_addr = names4[src] = ntop(af_inet, src[:4])
-                    v6only = None
-                    if dport:
-                        remote_addr = names4.get(dst)
-                        if remote_addr is None:
-                            remote_addr = names4[dst] = ntop(af_inet, dst[:4])
-                else:
-                    fam = ipv6
-                    local_addr = names6.get(src)
-                    if local_addr is None:
-                        local_addr = names6[src] = ntop(af_inet6, src)
-                    if ifindex and src[0] == 0xFE and src[1] & 0xC0 == 0x80:
-                        local_addr = _scoped(local_addr, ifindex)
-                    pos = find_attr(chunk, off + full, off + length, skv6only)
-                    v6only = None if pos < 0 else chunk[pos] == 1
-                    if dport:
-                        remote_addr = names6.get(dst)
-                        if remote_addr is None:
-                            remote_addr = names6[dst] = ntop(af_inet6, dst)
-                off += (length + 3) & ~3
-                if seen is not None:
-                    if (inode, cookie) in seen:
-                        continue
-                    seen.add((inode, cookie))
-                held = owned(inode, ()) if inode else ()
-                container = None
-                if not held and inode and cgroup_of is not None:
-                    # the owner is hidden: the socket's own cgroup may still name a container
-                    start = off - ((length + 3) & ~3)
-                    pos = find_attr(chunk, start + full, start + length, cgroup_attr)
-                    if pos >= 0:
-                        container = cgroup_of(u64(chunk, pos)[0])
-                sock = new(Socket, (
-                    proto, fam, new(Endpoint, (local_addr, bswap[sport])),
-                    new(Endpoint, (remote_addr, bswap[dport])) if dport else None,
-                    states[state], inode, uid, netns, v6only, rqueue, wqueue, held,
-                    None if held else (missing if inode else kernel), cookie, container, None,
-                    None))
-                if check is None or check(sock):
-                    yield sock
+    try:
+        for proto, chunks, interrupted in raw.replies:
+            states = _TCP_STATES if proto is Proto.TCP else _UDP_STATES
+            seen: set[tuple[int, int]] | None = set() if interrupted else None
+            for chunk in chunks:
+                size = len(chunk)
+                off = 0
+                while off + full <= size:
+                    (length, kind, _flags, _seq, _pid, family, state, _timer, _retrans, sport,
+                     dport, src, dst, ifindex, cookie, _expires, rqueue, wqueue, uid, inode
+                     ) = unpack(chunk, off)
+                    if kind not in msg_type:        # NLMSG_DONE (errors were raised by collect)
+                        break
+                    st = states[state]
+                    if st is None:
+                        raise BackendError(f"netlink sock_diag: unknown {proto} state {state}")
+                    if family == af_inet:
+                        fam = ipv4
+                        local_addr = names4.get(src)
+                        if local_addr is None:
+                            local_addr = names4[src] = ntop(af_inet, src[:4])
+                        v6only = None
+                        if dport:
+                            remote_addr = names4.get(dst)
+                            if remote_addr is None:
+                                remote_addr = names4[dst] = ntop(af_inet, dst[:4])
+                    else:
+                        fam = ipv6
+                        local_addr = names6.get(src)
+                        if local_addr is None:
+                            local_addr = names6[src] = ntop(af_inet6, src)
+                        if ifindex and src[0] == 0xFE and src[1] & 0xC0 == 0x80:
+                            local_addr = _scoped(local_addr, ifindex)
+                        pos = find_attr(chunk, off + full, off + length, skv6only)
+                        v6only = None if pos < 0 else chunk[pos] == 1
+                        if dport:
+                            remote_addr = names6.get(dst)
+                            if remote_addr is None:
+                                remote_addr = names6[dst] = ntop(af_inet6, dst)
+                    off += (length + 3) & ~3
+                    if seen is not None:
+                        if (inode, cookie) in seen:
+                            continue
+                        seen.add((inode, cookie))
+                    held = owned(inode, ()) if inode else ()
+                    container = None
+                    if not held and inode and cgroup_of is not None:
+                        # the owner is hidden: the socket's own cgroup may still name a container
+                        start = off - ((length + 3) & ~3)
+                        pos = find_attr(chunk, start + full, start + length, cgroup_attr)
+                        if pos >= 0:
+                            container = cgroup_of(u64(chunk, pos)[0])
+                    sock = new(Socket, (
+                        proto, fam, new(Endpoint, (local_addr, bswap[sport])),
+                        new(Endpoint, (remote_addr, bswap[dport])) if dport else None,
+                        st, inode, uid, netns, v6only, rqueue, wqueue, held,
+                        None if held else (missing if inode else kernel), cookie, container, None,
+                        None))
+                    if check is None or check(sock):
+                        yield sock
+    except (struct.error, IndexError) as exc:    # an attribute overruns its message
+        raise BackendError(f"netlink sock_diag: malformed reply ({exc})") from None
 
 
 def _scoped(address: str, ifindex: int) -> str:
@@ -302,7 +327,7 @@ _UNIX_TYPES = {socket.SOCK_STREAM: UnixType.STREAM, socket.SOCK_DGRAM: UnixType.
                socket.SOCK_SEQPACKET: UnixType.SEQPACKET}
 # a UNIX socket's sk_state: TCP_LISTEN, TCP_ESTABLISHED (connected; a connect() under way is
 # TCP_SYN_SENT), TCP_CLOSE (not connected)
-_UNIX_STATES: list[State | None] = [None] * 16
+_UNIX_STATES: list[State | None] = [None] * 256
 _UNIX_STATES[w.TCP_ESTABLISHED] = State.ESTABLISHED
 _UNIX_STATES[w.TCP_SYN_SENT] = State.SYN_SENT
 _UNIX_STATES[w.TCP_CLOSE] = State.UNCONN
@@ -343,7 +368,8 @@ def dump_unix(netns: int | None = None, counts: SocketCounts | None = None
     try:
         request = w.unix_diag_req(_UNIX_SHOW)
         for _attempt in range(MAX_DUMP_ATTEMPTS):
-            chunks, interrupted = _receive(nlio.request_chunks(sock, request))
+            chunks, interrupted = _receive(nlio.request_chunks(sock, request),
+                                           w.UNIX_ATTRS_OFFSET)
             if not interrupted:
                 break
         else:
@@ -376,53 +402,57 @@ def decode_unix(chunks: list[bytes], netns: int | None = None, dedup: bool = Fal
     seen: set[tuple[int, int]] | None = set() if dedup else None
     out: list[Socket] = []
     append = out.append
-    for chunk in chunks:
-        size = len(chunk)
-        off = 0
-        while off + full <= size:
-            length, kind, _flags, _seq, _pid, _family, utype, ustate, inode, cookie = \
-                unpack(chunk, off)
-            if kind != by_family:               # NLMSG_DONE
-                break
-            end = off + length
-            pos = off + full
-            off += (length + 3) & ~3
-            if seen is not None:
-                if (inode, cookie) in seen:
-                    continue
-                seen.add((inode, cookie))
-            local = unnamed
-            dev = vfs = peer = None
-            pending: tuple[int, ...] = ()
-            rq = wq = 0
-            uid = -1
-            while pos + 4 <= end:
-                alen, akind = attr(chunk, pos)
-                if alen < 4:
+    try:
+        for chunk in chunks:
+            size = len(chunk)
+            off = 0
+            while off + full <= size:
+                length, kind, _flags, _seq, _pid, _family, utype, ustate, inode, cookie = \
+                    unpack(chunk, off)
+                if kind != by_family:               # NLMSG_DONE
                     break
-                start = pos + 4
-                akind &= 0x3FFF
-                if akind == name_attr:
-                    raw = chunk[start:pos + alen]
-                    local = endpoints.get(raw)
-                    if local is None:
-                        local = endpoints[raw] = new(Endpoint, (unix_name(raw), None))
-                elif akind == vfs_attr:
-                    vfs, kdev = pair(chunk, start)
-                    dev = to_dev(kdev)
-                elif akind == peer_attr:
-                    peer = u32(chunk, start)[0]
-                elif akind == icons_attr:
-                    if alen > 4:
-                        pending = tuple(memoryview(chunk)[start:pos + alen].cast("I"))
-                elif akind == rqlen_attr:
-                    rq, wq = pair(chunk, start)
-                elif akind == uid_attr:
-                    uid = u32(chunk, start)[0]
-                pos += (alen + 3) & ~3
-            append(new(Socket, (
-                unix, unix_family, local, None, states[ustate] or State.CLOSE, inode, uid,
-                netns, None, rq, wq, (), None, cookie, None, None,
-                new(UnixInfo, (types.get(utype, UnixType.STREAM), dev, vfs, peer or None,
-                               pending, ())))))
+                end = off + length
+                pos = off + full
+                off += (length + 3) & ~3
+                if seen is not None:
+                    if (inode, cookie) in seen:
+                        continue
+                    seen.add((inode, cookie))
+                local = unnamed
+                dev = vfs = peer = None
+                pending: tuple[int, ...] = ()
+                rq = wq = 0
+                uid = -1
+                while pos + 4 <= end:
+                    alen, akind = attr(chunk, pos)
+                    if alen < 4 or pos + alen > end:
+                        raise BackendError(f"netlink sock_diag: malformed UNIX socket attribute "
+                                           f"of {alen} bytes")
+                    start = pos + 4
+                    akind &= 0x3FFF
+                    if akind == name_attr:
+                        raw = chunk[start:pos + alen]
+                        local = endpoints.get(raw)
+                        if local is None:
+                            local = endpoints[raw] = new(Endpoint, (unix_name(raw), None))
+                    elif akind == vfs_attr:
+                        vfs, kdev = pair(chunk, start)
+                        dev = to_dev(kdev)
+                    elif akind == peer_attr:
+                        peer = u32(chunk, start)[0]
+                    elif akind == icons_attr:
+                        if alen > 4:
+                            pending = tuple(memoryview(chunk)[start:pos + alen].cast("I"))
+                    elif akind == rqlen_attr:
+                        rq, wq = pair(chunk, start)
+                    elif akind == uid_attr:
+                        uid = u32(chunk, start)[0]
+                    pos += (alen + 3) & ~3
+                append(new(Socket, (
+                    unix, unix_family, local, None, states[ustate] or State.CLOSE, inode, uid,
+                    netns, None, rq, wq, (), None, cookie, None, None,
+                    new(UnixInfo, (types.get(utype, UnixType.STREAM), dev, vfs, peer or None,
+                                   pending, ())))))
+    except (struct.error, ValueError, TypeError) as exc:  # a short or unaligned attribute
+        raise BackendError(f"netlink sock_diag: malformed UNIX socket reply ({exc})") from None
     return out
