@@ -39,7 +39,14 @@ TCP_CLOSING = 11
 TCP_NEW_SYN_RECV = 12
 TCP_BOUND_INACTIVE = 13        # kernel >= 6.8: dumped from the bind hash, reported as TCP_CLOSE
 
+# sock_diag.h: multicast groups that report destroyed sockets
+SKNLGRP_INET_TCP_DESTROY = 1
+SKNLGRP_INET_UDP_DESTROY = 2
+SKNLGRP_INET6_TCP_DESTROY = 3
+SKNLGRP_INET6_UDP_DESTROY = 4
+
 # inet_diag attribute types (enum in inet_diag.h)
+INET_DIAG_PROTOCOL = 10
 INET_DIAG_SKV6ONLY = 11
 INET_DIAG_CGROUP_ID = 21
 
