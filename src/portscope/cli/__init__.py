@@ -17,7 +17,7 @@ from .status import ExitStatus
 
 #: subcommand modules in cli/commands/, in help order; each has register(subparsers).
 COMMANDS = ("listeners", "who", "list", "explain", "check", "free", "kill", "services", "audit",
-            "serve", "completion")
+            "watch", "record", "history", "serve", "completion")
 DEFAULT_COMMAND = "listeners"
 _NEGATIVE_NUMBER = re.compile(r"-[0-9]")
 
@@ -33,6 +33,9 @@ Which processes use which ports.
   portscope kill PORT     stop every holder safely, then prove the port is free
   portscope services Q    the IANA registry and /etc/services, by port or by name
   portscope audit         listeners judged against rules and a baseline
+  portscope watch         live changes: opened, closed, owners-changed, state-changed
+  portscope record        record the changes into a history database (SQLite)
+  portscope history PORT  who held a port when (--since, --until, --at TIME)
   portscope serve         Prometheus metrics, alerting rules and a Grafana dashboard
   portscope completion S  shell completions for bash, zsh or fish (printed or --install)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from .. import ownership
+from ..owners import process as owner_process
 from ..backends import _netlink_wire as wire
 from ..filters import SocketFilter
 from ..snapshot import take_snapshot
@@ -191,7 +191,7 @@ class Tracepoint:
                     if hint is None:
                         continue
                     pid = _tgid(hint.pid)
-                    self._notify(hint._replace(pid=pid, process=ownership.process_info(pid)))
+                    self._notify(hint._replace(pid=pid, process=owner_process.process_info(pid)))
         finally:
             os.close(fd)
 
@@ -430,15 +430,7 @@ class Feed:
             ready, _, _ = select.select([self._wake_r], [], [], timeout)
             if ready:
                 os.read(self._wake_r, 4096)
-            early = False
-            while True:
-                try:
-                    hint = self._hints.get_nowait()
-                except queue.Empty:
-                    break
-                if self._relevant(hint, known, pending):
-                    pending.append((hint, 0))
-                    early = True
+            early = self._drain(known, pending)
             if self._stopping:
                 return
             if not early and time.monotonic() < next_poll:
@@ -447,9 +439,23 @@ class Feed:
             cur, taken_at = self.snapshot_view()
             events = diff_views(prev, cur, after=prev_at, at=taken_at)
             now_known = _endpoints(cur)
-            events, pending = _apply_hints(events, pending, known | now_known)
+            # reports that came in while the snapshot was taken may be about what it found
+            self._drain(known | now_known, pending)
+            events, pending = _apply_hints(events, pending, known | now_known, now_known)
             prev, prev_at, known = cur, taken_at, now_known
             yield Batch(events, taken_at)
+
+    def _drain(self, known: set[tuple], pending: list[tuple[Hint, int]]) -> bool:
+        """Move the reports that came in to ``pending``; True when one of them matters."""
+        early = False
+        while True:
+            try:
+                hint = self._hints.get_nowait()
+            except queue.Empty:
+                return early
+            if self._relevant(hint, known, pending):
+                pending.append((hint, 0))
+                early = True
 
     def _relevant(self, hint: Hint, known: set[tuple], pending: list[tuple[Hint, int]]) -> bool:
         """Whether a hint is worth a snapshot now: an open the filter wants, or the close of
@@ -478,13 +484,14 @@ def _hint_matches(hint: Hint, key: Key, item: Item) -> bool:
             and hint.address == key.address and hint.family is item.family)
 
 
-def _apply_hints(events: list[Event], pending: list[tuple[Hint, int]], seen: set[tuple]
-                 ) -> tuple[list[Event], list[tuple[Hint, int]]]:
+def _apply_hints(events: list[Event], pending: list[tuple[Hint, int]], seen: set[tuple],
+                 current: set[tuple]) -> tuple[list[Event], list[tuple[Hint, int]]]:
     """Time ``events`` with the exact hints that match them; turn an opened-and-closed pair of
     tracepoint hints about an endpoint no snapshot saw (``seen``: the endpoints of the last two
     views) into events of their own; hints about seen endpoints that timed nothing are
     dropped (a second source reporting the same close, or a report that came after the
-    snapshot had already found the socket). Returns the events and the hints kept for the
+    snapshot had already found the socket), except closes of what the last view
+    (``current``) still has: that close comes in the next snapshot. Returns the events and the hints kept for the
     next snapshot (with how many snapshots they have waited)."""
     used: set[int] = set()
     timed = []
@@ -499,13 +506,17 @@ def _apply_hints(events: list[Event], pending: list[tuple[Hint, int]], seen: set
             if (event.after is None or hint.at >= event.after) and \
                     _hint_matches(hint, event.key, event.item):
                 used.add(index)
-                event = replace(event, at=hint.at, after=None, source=hint.source,
+                item = event.item
+                if not item.owners and hint.process is not None:   # closed during the scan
+                    item = item._replace(owners=(hint.process,))
+                event = replace(event, item=item, at=hint.at, after=None, source=hint.source,
                                 pid=hint.pid)
                 break
         timed.append(event)
     # a listener opened and closed between two snapshots: the tracepoint's word alone
     for index, (hint, _age) in enumerate(pending):
-        if (hint.proto, hint.address, hint.port, hint.family) in seen:
+        endpoint = (hint.proto, hint.address, hint.port, hint.family)
+        if endpoint in seen and (hint.opened or endpoint not in current):
             used.add(index)
         if index in used or not hint.opened:
             continue
