@@ -145,3 +145,9 @@ def test_owners_listed_once_per_process():
     s = Socket(Proto.TCP, Family.IPV4, Endpoint("127.0.0.1", 3000), None, State.LISTEN, 7, 0,
                NS, owners=(Owner(10, 3, a), Owner(10, 4, a)))
     assert view([s])[socket_key(s)].owners == (a,)
+
+
+def test_an_exiting_holder_whose_exe_cannot_be_read_is_no_change():
+    alive = proc(10)
+    exiting = ProcessInfo(pid=10, name=alive.name, exe=None, started_at=T0)
+    assert diff(snap(sock(3000, 7, alive)), snap(sock(3000, 7, exiting), at=T1)) == []

@@ -35,7 +35,7 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
                        help="also established connections, one item per listener and remote "
                             "address (accepted) or per remote endpoint (outgoing)")
     timing = parser.add_argument_group("timing")
-    timing.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
+    timing.add_argument("--interval", default="1", metavar="SECONDS",
                         help="seconds between polls (default 1)")
     timing.add_argument("--poll-only", action="store_true",
                         help="poll only: no tracepoint, no sock_diag destroy reports")
@@ -48,7 +48,8 @@ def open_feed(args: argparse.Namespace) -> Feed:
                        process=args.process,
                        uids=None if args.user is None else frozenset({args.user}))
     feed = Feed(flt, connections=args.connections, netns=common.netns_choice(args),
-                interval_s=args.interval, exact=not args.poll_only, backend=args.backend)
+                interval_s=_interval(args.interval), exact=not args.poll_only,
+                backend=args.backend)
     for note in feed.notes:
         common.warn(note)
     return feed

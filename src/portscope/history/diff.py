@@ -158,10 +158,12 @@ def socket_key(sock: Socket) -> Key:
     return Key(sock.netns, sock.proto, sock.local.address, sock.local.port, sock.inode)
 
 
-def owner_identity(process: ProcessInfo) -> tuple:
-    """Two owner records are the same holder when pid, start time, executable and name agree
-    (an ``exec`` keeps the pid and start time but changes the executable)."""
-    return (process.pid, process.started_at, process.exe, process.name)
+def same_holder(a: ProcessInfo, b: ProcessInfo) -> bool:
+    """Two owner records are the same holder when pid and start time agree and, where both
+    are known, the executable too (an ``exec`` keeps the pid and start time but changes the
+    executable; an exiting process's executable can no longer be read, which is no change)."""
+    return (a.pid == b.pid and a.started_at == b.started_at
+            and (a.exe is None or b.exe is None or a.exe == b.exe))
 
 
 def _owners(sock: Socket) -> tuple[ProcessInfo, ...]:
@@ -247,13 +249,11 @@ def diff_views(prev: View, cur: View, *, after: datetime | None, at: datetime,
                                  old_state=old.state))
         if key.is_connections or old.owners == new.owners:
             continue
-        before = {owner_identity(p): p for p in old.owners}
-        now = {owner_identity(p): p for p in new.owners}
-        if before.keys() != now.keys():
-            owners_changed.append(Event(
-                EventKind.OWNERS_CHANGED, key, new, at, after, source,
-                added=tuple(p for i, p in now.items() if i not in before),
-                removed=tuple(p for i, p in before.items() if i not in now)))
+        added = tuple(p for p in new.owners if not any(same_holder(p, q) for q in old.owners))
+        removed = tuple(p for p in old.owners if not any(same_holder(p, q) for q in new.owners))
+        if added or removed:
+            owners_changed.append(Event(EventKind.OWNERS_CHANGED, key, new, at, after, source,
+                                        added=added, removed=removed))
     return [*closed, *changed, *owners_changed, *opened]
 
 

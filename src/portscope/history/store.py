@@ -37,6 +37,7 @@ from .diff import Event, EventKind, Item, Key, Source
 
 APPLICATION_ID = 0x70736370          # "pscp"
 CMDLINE_MODES = ("full", "name", "none")
+PAGE_BYTES = 512
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -411,7 +412,8 @@ class Writer:
                 if verdict != "ok":
                     raise HistoryError(f"{path}: the database is damaged ({verdict}); it was "
                                        f"left untouched: move it away to start a new one")
-            else:
+            else:       # before the first table: small pages keep a new database small
+                conn.execute(f"PRAGMA page_size = {PAGE_BYTES}")
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
@@ -423,6 +425,8 @@ class Writer:
                 conn.execute(f"PRAGMA user_version = {number}")
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute("COMMIT")
+            if version < SCHEMA_VERSION:    # the new tables into the file, the log emptied
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             raise _translate(exc, path) from None
         return conn

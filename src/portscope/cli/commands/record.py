@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -33,11 +34,10 @@ def register(sub) -> None:
         "--db", metavar="PATH",
         help="the database (default: /var/lib/portscope/history.db as root, else "
              "$XDG_STATE_HOME/portscope/history.db)")
-    store_group.add_argument("--keep", type=parse_duration_s, default=parse_duration_s("30d"),
+    store_group.add_argument("--keep", default="30d",
                              metavar="DURATION",
                              help="delete what ended longer ago than this (default 30d)")
-    store_group.add_argument("--max-size", type=parse_size_bytes,
-                             default=parse_size_bytes("1G"), metavar="SIZE",
+    store_group.add_argument("--max-size", default="1G", metavar="SIZE",
                              help="then delete the oldest ended records while the database "
                                   "is larger (default 1G)")
     store_group.add_argument("--cmdline", choices=store.CMDLINE_MODES, default="name",
@@ -48,11 +48,31 @@ def register(sub) -> None:
                         help="print the recorded events as JSON lines")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="do not print the recorded events")
+    parser.add_argument("--print-unit", action="store_true",
+                        help="print the systemd unit shipped with portscope (ExecStart set "
+                             "to this installation) and exit")
     parser.set_defaults(run=run)
 
 
+def unit_text() -> str:
+    """The shipped ``portscope-record.service`` with ExecStart pointing at this
+    installation (the ``portscope`` script that runs, or ``python -m portscope``)."""
+    from importlib import resources
+    text = resources.files("portscope").joinpath("data/portscope-record.service").read_text()
+    if os.path.basename(sys.argv[0]) == "portscope":
+        command = os.path.abspath(sys.argv[0])
+    else:
+        command = f"{sys.executable} -m portscope"
+    return text.replace("/usr/local/bin/portscope", command)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.print_unit:
+        sys.stdout.write(unit_text())
+        return ExitStatus.OK
     path = args.db or store.default_path()
+    args.keep = parse_duration_s(args.keep)
+    args.max_size = parse_size_bytes(args.max_size)
     with store.Writer(path, cmdline=args.cmdline) as writer:
         writer.prune(keep_s=args.keep, max_bytes=args.max_size)
         feed = stream.open_feed(args)
