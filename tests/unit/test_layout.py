@@ -174,3 +174,16 @@ def test_the_readme_layout_matches_the_tree():
             actual.add(str(relative))
     assert named - actual == set(), "the README names what does not exist"
     assert actual - named == set(), "the README leaves out what exists"
+
+
+def test_the_all_extra_installs_every_optional_extra():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((PACKAGE.parent.parent / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    features = {name: deps for name, deps in extras.items() if name not in ("all", "test")}
+    assert features, "no optional extra"
+    missing = {dep for deps in features.values() for dep in deps} - set(extras["all"])
+    assert missing == set()
+    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    assert "pip install 'portscope[all]'" in readme
+    assert all(f"`{name}`" in readme for name in features)

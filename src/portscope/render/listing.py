@@ -145,3 +145,39 @@ def write_listing(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterabl
     text.write_rows(out, headers, ([get(s) for get in getters]
                                    for s in itertools.chain(first, sockets)),
                     aligns, header=header)
+
+
+def write_port_view(out: TextIO, meta: Snapshot, sockets: Sequence[Socket],
+                    accepted: dict[int, int], *, address: str | None, port: int,
+                    service: str | None, port_class: str, fmt: str = "auto",
+                    header: bool = True, owners: bool = True) -> None:
+    """``portscope PORT``: the sockets on a port, each listener with the count of connections
+    accepted from it (``accepted``: index in ``sockets`` -> count). JSON adds the query
+    (``address``, ``port``, ``service``, ``port_class``) and ``accepted_connections``; on a
+    terminal, a heading line above the table and a sentence per published port below it."""
+    if fmt == "json":
+        extras = {i: {"accepted_connections": n} for i, n in accepted.items()}
+        fields = {"query": {"address": address, "port": port, "service": service,
+                            "port_class": port_class}}
+        write_listing(out, meta, sockets, (), fmt="json", extras=extras, fields=fields)
+        return
+    if not sockets:
+        return
+    counts = {id(sockets[i]): n for i, n in accepted.items()}
+    where = f"{address}:{port}" if address else f"port {port}"
+    if out.isatty() and header:
+        out.write(f"{where} ({service or 'no service name'}, {port_class}): "
+                  f"{len(sockets)} socket(s)\n")
+    write_listing(out, meta, sockets, cols.port_columns(counts, owners=owners), fmt=fmt,
+                  header=header)
+    if out.isatty():
+        out.writelines(cols.published_sentence(s) + "\n" for s in sockets
+                       if s.published is not None)
+
+
+def write_ports(out: TextIO, ports: Sequence[int], *, fmt: str = "auto") -> None:
+    """``free``'s answer: one port per line, or ``{"schema_version": 1, "ports": [...]}``."""
+    if fmt == "json":
+        out.write(json.dumps({"schema_version": 1, "ports": list(ports)}) + "\n")
+    else:
+        out.writelines(f"{port}\n" for port in ports)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 
 from ...ports import parse_port, parse_port_range
+from ...render import listing
 from .. import common
 from ..status import ExitStatus
 
@@ -57,11 +58,7 @@ def run(args: argparse.Namespace) -> int:
     protos = ("tcp", "udp") if args.tcp_and_udp else ("udp",) if args.udp else ("tcp",)
     ports = namespaces.run_in_one(args.netns, lambda: pick_free_ports(
         count, port_range=port_range, near=near, protos=protos, host=host))
-    if args.json:
-        print(json.dumps({"schema_version": 1, "ports": ports}))
-    else:
-        for port in ports:
-            print(port)
+    listing.write_ports(sys.stdout, ports, fmt=common.output_format(args))
     if len(ports) < count:
         common.warn(f"only {len(ports)} of {count} port(s) are free in the range asked for")
         return ExitStatus.NO

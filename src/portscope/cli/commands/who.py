@@ -54,24 +54,10 @@ def run(args: argparse.Namespace) -> int:
     accepted = {i: counts[id(s)] for i, s in enumerate(sockets) if id(s) in counts}
     name = services.service_name(port, "tcp") or services.service_name(port, "udp")
     where = f"{address}:{port}" if address else f"port {port}"
-    if args.json:
-        extras = {i: {"accepted_connections": n} for i, n in accepted.items()}
-        fields = {"query": {"address": address, "port": port, "service": name,
-                            "port_class": port_class(port)}}
-        listing.write_listing(sys.stdout, snapshot, sockets, (), fmt="json", extras=extras,
-                              fields=fields)
-    elif sockets:
-        counts = {id(sockets[i]): n for i, n in accepted.items()}
-        columns = cols.port_columns(counts, owners=not args.no_owners)
-        if sys.stdout.isatty() and not args.no_header:
-            print(f"{where} ({name or 'no service name'}, {port_class(port)}): "
-                  f"{len(sockets)} socket(s)")
-        listing.write_listing(sys.stdout, snapshot, sockets, columns,
-                              fmt=common.output_format(args), header=not args.no_header)
-        if sys.stdout.isatty():
-            for s in sockets:
-                if s.published is not None:
-                    print(cols.published_sentence(s))
+    listing.write_port_view(sys.stdout, snapshot, sockets, accepted, address=address,
+                            port=port, service=name, port_class=port_class(port),
+                            fmt=common.output_format(args), header=not args.no_header,
+                            owners=not args.no_owners)
     common.report_warnings(snapshot)
     if not sockets:
         spaces = len(snapshot.namespaces)
