@@ -130,3 +130,25 @@ def test_unprivileged_explain_says_it_sees_only_its_namespace(pair):
         [*a.prefix("nobody"), sys.executable, "-m", "portscope", "explain", "8080"],
         capture_output=True, text=True, timeout=60)
     assert "showing this network namespace only" in result.stderr
+
+
+def test_kill_of_an_abstract_unix_name_acts_in_the_namespace_given(cli):
+    """An abstract UNIX name is per network namespace: ``kill @NAME --netns NS`` stops the
+    holder in NS only, as ``kill PORT --netns NS`` does."""
+    if not can_use_netns():
+        pytest.skip("needs root and ip(8) to create network namespaces")
+    made = []
+    try:
+        for _ in range(2):
+            ns = NetNS()
+            made.append(ns)
+            ns.pid = ns.holder("u = socket.socket(socket.AF_UNIX); "
+                               "u.bind('\\0ps-scope-test'); u.listen(); ready()").pid
+        a, b = made
+        result = cli("kill", "@ps-scope-test", "--netns", b.name, "--yes", "--json")
+        assert result.returncode == 0, result.stderr
+        assert [t["pid"] for t in json.loads(result.stdout)["plan"]["targets"]] == [b.pid]
+        assert alive(a.pid) and not alive(b.pid)
+    finally:
+        for ns in made:
+            ns.close()

@@ -161,7 +161,8 @@ def unix_in_scope(sock: Socket, include_connected: bool) -> bool:
 
 
 def plan_kill_unix(target: str, *, include_connected: bool = False,
-                   unit_path: Sequence[str] = SYSTEM_UNIT_PATH) -> KillPlan:
+                   unit_path: Sequence[str] = SYSTEM_UNIT_PATH,
+                   netns: str | None = None) -> KillPlan:
     """Plan to stop every process holding a UNIX socket bound to ``target``: a socket file
     (matched by its inode, in every network namespace the caller may enter) or ``@name``.
 
@@ -170,16 +171,26 @@ def plan_kill_unix(target: str, *, include_connected: bool = False,
         include_connected: also holders of the accepted connections bound to it (by
             default the listeners and datagram servers).
         unit_path: where systemd units are looked up.
+        netns: look in this one network namespace only (a ``--netns`` value; an abstract
+            ``@name`` is per namespace); None: every namespace the caller may enter.
     Returns:
         a ``KillPlan`` (``port`` 0, ``address`` the target, ``protos`` {unix}) with an open
         pidfd per live holder (close it).
     """
-    from .. import namespaces, unixsock
-    snapshot, _file = unixsock.lookup(target,
-                                      netns="all" if namespaces.may_enter() else "host")
+    from .. import unixsock
+    snapshot, _file = unixsock.lookup(target, netns=_unix_scope(netns))
     in_scope = [s for s in snapshot.sockets if unix_in_scope(s, include_connected)]
     return _plan(0, target, frozenset({Proto.UNIX}), snapshot, snapshot.sockets, in_scope, (),
-                 unit_path)
+                 unit_path, netns)
+
+
+def _unix_scope(netns: str | None) -> str:
+    """The namespaces a UNIX kill looks in: ``netns`` (one), else all the caller may enter."""
+    if netns == "all":
+        raise InvalidInput(namespaces.ONE_ONLY)
+    if netns is not None:
+        return netns
+    return "all" if namespaces.may_enter() else "host"
 
 
 def _plan(port: int, address: str | None, protos: frozenset[Proto], snapshot: Snapshot,
@@ -241,9 +252,10 @@ def plan_protos(plan: KillPlan) -> frozenset[Proto]:
     return frozenset(present) or plan.protos
 
 
-def verify_unix(target: str, include_connected: bool = False) -> tuple[Socket, ...]:
+def verify_unix(target: str, include_connected: bool = False,
+                netns: str | None = None) -> tuple[Socket, ...]:
     """The sockets still bound to ``target`` that ``kill`` was to stop (empty: freed), looked
-    for in every network namespace the caller may enter."""
-    from .. import namespaces, unixsock
-    after, _file = unixsock.lookup(target, netns="all" if namespaces.may_enter() else "host")
+    for where ``plan_kill_unix`` looked (``netns``)."""
+    from .. import unixsock
+    after, _file = unixsock.lookup(target, netns=_unix_scope(netns))
     return tuple(s for s in after.sockets if unix_in_scope(s, include_connected))

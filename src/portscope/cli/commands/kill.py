@@ -111,14 +111,14 @@ def run_unix(args: argparse.Namespace) -> int:
     sig = parse_signal(args.signal)
     timeout_s = parse_timeout(args.timeout)
     signal_name = signal.Signals(sig).name
-    with plan_kill_unix(target, include_connected=args.all) as plan:
+    with plan_kill_unix(target, include_connected=args.all, netns=args.netns) as plan:
         finish = _finisher(args, 0, target, signal_name, plan)
         ended = _authorise(args, plan, signal_name, finish,
                            nothing=f"no process holds a UNIX socket on {target}")
         if ended is not None:
             return ended
         outcomes = terminate(plan, sig=sig, timeout_s=timeout_s, force=args.force)
-    still = verify_unix(target, include_connected=args.all)
+    still = verify_unix(target, include_connected=args.all, netns=args.netns)
     if not args.json:
         render.write_outcomes(sys.stdout, outcomes)
         render.write_unix_check(sys.stdout, target, still)
