@@ -156,6 +156,7 @@ def _readme_tree() -> tuple[set[str], set[str]]:
         if parent:
             listed.add(parent)
         path = f"{parent}{name}"
+        assert path.rstrip("/") not in named, f"the README names {path} twice"
         named.add(path.rstrip("/"))
         if name.endswith("/"):
             stack.append((indent, path))
