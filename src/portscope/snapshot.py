@@ -45,7 +45,8 @@ class SnapshotStream:
         missing_owners: sockets left without owner for lack of permission.
         partial_owners: sockets shown with some holders while others could not be
             attributed (the psutil backend).
-        dump_bytes: size of the kernel replies still to decode (0 when already decoded).
+        dump_bytes: size of the kernel replies still to decode (0 when already decoded); UNIX
+            sockets, decoded already but still to be joined, count as their reply's size.
     """
 
     def __init__(self, sockets: Iterator[Socket], flt: SocketFilter, taken_at: datetime,
@@ -304,7 +305,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
                           frozenset(scan.unreadable), resolver, published,
                           shares if raw else None,
-                          sum(map(len, dumps)) if raw else 0)
+                          sum(map(len, dumps)) + unix.size_bytes() if raw else 0)
 
 
 def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
@@ -370,7 +371,8 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
         stream = shares(0, 1)
     return SnapshotStream(stream, flt, taken_at, module.NAME, warnings, covered,
                           frozenset(scan.unreadable), resolver, published, shares,
-                          len(held.records) + sum(len(part) for part, _beside in dumps))
+                          len(held.records) + sum(len(part) for part, _beside in dumps)
+                          + unix.size_bytes())
 
 
 def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEntry],
@@ -530,6 +532,8 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
                 results.append(OSError(f"the {module.NAME} backend reads only this namespace"))
     found: list[Socket] = []
     for entry, result in zip(entries, results):
+        if isinstance(result, FileNotFoundError):
+            continue             # the namespace ended since its inet dump
         if isinstance(result, OSError):
             warnings.append(f"UNIX sockets of network namespace {_ns_label(entry.namespace)} "
                             f"could not be read: {result.strerror or result}")

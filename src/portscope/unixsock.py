@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .filters import SocketFilter
-from .types import Endpoint, Owner, OwnerUnknown, Peer, Proto, Snapshot, Socket, State
+from .types import (Endpoint, Owner, OwnerUnknown, Peer, Proto, Snapshot, Socket, State,
+                    UnixInfo)
 
 
 class UnixJoin:
@@ -56,6 +57,14 @@ class UnixJoin:
                 # a client not accepted yet: its peer is a socket without inode, not dumped;
                 # the listener is what it waits at
                 self._waiting_at[client] = inode
+
+    #: bytes of a unix_diag reply per socket, about (``size_bytes``)
+    REPLY_BYTES = 120
+
+    def size_bytes(self) -> int:
+        """About how large the kernel's reply for the selected sockets was (the snapshot
+        shares large listings between two processes by this measure)."""
+        return self.REPLY_BYTES * len(self.selected)
 
     def peer_inodes(self, sock: Socket) -> list[int]:
         """The inodes of every socket ``sock`` talks to: its peer (for a client not accepted
@@ -98,14 +107,19 @@ class UnixJoin:
         chosen = self.selected[k * len(self.selected) // n:(k + 1) * len(self.selected) // n]
         get = owners.get if owners is not None else None
         names = self._names
+        back, waiting_at = self._back, self._waiting_at
         new = tuple.__new__
         unnamed = new(Endpoint, ("", None))
         kernel = OwnerUnknown.KERNEL
         for s in chosen:
             info = s.unix
-            peers = tuple(new(Peer, (i, get(i, ()) if get else ())) for i in self.peer_inodes(s))
+            peer = info.peer_inode or waiting_at.get(s.inode)
+            if peer and not info.pending and back.get(s.inode, [peer]) == [peer]:
+                inodes = (peer,)            # the common case: one peer, found both ways
+            else:
+                inodes = self.peer_inodes(s)
+            peers = tuple([new(Peer, (i, get(i, ()) if get else ())) for i in inodes])
             remote = None
-            peer = info.peer_inode or self._waiting_at.get(s.inode)
             if peer:
                 local = names.get(peer)
                 remote = unnamed if local is None else new(Endpoint, (local.address, None))
@@ -119,7 +133,9 @@ class UnixJoin:
                 container = container_of(held[0].process.container, held[0].pid)
             yield new(Socket, (s.proto, s.family, s.local, remote, s.state, s.inode, s.uid,
                                s.netns, None, s.rx_queue_bytes, s.tx_queue_bytes, held, unknown,
-                               s.cookie, container, None, info._replace(peers=peers)))
+                               s.cookie, container, None,
+                               new(UnixInfo, (info[0], info[1], info[2], info[3], info[4],
+                                              peers))))
 
 
 
@@ -280,15 +296,19 @@ def check_path(path: str, **kwargs) -> PathDiagnosis:
     if file.error == "parent-missing":
         return PathDiagnosis(path, False, (("parent-missing",
                                             f"the directory {parent} does not exist"),), file)
-    if file.error == "permission" or not os.access(parent, os.W_OK | os.X_OK):
-        return PathDiagnosis(path, False, (("permission", f"no permission to create a file "
-                                            f"in {parent}"),), file)
+    if file.error == "permission":
+        return PathDiagnosis(path, False, (("permission", f"no permission to look into "
+                                            f"{parent}"),), file)
+    creatable = os.access(parent, os.W_OK | os.X_OK)
+    denied = () if creatable else (("permission", f"no permission to create a file in "
+                                                  f"{parent}"),)
     if file.error == "missing":
-        return PathDiagnosis(path, True, (), file)
+        return PathDiagnosis(path, creatable, denied, file)
     if not file.is_socket:
         kind = _file_kind(path)
         return PathDiagnosis(path, False, (("not-a-socket", f"{path} is {kind}, not a socket "
-                                            "file: bind() fails with EADDRINUSE"),), file)
+                                            "file: bind() fails with EADDRINUSE"),) + denied,
+                             file)
     # a process of any network namespace may be bound to the file: look in every one
     from . import namespaces
     every = namespaces.may_enter()
@@ -297,8 +317,8 @@ def check_path(path: str, **kwargs) -> PathDiagnosis:
     live = tuple(s for s in snapshot.sockets if file.bound_by(s))
     if live:
         return PathDiagnosis(path, False, (("in-use", f"{len(live)} live socket(s) are bound to "
-                                            f"this file (inode {file.inode})"),), file, live,
-                             snapshot.complete)
+                                            f"this file (inode {file.inode})"),) + denied,
+                             file, live, snapshot.complete)
     if not every and len(namespaces.discover()) > 1:
         return PathDiagnosis(path, False, (("permission", "no socket of this network namespace "
                                             "is bound to this socket file, but the other "
@@ -306,7 +326,8 @@ def check_path(path: str, **kwargs) -> PathDiagnosis:
                                             "be in use there"),), file, (), False)
     return PathDiagnosis(path, False, (("stale-file", "a socket file that no socket is bound "
                                         "to: bind() fails with EADDRINUSE until it is removed; "
-                                        "safe to remove"),), file, (), snapshot.complete)
+                                        "safe to remove"),) + denied, file, (),
+                         snapshot.complete)
 
 
 _KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),

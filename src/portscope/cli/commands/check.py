@@ -115,7 +115,12 @@ def run_unix(args: argparse.Namespace) -> int:
             message = "declined: nothing removed"
             code = ExitStatus.NO
         else:
-            diagnosis = namespaces.run_in_one(args.netns, lambda: unixsock.remove_stale(path))
+            from ...errors import AccessDenied
+            try:
+                diagnosis = namespaces.run_in_one(args.netns,
+                                                  lambda: unixsock.remove_stale(path))
+            except PermissionError as exc:
+                raise AccessDenied(f"cannot remove {path}: {exc.strerror}") from None
             removed = diagnosis.stale
             code = ExitStatus.answer(removed)
             message = None if removed else "not removed: the file changed and is not stale"
