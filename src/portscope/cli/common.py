@@ -152,6 +152,13 @@ def pid_max() -> int:
         return 4194304          # the kernel's PID_MAX_LIMIT on 64-bit
 
 
+def confirm(question: str) -> bool:
+    """Ask ``question`` on stderr and read the answer from stdin: True for y or yes."""
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def warn(message: str) -> None:
     """One diagnostic line on stderr."""
     print(f"portscope: {message}", file=sys.stderr)

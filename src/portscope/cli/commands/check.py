@@ -110,7 +110,7 @@ def run_unix(args: argparse.Namespace) -> int:
         elif not args.yes and not sys.stdin.isatty():
             message = "refusing without a terminal to ask on: pass --yes to proceed"
             code = ExitStatus.REFUSED
-        elif not args.yes and not _confirm(f"remove stale socket file "
+        elif not args.yes and not common.confirm(f"remove stale socket file "
                                            f"{render.cols.safe(path)}? [y/N] "):
             message = "declined: nothing removed"
             code = ExitStatus.NO
@@ -134,8 +134,3 @@ def run_unix(args: argparse.Namespace) -> int:
         common.warn(message)
     return code
 
-
-def _confirm(question: str) -> bool:
-    sys.stderr.write(question)
-    sys.stderr.flush()
-    return sys.stdin.readline().strip().lower() in ("y", "yes")

@@ -172,13 +172,7 @@ def _authorise(args: argparse.Namespace, plan, signal_name: str,
         if not sys.stdin.isatty():
             return finish(ExitStatus.REFUSED, "refusing without a terminal to ask on: "
                           "pass --yes to proceed", refused=True)
-        if not _confirm(f"send {signal_name} to {len(live)} process(es)? [y/N] "):
+        if not common.confirm(f"send {signal_name} to {len(live)} process(es)? [y/N] "):
             return finish(ExitStatus.NO, "declined: nothing signalled")
     return None
 
-
-def _confirm(question: str) -> bool:
-    sys.stderr.write(question)
-    sys.stderr.flush()
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
