@@ -107,11 +107,13 @@ class ScanResult:
         families: the metric families (without the error counter).
         duration_s: how long the scan took, in seconds.
         complete: False when some owners could not be read or the scan failed.
+        warnings: the snapshot's and the audit's diagnostics, one line each, for people.
     """
 
     families: tuple[Metric, ...]
     duration_s: float
     complete: bool
+    warnings: tuple[str, ...] = ()
 
 
 def families(snapshot: Snapshot, listeners: Sequence[audit.Listener],
@@ -269,7 +271,8 @@ class PortscopeCollector(Collector):
             return ScanResult((), time.monotonic() - started, False)
         metrics = families(snapshot, listeners, report, baseline=self._baseline is not None)
         return ScanResult(tuple(metrics), time.monotonic() - started,
-                          snapshot.complete and (report is None or report.complete))
+                          snapshot.complete and (report is None or report.complete),
+                          report.warnings if report is not None else snapshot.warnings)
 
     def measure(self) -> tuple[Snapshot, list[audit.Listener], audit.AuditReport | None]:
         """One scan: ``(snapshot of every TCP and UDP socket, its listeners, the audit of the

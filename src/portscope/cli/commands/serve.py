@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             exporter.write_textfile(reg, args.textfile)
         except OSError as exc:
             raise BackendError(f"cannot write {args.textfile}: {exc.strerror or exc}") from None
-        _warn_incomplete(first)
+        _report_warnings(first)
         return ExitStatus.OK
     try:
         server, bound = exporter.serve(reg, address, port, certfile=args.tls_cert,
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         scheme = "https" if args.tls_cert else "http"
         common.warn(f"serving {scheme}://{host}:{bound}/metrics (a scan is cached for "
                     f"{interval_s:g} s)")
-        _warn_incomplete(first)
+        _report_warnings(first)
         stop.wait()
     finally:
         server.shutdown()
@@ -162,8 +162,7 @@ def _first_scan(collector):
     return first
 
 
-def _warn_incomplete(scan) -> None:
-    if not scan.complete:
-        from ...owners.visibility import remedy
-        common.warn(f"some sockets' owners cannot be read ({remedy()}): "
-                    "portscope_scan_complete is 0")
+def _report_warnings(scan) -> None:
+    """The first scan's diagnostics (owners that cannot be read, and why), once at start."""
+    for message in scan.warnings:
+        common.warn(message)
