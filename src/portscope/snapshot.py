@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from . import backends, containers, namespaces, sockstat, unixsock
 from .backends.base import Backend, RawBackend
 from .owners import bpf, fdscan, visibility
-from .errors import BackendError
+from .errors import BackendError, BackendUnavailable
 from .filters import SocketFilter, address_covers
 from .types import (LISTENER_STATES, Family, NetNamespace, Owner, OwnerUnknown, ProcessInfo,
                     Proto, Snapshot, Socket, State)
@@ -271,7 +271,8 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
                 if name == "procfs" else "reads only this network namespace")
         warnings.append(f"the {name} backend {what}: {uncovered} other(s) not covered "
                         "(--backend netlink covers them)")
-    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings)
+    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings,
+                                             unix_select is not None)
                              if Proto.UNIX in flt.protos else [], flt, unix_select)
     if not scan_owners:
         stream: Iterator[Socket] = itertools.chain(itertools.chain.from_iterable(
@@ -330,7 +331,8 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
         take[entry.namespace.inode] = (taken, part_flt)
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
-    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings)
+    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings,
+                                             unix_select is not None)
                              if Proto.UNIX in flt.protos else [], flt, unix_select)
     resolver = containers.ContainerResolver(listeners_in=_listeners_in)
     kernel = OwnerUnknown.KERNEL
@@ -509,17 +511,29 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
 
 
 def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
-                    covered: list[NetNamespace], warnings: list[str]) -> list[Socket]:
+                    covered: list[NetNamespace], warnings: list[str],
+                    need_files: bool = False) -> list[Socket]:
     """The UNIX sockets of every covered namespace (those whose inet dump succeeded), by the
     backend's ``dump_unix``; a namespace whose UNIX sockets cannot be read is said in
-    ``warnings``."""
+    ``warnings``. A kernel without ``unix_diag`` (CONFIG_UNIX_DIAG off) gets the
+    ``/proc/net/unix`` backend's instead, and a warning; unless ``need_files`` (a lookup by
+    socket file inode, which ``/proc/net/unix`` does not give: it would find nothing and call
+    a live file stale)."""
     dump_unix = module.dump_unix
     wanted = {ns.inode for ns in covered}
     entries = [e for e in entries if e.namespace.inode in wanted]
     own = namespaces.own_inode()
     if module.NAME == "netlink":
-        results = namespaces.run_in(entries, lambda e: dump_unix(netns=e.namespace.inode,
-                                                                  counts=sockstat.read()))
+        try:
+            results = namespaces.run_in(entries, lambda e: dump_unix(netns=e.namespace.inode,
+                                                                      counts=sockstat.read()))
+        except BackendUnavailable as exc:
+            if need_files:
+                raise BackendUnavailable(f"{exc}: socket files cannot be matched to sockets "
+                                         "without unix_diag (CONFIG_UNIX_DIAG)") from None
+            warnings.append(f"{exc}: UNIX sockets read from /proc/net/unix (no peers, no "
+                            "socket file inodes)")
+            return _dump_unix_each(backends.load("procfs"), entries, covered, warnings)
     else:
         results = []
         for entry in entries:

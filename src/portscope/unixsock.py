@@ -237,8 +237,15 @@ def lookup(target: str, **kwargs) -> tuple[Snapshot, SocketFile | None]:
     Returns:
         ``(snapshot of the matching sockets, the SocketFile at the path or None for @name)``;
         listeners come first.
+    Raises:
+        InvalidInput: a path with a backend other than netlink (no socket file inodes).
+        BackendUnavailable: a path on a kernel without ``unix_diag``.
     """
+    from .errors import InvalidInput
     from .snapshot import take_snapshot
+    if not target.startswith("@") and kwargs.get("backend") not in (None, "netlink"):
+        raise InvalidInput(f"--backend {kwargs['backend']} gives no socket file inodes: a "
+                           "path can only be looked up with netlink")
     file = None if target.startswith("@") else socket_file(target)
     snapshot = take_snapshot(SocketFilter(protos=frozenset({Proto.UNIX})),
                              unix_select=selector(target, file), **kwargs)

@@ -360,7 +360,8 @@ def test_not_a_socket_and_other_reasons(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["/tmp/" + "y" * 200], ["/tmp"], ["check", "/tmp"],
-                                  ["kill", "/tmp"], ["check", "--clean", "@abstract"]])
+                                  ["kill", "/tmp"], ["check", "--clean", "@abstract"],
+                                  ["/tmp/x.sock", "--backend", "procfs"]])
 def test_bad_input_exits_2_with_one_line(cli, args):
     result = cli(*args)
     assert result.returncode == 2 and result.stdout == ""
