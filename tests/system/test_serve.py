@@ -399,6 +399,8 @@ def test_concurrent_scrapes_share_one_scan():
     (["--tls-cert", "/nonexistent.pem"], 2, "go together"),
     (["--netns", "no-such-namespace-here"], 2, "no network namespace"),
     (["--baseline", "/nonexistent/baseline.toml"], 3, "cannot read baseline"),
+    (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem"], 3,
+     "cannot read /nonexistent.pem"),
 ])
 def test_bad_input_exits_with_one_line(args, code, words):
     result = cli_run("serve", *args)
@@ -568,3 +570,37 @@ def test_netns_labels_and_audit_scope(netns, tmp_path):
     counts = {s.labels["rule"]: s.value for f in text_string_to_metric_families(path.read_text())
               if f.name == "portscope_audit_findings" for s in f.samples}
     assert counts["exposed-all-interfaces"] == 1
+
+
+def test_tls_serves_https_with_the_given_certificate(tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed (apt-get install openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "portscope", "serve", "--netns", "host",
+                             "--listen", "127.0.0.1:0", "--tls-cert", str(cert),
+                             "--tls-key", str(key)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        match = re.search(r"https://127\.0\.0\.1:(\d+)/metrics", line)
+        assert match, line
+        import ssl
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(f"https://127.0.0.1:{match.group(1)}/metrics",
+                                    context=context, timeout=30) as reply:
+            assert b"portscope_scan_complete" in reply.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        proc.stderr.close()
+    # a key that is not the certificate's key: one line, exit 3
+    key.write_text(cert.read_text())
+    result = cli_run("serve", "--netns", "host", "--listen", "127.0.0.1:0",
+                     "--tls-cert", str(cert), "--tls-key", str(key))
+    assert result.returncode == 3
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "--tls-cert/--tls-key" in lines[0], lines

@@ -109,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
     address, port = parse_listen(args.listen, args.allow_remote)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise InvalidInput("--tls-cert and --tls-key go together")
+    for path in filter(None, (args.tls_cert, args.tls_key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise BackendError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         from ... import exporter
     except ImportError:
@@ -133,10 +139,10 @@ def run(args: argparse.Namespace) -> int:
         server, bound = exporter.serve(reg, address, port, certfile=args.tls_cert,
                                        keyfile=args.tls_key)
     except ssl.SSLError as exc:
-        raise BackendError(f"cannot use --tls-cert/--tls-key: {exc.reason or exc}") from None
+        # prometheus_client re-raises with its message as the only argument
+        why = exc.args[0] if len(exc.args) == 1 else getattr(exc, "reason", None) or exc
+        raise BackendError(f"cannot use --tls-cert/--tls-key: {why}") from None
     except OSError as exc:
-        if exc.filename:                 # an unreadable certificate or key file
-            raise BackendError(f"cannot read {exc.filename}: {exc.strerror}") from None
         raise BackendError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
