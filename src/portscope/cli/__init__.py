@@ -17,7 +17,7 @@ from .status import ExitStatus
 
 #: subcommand modules in cli/commands/, in help order; each has register(subparsers).
 COMMANDS = ("listeners", "who", "list", "explain", "check", "free", "kill", "services", "audit",
-            "watch", "record", "history", "serve", "completion")
+            "watch", "record", "history", "serve", "tui", "completion")
 DEFAULT_COMMAND = "listeners"
 _NEGATIVE_NUMBER = re.compile(r"-[0-9]")
 
@@ -37,6 +37,7 @@ Which processes use which ports.
   portscope record        record the changes into a history database (SQLite)
   portscope history PORT  who held a port when (--since, --until, --at TIME)
   portscope serve         Prometheus metrics, alerting rules and a Grafana dashboard
+  portscope tui           a live TCPView-like terminal UI (pip install 'portscope[tui]')
   portscope completion S  shell completions for bash, zsh or fish (printed or --install)
 
 exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 runtime error,

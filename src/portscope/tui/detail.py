@@ -1,0 +1,60 @@
+"""The detail pane's text for a row: the ``explain`` words for its port, every holder with
+exe, command line, start time, unit or container. Pure text, escaped (no Textual here)."""
+
+from __future__ import annotations
+
+from ..explain import explain_pid, explain_port
+from ..render.columns import safe
+from ..types import Owner, Proto, Snapshot
+from .model import Row
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+
+
+def holder_lines(owners: list[Owner]) -> list[str]:
+    """Each distinct holder: pid, name, user, start time; exe; command line; unit or
+    container."""
+    lines = []
+    for owner in {o.pid: o for o in owners}.values():
+        p = owner.process
+        started = p.started_at.strftime(TIME_FORMAT) if p.started_at else "?"
+        lines.append(f"  pid {p.pid} {p.name or '?'}  user {p.user or '?'}  started {started}")
+        lines.append(f"    exe  {p.exe or '?'}")
+        lines.append(f"    cmd  {' '.join(p.cmdline) if p.cmdline else '?'}")
+        if p.unit:
+            lines.append(f"    unit {p.unit}")
+        if p.container:
+            lines.append(f"    container {p.container[:12]}")
+    return lines
+
+
+def detail_text(row: Row, port_snapshot: Snapshot | None, process_snapshot: Snapshot
+                ) -> str:
+    """The detail pane for ``row``.
+
+    Args:
+        row: the selected row (a socket, or a process in the grouped view).
+        port_snapshot: every socket on the row's local port in its namespace (None: not
+            applicable, e.g. a grouped row).
+        process_snapshot: the view's snapshot (for a grouped row's process explanation).
+    Returns:
+        plain text, control characters escaped.
+    """
+    lines: list[str] = []
+    if row.sockets:                      # a process row: every socket of it
+        pid = row.sock.owners[0].pid
+        explanation = explain_pid(process_snapshot, pid)
+    elif port_snapshot is not None and row.sock.local.port and \
+            row.sock.proto in (Proto.TCP, Proto.UDP):
+        explanation = explain_port(port_snapshot, row.sock.local.port, proto=row.sock.proto)
+    else:
+        explanation = None
+    if explanation is not None:
+        lines.append(explanation.summary)
+        for section in explanation.sections[:-1]:          # the last is the general "In short"
+            lines += ["", section.title, *("  " + line for line in section.lines)]
+    owners = [o for s in (row.sockets or (row.sock,)) for o in s.owners]
+    lines += ["", "Holders:" if owners else
+              f"Holders: none visible ({row.sock.owner_unknown or 'unknown'})"]
+    lines += holder_lines(owners)
+    return "\n".join(safe(line) for line in lines).strip("\n")

@@ -1,0 +1,87 @@
+"""Where the TUI's snapshots come from: the live host (``LiveSource``) or given snapshots
+(``FixedSource``: deterministic screenshots, benchmarks, replays). No Textual here."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from ..filters import SocketFilter
+from ..render.columns import safe
+from ..snapshot import take_snapshot
+from ..types import LISTENER_STATES, Proto, Snapshot
+from .model import View
+
+
+class LiveSource:
+    """Snapshots of this host through ``take_snapshot``.
+
+    Args:
+        netns: the network namespaces to cover (``take_snapshot``'s ``netns``: None or
+            ``"host"``, ``"all"``, a name or a PID).
+    """
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+
+    def scope(self, snapshot: Snapshot) -> str:
+        """The namespace scope for the header: ``this netns``, ``all netns (3)``,
+        ``netns NAME``."""
+        if self.netns in (None, "host"):
+            return "this netns"
+        if self.netns == "all":
+            return f"all netns ({len(snapshot.namespaces)})"
+        return f"netns {safe(self.netns)}"
+
+    def capture(self, view: View) -> Snapshot:
+        """The sockets ``view`` shows: listeners only for the listeners view (a cheap dump of
+        the listening hash), UDP only for the UDP view, else every TCP and UDP socket.
+
+        Raises: as ``take_snapshot`` (BackendError, AccessDenied).
+        """
+        if view.name == "listeners":
+            flt = SocketFilter(states=LISTENER_STATES)
+        elif view.name == "udp":
+            flt = SocketFilter(protos=frozenset({Proto.UDP}))
+        else:
+            flt = SocketFilter()
+        return take_snapshot(flt, netns=self.netns)
+
+    def port_snapshot(self, port: int, netns: int | None) -> Snapshot:
+        """Every socket whose local port is ``port`` in the namespace with inode ``netns``,
+        for the detail pane: its listeners and their accepted connections (a dump of one
+        port, cheap on any host; clients elsewhere on the host are not looked for)."""
+        snapshot = take_snapshot(SocketFilter(port_range=(port, port)), netns=self.netns)
+        return _only(snapshot, port, netns)
+
+
+class FixedSource:
+    """Serves given snapshots in turn (the last one again once all were served), for
+    deterministic screenshots and benchmarks. ``port_snapshot`` answers from the snapshot
+    served last."""
+
+    def __init__(self, snapshots: Sequence[Snapshot], scope: str = "this netns") -> None:
+        if not snapshots:
+            raise ValueError("FixedSource needs at least one snapshot")
+        self._snapshots = list(snapshots)
+        self._served = -1
+        self._scope = scope
+
+    def scope(self, snapshot: Snapshot) -> str:
+        """The scope text given at creation."""
+        return self._scope
+
+    def capture(self, view: View) -> Snapshot:
+        """The next snapshot (the app keeps the sockets ``view`` wants)."""
+        self._served = min(self._served + 1, len(self._snapshots) - 1)
+        return self._snapshots[self._served]
+
+    def port_snapshot(self, port: int, netns: int | None) -> Snapshot:
+        """The sockets of the snapshot served last on ``port`` in namespace ``netns``."""
+        return _only(self._snapshots[max(self._served, 0)], port, netns)
+
+
+def _only(snapshot: Snapshot, port: int, netns: int | None) -> Snapshot:
+    return dataclasses.replace(snapshot, sockets=tuple(
+        s for s in snapshot.sockets if s.netns == netns and port in (
+            s.local.port, s.remote.port if s.remote else None)))
