@@ -13,7 +13,7 @@ pytest.importorskip("textual")
 
 from portscope.freeport import pick_free_ports  # noqa: E402
 from portscope.tui.app import PortscopeApp, TextScreen  # noqa: E402
-from portscope.tui.model import CLOSED, NEW  # noqa: E402
+from portscope.tui.model import CLOSED, NEW, row_texts  # noqa: E402
 from portscope.tui.table import SocketTable  # noqa: E402
 
 pytestmark = pytest.mark.asyncio
@@ -284,7 +284,7 @@ async def test_views_pause_and_quit():
             await settled(app, pilot)
             row = row_for(table, server)
             conns = [c.key for c in table.columns].index("conns")
-            assert table.rows[table.rows.index(row)].texts[conns] == "1"
+            assert row_texts(row, table.columns)[conns] == "1"
             await pilot.press("5")
             await settled(app, pilot)
             mine = [r for r in table.rows if r.key[1] == os.getpid()]

@@ -27,7 +27,6 @@ from textual.widgets import Footer, Input, Static
 from .. import namespaces
 from ..errors import AccessDenied, KillRefused, PortscopeError
 from ..render.columns import endpoint_text, safe
-from ..services import service_name
 from ..snapshot import accepted_connections
 from ..types import Snapshot
 from . import model
@@ -101,14 +100,15 @@ class PortscopeApp(App):
     """TCPView for the terminal.
 
     Args:
-        source: where snapshots come from (default ``LiveSource(netns)``): an object with
-            ``capture(view) -> Snapshot`` and ``port_snapshot(port, netns) -> Snapshot``.
+        source: where snapshots come from (default ``LiveSource(netns)``; ``FixedSource``
+            replays given ones): ``capture(view)``, ``port_snapshot(port, netns)``,
+            ``scope(snapshot)``, ``ranges()`` and ``service_name(port, proto)``.
         interval_s: seconds between refreshes (0.5-60).
         view: the first view's name (``listeners``, ``all``, ``connections``, ``udp``,
             ``processes``).
         clock: seconds of a monotonic clock, for the scan cost (default ``time.perf_counter``;
             tests inject a fixed one).
-        netns_scope: how the header names the namespace scope (default: from the source).
+        netns: the namespaces the default source covers (``take_snapshot``'s ``netns``).
     """
 
     TITLE = "portscope"
@@ -119,7 +119,7 @@ class PortscopeApp(App):
     #detail-box { height: 40%; border-top: solid $accent; display: none; }
     #detail-box.shown { display: block; }
     #detail { padding: 0 1; }
-    #filter { dock: bottom; display: none; border: none; height: 1; padding: 0 1; }
+    #filter { display: none; border: none; height: 1; padding: 0 1; }
     #filter.shown { display: block; }
     """
     BINDINGS = [
@@ -160,7 +160,7 @@ class PortscopeApp(App):
         self._terms: tuple[model.Term, ...] = ()
         self.sort_key: str = "local"
         self.sort_reverse = False
-        self._previous: dict | None = None
+        self._previous: model.Seen | None = None
         self._rows: list[Row] = []
         self._columns: list[model.TuiColumn] = []
         self._timer = None
@@ -209,8 +209,7 @@ class PortscopeApp(App):
         cost = self.clock() - started
         sockets = [s for s in snapshot.sockets if view.wants(s)]
         previous = self._previous if view is self.view else None
-        marks, closed = model.changes(previous, sockets)
-        current = {model.socket_key(s): s for s in sockets}
+        marks, closed, current = model.changes(previous, sockets, snapshot.taken_at)
         counts = {}
         if view.name in ("listeners", "all") and any(s.remote for s in snapshot.sockets):
             accepted = accepted_connections(snapshot.sockets)
@@ -221,7 +220,7 @@ class PortscopeApp(App):
         else:
             rows = [Row(model.socket_key(s), s, marks.get(model.socket_key(s)))
                     for s in (*sockets, *closed)]
-            columns = model.columns_for(view, snapshot, counts, service_name)
+            columns = model.columns_for(view, snapshot, counts, self.source.service_name)
         self.call_from_thread(self._apply, view, snapshot, cost, current, rows, columns)
 
     def _scan_failed(self, message: str) -> None:
@@ -229,7 +228,7 @@ class PortscopeApp(App):
         self.scan_error = message
         self._draw_status()
 
-    def _apply(self, view: View, snapshot: Snapshot, cost: float, current: dict,
+    def _apply(self, view: View, snapshot: Snapshot, cost: float, current: model.Seen,
                rows: list[Row], columns: list) -> None:
         self._scanning = False
         if view is not self.view:
@@ -397,7 +396,8 @@ class PortscopeApp(App):
         try:
             if not row.sockets and row.sock.local.port:
                 port_snapshot = self.source.port_snapshot(row.sock.local.port, row.sock.netns)
-            text = detail_text(row, port_snapshot, snapshot)
+            text = detail_text(row, port_snapshot, snapshot, self.source.ranges(),
+                               self.source.service_name)
         except (PortscopeError, OSError) as exc:
             text = f"cannot explain it: {exc}"
         self.call_from_thread(self.query_one("#detail", Static).update, text)

@@ -3,7 +3,10 @@ exe, command line, start time, unit or container. Pure text, escaped (no Textual
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..explain import explain_pid, explain_port
+from ..ports import HostPortRanges
 from ..render.columns import safe
 from ..types import Owner, Proto, Snapshot
 from .model import Row
@@ -28,8 +31,8 @@ def holder_lines(owners: list[Owner]) -> list[str]:
     return lines
 
 
-def detail_text(row: Row, port_snapshot: Snapshot | None, process_snapshot: Snapshot
-                ) -> str:
+def detail_text(row: Row, port_snapshot: Snapshot | None, process_snapshot: Snapshot,
+                ranges: HostPortRanges, name_of: Callable[[int, str], str | None]) -> str:
     """The detail pane for ``row``.
 
     Args:
@@ -37,16 +40,18 @@ def detail_text(row: Row, port_snapshot: Snapshot | None, process_snapshot: Snap
         port_snapshot: every socket on the row's local port in its namespace (None: not
             applicable, e.g. a grouped row).
         process_snapshot: the view's snapshot (for a grouped row's process explanation).
+        ranges: the host's port ranges; name_of: ``(port, proto) -> service name``.
     Returns:
         plain text, control characters escaped.
     """
     lines: list[str] = []
     if row.sockets:                      # a process row: every socket of it
         pid = row.sock.owners[0].pid
-        explanation = explain_pid(process_snapshot, pid)
+        explanation = explain_pid(process_snapshot, pid, ranges=ranges)
     elif port_snapshot is not None and row.sock.local.port and \
             row.sock.proto in (Proto.TCP, Proto.UDP):
-        explanation = explain_port(port_snapshot, row.sock.local.port, proto=row.sock.proto)
+        explanation = explain_port(port_snapshot, row.sock.local.port, proto=row.sock.proto,
+                                   ranges=ranges, name_of=name_of)
     else:
         explanation = None
     if explanation is not None:

@@ -12,7 +12,9 @@ import io
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from ..history import diff as hdiff
 from ..render import columns as cols
 from ..render import csvfmt, jsonfmt
 from ..types import LISTENER_STATES, NetNamespace, Proto, Snapshot, Socket, State
@@ -20,55 +22,79 @@ from ..types import LISTENER_STATES, NetNamespace, Proto, Snapshot, Socket, Stat
 # ---------------------------------------------------------------------------------------------
 # Identity and change marks
 
-#: a socket's identity across refreshes: network namespace, protocol, both endpoints and the
-#: kernel's cookie (or the inode when the backend gives no cookie). Two SO_REUSEPORT members
-#: on one address differ by cookie/inode; a closed-and-reopened listener is a new socket.
+#: a socket's identity across refreshes: the change stream's key (network namespace,
+#: protocol, local address and port, inode: ``history.diff.socket_key``) and the peer
+#: endpoint (kernel-held TIME_WAIT sockets have inode 0 and differ by peer only).
 SocketKey = tuple
 
 
 def socket_key(sock: Socket) -> SocketKey:
     """The identity of ``sock`` across refreshes (see ``SocketKey``)."""
-    return (sock.netns, sock.proto, sock.local, sock.remote,
-            sock.cookie if sock.cookie is not None else sock.inode)
+    return (hdiff.socket_key(sock), sock.remote)
 
 
 NEW, CLOSED, CHANGED = "new", "closed", "changed"
 #: the marker character of each change, so that rows read without colour (NO_COLOR)
 MARKS = {NEW: "+", CLOSED: "-", CHANGED: "*", None: " "}
+_EVENT_MARKS = {hdiff.EventKind.OPENED: NEW, hdiff.EventKind.CLOSED: CLOSED,
+                hdiff.EventKind.OWNERS_CHANGED: CHANGED, hdiff.EventKind.STATE_CHANGED: CHANGED}
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What one refresh saw, for the next one to compare with: the change stream's view of
+    the listeners, and every socket by key."""
+
+    listeners: dict
+    sockets: dict[SocketKey, Socket]
 
 
 def _owner_pids(sock: Socket) -> tuple[int, ...]:
     return tuple(sorted({o.pid for o in sock.owners}))
 
 
-def changes(previous: dict[SocketKey, Socket] | None, current: Sequence[Socket]
-            ) -> tuple[dict[SocketKey, str], list[Socket]]:
+def changes(previous: Seen | None, current: Sequence[Socket], at: datetime
+            ) -> tuple[dict[SocketKey, str], list[Socket], Seen]:
     """The change of each socket since the previous refresh.
 
+    Listeners are compared by the change stream (``history.diff``: opened, closed,
+    owners-changed including an exec, state-changed); other sockets (connections, TIME_WAIT)
+    by state and holder PIDs.
+
     Args:
-        previous: the last refresh's sockets by key (None: the first refresh, nothing marked).
+        previous: what the last refresh saw (None: the first refresh, nothing is marked).
         current: this refresh's sockets.
+        at: when they were taken (aware UTC).
     Returns:
-        ``(marks, closed)``: ``marks`` maps the key of each new socket to ``NEW`` and of each
-        socket whose state or holder PIDs changed to ``CHANGED``; ``closed`` lists the sockets
-        of ``previous`` that are gone (shown once, marked ``CLOSED``).
+        ``(marks, closed, seen)``: ``marks`` maps the key of each new socket to ``NEW``, of
+        each changed one to ``CHANGED`` and of each closed one to ``CLOSED``; ``closed`` lists
+        the sockets of ``previous`` that are gone (shown once more, marked); ``seen`` is what
+        the next refresh compares with.
     """
+    by_key = {socket_key(s): s for s in current}
+    seen = Seen(hdiff.view(current), by_key)
     marks: dict[SocketKey, str] = {}
     if previous is None:
-        return marks, []
-    seen = set()
-    for sock in current:
-        key = socket_key(sock)
-        seen.add(key)
-        before = previous.get(key)
+        return marks, [], seen
+    listener_keys = {hdiff.socket_key(s): k for k, s in by_key.items()}
+    old_keys = {hdiff.socket_key(s): k for k, s in previous.sockets.items()}
+    for event in hdiff.diff_views(previous.listeners, seen.listeners, after=None, at=at):
+        key = (listener_keys if event.kind is not hdiff.EventKind.CLOSED
+               else old_keys).get(event.key)
+        if key is not None:
+            marks[key] = _EVENT_MARKS[event.kind]
+    for key, sock in by_key.items():
+        if hdiff.socket_key(sock) in seen.listeners:
+            continue                        # a listener: the change stream said it
+        before = previous.sockets.get(key)
         if before is None:
             marks[key] = NEW
         elif before.state is not sock.state or _owner_pids(before) != _owner_pids(sock):
             marks[key] = CHANGED
-    closed = [s for k, s in previous.items() if k not in seen]
+    closed = [s for k, s in previous.sockets.items() if k not in by_key]
     for sock in closed:
         marks[socket_key(sock)] = CLOSED
-    return marks, closed
+    return marks, closed, seen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,8 +418,8 @@ def export_json(snapshot: Snapshot, rows: Sequence[Row], view: str, query: str) 
 
 
 def export_csv(rows: Sequence[Row], columns: Sequence[TuiColumn], grouped: bool) -> str:
-    """The view as CSV: the visible columns' keys as header, one line per row, cells made
-    formula-safe by ``render/csvfmt``."""
+    """The view as CSV through the CLI's writer (``render/csvfmt``): the visible columns'
+    keys as header, one line per row."""
     out = io.StringIO()
     keys = [c.key for c in columns] + ([k for k, _h, _a in GROUP_HEADERS] if grouped else [])
     csvfmt.write_rows(out, keys, (row_texts(r, columns, grouped) for r in rows))

@@ -7,10 +7,17 @@ import dataclasses
 from collections.abc import Sequence
 
 from ..filters import SocketFilter
+from ..ports import HostPortRanges, host_port_ranges
+from ..services import service_name
 from ..render.columns import safe
 from ..snapshot import take_snapshot
 from ..types import LISTENER_STATES, Proto, Snapshot
 from .model import View
+
+
+#: the kernel's defaults: ephemeral 32768-60999, none reserved, privileged below 1024
+LINUX_DEFAULT_RANGES = HostPortRanges(ephemeral=(32768, 60999), reserved=(),
+                                      unprivileged_start=1024)
 
 
 class LiveSource:
@@ -47,6 +54,14 @@ class LiveSource:
             flt = SocketFilter()
         return take_snapshot(flt, netns=self.netns)
 
+    def ranges(self) -> HostPortRanges:
+        """This host's port ranges (``/proc/sys/net/ipv4``), for the explanations."""
+        return host_port_ranges()
+
+    def service_name(self, port: int, proto: str) -> str | None:
+        """The service name of ``port/proto`` (``/etc/services``, then IANA)."""
+        return service_name(port, proto)
+
     def port_snapshot(self, port: int, netns: int | None) -> Snapshot:
         """Every socket whose local port is ``port`` in the namespace with inode ``netns``,
         for the detail pane: its listeners and their accepted connections (a dump of one
@@ -57,15 +72,32 @@ class LiveSource:
 
 class FixedSource:
     """Serves given snapshots in turn (the last one again once all were served), for
-    deterministic screenshots and benchmarks. ``port_snapshot`` answers from the snapshot
-    served last."""
+    deterministic screenshots and benchmarks: nothing is read from this host (port ranges and
+    service names are fixed too). ``port_snapshot`` answers from the snapshot served last.
 
-    def __init__(self, snapshots: Sequence[Snapshot], scope: str = "this netns") -> None:
+    Args:
+        snapshots: at least one.
+        scope: the header's namespace scope text.
+        ranges: the port ranges explanations use (default: Linux's defaults).
+    """
+
+    def __init__(self, snapshots: Sequence[Snapshot], scope: str = "this netns",
+                 ranges: HostPortRanges = LINUX_DEFAULT_RANGES) -> None:
         if not snapshots:
             raise ValueError("FixedSource needs at least one snapshot")
         self._snapshots = list(snapshots)
         self._served = -1
         self._scope = scope
+        self._ranges = ranges
+
+    def ranges(self) -> HostPortRanges:
+        """The ranges given at creation."""
+        return self._ranges
+
+    def service_name(self, port: int, proto: str) -> str | None:
+        """The IANA service name of ``port/proto`` (no ``/etc/services``: that differs
+        between hosts)."""
+        return service_name(port, proto, etc_services=None)
 
     def scope(self, snapshot: Snapshot) -> str:
         """The scope text given at creation."""

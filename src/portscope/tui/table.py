@@ -29,6 +29,8 @@ MARK_STYLES = {NEW: Style(color="green", bold=True), CLOSED: Style(color="red"),
 HEADER_STYLE = Style(bold=True, underline=True)
 SORTED_STYLE = Style(bold=True, underline=True, italic=True)
 CURSOR_STYLE = Style(reverse=True)
+#: every segment carries a style: Textual's NO_COLOR filter fails on a segment without one
+PLAIN = Style()
 WIDTH_SAMPLE = 5000      # rows whose texts decide the column widths
 GAP = 1
 
@@ -184,11 +186,11 @@ class SocketTable(ScrollView, can_focus=True):
         heads = self._headers()
         aligns = [a for _h, a in heads]
         if y == 0:
-            segments = [Segment("  ")]
+            segments = [Segment("  ", PLAIN)]
             for i, ((head, align), w) in enumerate(zip(heads, self.widths)):
                 text = set_cell_size(head, w) if align == "left" else head.rjust(w)
                 style = SORTED_STYLE if i == self.sort_index else HEADER_STYLE
-                segments += [Segment(text, style), Segment(" " * GAP)]
+                segments += [Segment(text, style), Segment(" " * GAP, PLAIN)]
             strip = Strip(segments)
         else:
             index = scroll_y + y - 1
