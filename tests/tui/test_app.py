@@ -91,7 +91,7 @@ async def test_filter_query_and_negation():
             ports = {r.sock.local.port for r in table.rows}
             assert port_a not in ports and b.getsockname()[1] in ports
             await pilot.press("enter")          # back to the table, the filter stays
-            assert table.has_focus and app.query == f"!port:{port_a}"
+            assert table.has_focus and app.query_text == f"!port:{port_a}"
             await refreshed(app, pilot)         # and holds across refreshes
             assert port_a not in {r.sock.local.port for r in table.rows}
     finally:
@@ -106,7 +106,7 @@ async def test_bad_filter_keeps_the_last_good_one():
         count = len(table.rows)
         await pilot.press("slash", *"port:99999")
         await pilot.pause()
-        assert app.query == "port:9999", "the last query that parsed stays in force"
+        assert app.query_text == "port:9999", "the last query that parsed stays in force"
         assert len(table.rows) <= count
         assert "invalid port" in str(app.query_one("#status").render())
 

@@ -38,6 +38,9 @@ from .table import SocketTable
 MIN_INTERVAL_S = 0.5
 MAX_INTERVAL_S = 60.0
 KILL_TIMEOUT_S = 5.0
+#: up to this many rows, the scan's worker thread formats every row's text (a new or changed
+#: one: unchanged rows keep theirs), so that a filter keystroke only compares text
+PREPARED_ROWS = 50_000
 
 
 class TextScreen(ModalScreen[bool]):
@@ -156,7 +159,7 @@ class PortscopeApp(App):
         self.scan_cost_s: float | None = None
         self.scan_error: str | None = None
         self.refreshes = 0
-        self.query = ""
+        self.query_text = ""
         self._terms: tuple[model.Term, ...] = ()
         self.sort_key: str = "local"
         self.sort_reverse = False
@@ -218,9 +221,15 @@ class PortscopeApp(App):
             rows = model.group_by_process([*sockets, *closed], marks)
             columns = model.process_columns()
         else:
-            rows = [Row(model.socket_key(s), s, marks.get(model.socket_key(s)))
-                    for s in (*sockets, *closed)]
             columns = model.columns_for(view, snapshot, counts, self.source.service_name)
+            known = {r.key: r for r in self._rows} if view is self.view else {}
+            same_columns = [c.key for c in columns] == [c.key for c in self._columns]
+            rows = [model.make_row(s, marks, known if same_columns else {}, counts)
+                    for s in (*sockets, *closed)]
+        if len(rows) <= PREPARED_ROWS:      # format here, not on the first filter keystroke
+            for row in rows:
+                if row.haystack is None:
+                    row.haystack = " ".join(model.row_texts(row, columns, view.grouped)).lower()
         self.call_from_thread(self._apply, view, snapshot, cost, current, rows, columns)
 
     def _scan_failed(self, message: str) -> None:
@@ -243,11 +252,23 @@ class PortscopeApp(App):
         self._columns = columns
         self._show()
 
-    def _show(self) -> None:
-        """Filter and sort the rows into the table; the cursor stays on its socket."""
+    def _show(self, resort: bool = True, measure: bool = True) -> None:
+        """Sort (when asked: after a refresh or a new sort order) and filter the rows into the
+        table; the cursor stays on its socket. Filtering a sorted list keeps it sorted, so a
+        filter keystroke costs one pass over the rows."""
         table = self.query_one(SocketTable)
         columns = self._columns
         grouped = self.view.grouped
+        keys = [c.key for c in columns]
+        sort_index = keys.index(self.sort_key) if self.sort_key in keys else None
+        if resort and sort_index is not None:
+            column = columns[sort_index]
+            if column.sort is not None:
+                get = column.sort
+                self._rows.sort(key=lambda r: get(r.sock), reverse=self.sort_reverse)
+            else:
+                self._rows.sort(key=lambda r: model.row_texts(r, columns, grouped)[sort_index],
+                                reverse=self.sort_reverse)
         rows = self._rows
         if self._terms:
             def text_of(row: Row) -> str:
@@ -256,19 +277,9 @@ class PortscopeApp(App):
                 return row.haystack
             names = model.namespace_names(self.snapshot.namespaces if self.snapshot else ())
             rows = list(filter(model.compile_query(self._terms, text_of, names), rows))
-        keys = [c.key for c in columns]
-        sort_index = keys.index(self.sort_key) if self.sort_key in keys else None
-        if sort_index is not None:
-            column = columns[sort_index]
-            if column.sort is not None:
-                get = column.sort
-                rows.sort(key=lambda r: get(r.sock), reverse=self.sort_reverse)
-            else:
-                rows.sort(key=lambda r: model.row_texts(r, columns, grouped)[sort_index],
-                          reverse=self.sort_reverse)
-        elif rows is self._rows:
+        else:
             rows = list(rows)
-        table.set_rows(rows, columns, grouped=grouped, sort_index=sort_index)
+        table.set_rows(rows, columns, grouped=grouped, sort_index=sort_index, measure=measure)
         self._draw_status()
 
     def _draw_status(self) -> None:
@@ -278,8 +289,8 @@ class PortscopeApp(App):
         if snap is not None:
             shown = len(self.query_one(SocketTable).rows)
             lines[0] += f" · {shown} of {len(self._rows)} rows"
-            if self.query:
-                lines[0] += f" · filter: {safe(self.query)}"
+            if self.query_text:
+                lines[0] += f" · filter: {safe(self.query_text)}"
             taken = snap.taken_at.astimezone(timezone.utc).strftime("%H:%M:%S UTC")
             cost = f"{self.scan_cost_s * 1000:.0f} ms" if self.scan_cost_s is not None else "?"
             lines.append(f"{safe(snap.hostname)} · taken {taken} · scan {cost} · "
@@ -351,8 +362,8 @@ class PortscopeApp(App):
             event.input.border_title = str(exc)
             self.query_one("#status", Static).update(f"filter: {exc}")
             return
-        self.query, self._terms = event.value.strip(), terms
-        self._show()
+        self.query_text, self._terms = event.value.strip(), terms
+        self._show(resort=False, measure=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
@@ -378,7 +389,8 @@ class PortscopeApp(App):
             self._load_detail(self.query_one(SocketTable).cursor_row)
 
     def on_socket_table_cursor_moved(self, event: SocketTable.CursorMoved) -> None:
-        if self.query_one("#detail-box").has_class("shown"):
+        box = self.query("#detail-box")        # empty while the app shuts down
+        if box and box.first().has_class("shown"):
             self._load_detail(event.row)
 
     def _load_detail(self, row: Row | None) -> None:
@@ -438,7 +450,7 @@ class PortscopeApp(App):
         if path.lower().endswith(".csv"):
             text = model.export_csv(table.rows, self._columns, self.view.grouped)
         else:
-            text = model.export_json(self.snapshot, table.rows, self.view.name, self.query)
+            text = model.export_json(self.snapshot, table.rows, self.view.name, self.query_text)
         target = Path(path).expanduser()
         try:
             write_atomically(target, text)

@@ -197,6 +197,9 @@ class Row:
         mark: ``NEW``, ``CLOSED``, ``CHANGED`` or None.
         sockets: grouped rows: every socket of the process.
         texts: the cell texts, computed on first use.
+        haystack: the texts in lower case, for free-text filters (first use).
+        line: the drawn line and the column widths it was drawn for (first use).
+        count: the accepted-connection count the texts were made with.
     """
 
     key: SocketKey
@@ -205,6 +208,25 @@ class Row:
     sockets: tuple[Socket, ...] = ()
     texts: tuple[str, ...] | None = None
     haystack: str | None = field(default=None, repr=False)
+    line: tuple | None = field(default=None, repr=False)
+    count: int | None = None
+
+
+def make_row(sock: Socket, marks: dict[SocketKey, str], known: dict[SocketKey, Row],
+             counts: dict[SocketKey, int]) -> Row:
+    """The row of ``sock``, reusing the texts of the last refresh's row when the socket is
+    unchanged (same fields, same accepted-connection count): a refresh of a quiet host
+    formats almost nothing again."""
+    key = socket_key(sock)
+    row = Row(key, sock, marks.get(key))
+    before = known.get(key)
+    if before is not None and before.texts is not None and before.sock == sock \
+            and before.count == counts.get(key):
+        row.texts, row.haystack = before.texts, before.haystack
+        if before.mark == row.mark:
+            row.line = before.line
+    row.count = counts.get(key)
+    return row
 
 
 def group_by_process(sockets: Iterable[Socket], marks: dict[SocketKey, str]) -> list[Row]:
@@ -347,9 +369,15 @@ def compile_query(terms: Sequence[Term], text_of: Callable[[Row], str],
     """A predicate over rows for ``terms`` (see ``parse_query``); ``text_of(row)`` is the
     row's text for free-text terms (lower case), ``netns_names`` names namespace inodes."""
     tests = [(_term_test(t, text_of, netns_names), t.negated) for t in terms]
+    if len(tests) == 1:                 # the common case, one call per row
+        test, negated = tests[0]
+        return (lambda row: not test(row)) if negated else test
 
     def matches(row: Row) -> bool:
-        return all(test(row) != negated for test, negated in tests)
+        for test, negated in tests:
+            if test(row) == negated:
+                return False
+        return True
     return matches
 
 

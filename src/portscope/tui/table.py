@@ -83,15 +83,19 @@ class SocketTable(ScrollView, can_focus=True):
         return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
 
     def set_rows(self, rows: list[Row], columns: list[TuiColumn], *, grouped: bool = False,
-                 sort_index: int | None = None) -> None:
+                 sort_index: int | None = None, measure: bool = True) -> None:
         """Show ``rows``; the cursor stays on the row with the same key when there is one,
-        else at the same position (clamped)."""
+        else at the same position (clamped). ``measure`` False keeps the column widths (a
+        filter keystroke: the rows are a subset of those measured)."""
         self.rows = rows
         if columns is not self.columns:
             self.columns = columns
         self.grouped = grouped
         self.sort_index = sort_index
-        self._measure()
+        if measure or not self.widths:
+            self._measure()
+        else:
+            self.virtual_size = Size(self.virtual_size.width, len(rows) + 1)
         index = None
         if self._cursor_key is not None:
             index = next((i for i, r in enumerate(rows) if r.key == self._cursor_key), None)
@@ -200,7 +204,10 @@ class SocketTable(ScrollView, can_focus=True):
             style = MARK_STYLES[row.mark]
             if index == self.cursor:
                 style = style + CURSOR_STYLE if self.has_focus else style + Style(underline=True)
-            text = MARKS[row.mark] + " " + self._line(row_texts(row, self.columns,
-                                                               self.grouped), aligns)
+            widths = tuple(self.widths)
+            if row.line is None or row.line[0] != widths:
+                row.line = (widths, MARKS[row.mark] + " " + self._line(
+                    row_texts(row, self.columns, self.grouped), aligns))
+            text = row.line[1]
             strip = Strip([Segment(text, style)])
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
