@@ -134,7 +134,9 @@ def _first_pid(sock: Socket) -> int:
 def columns_for(view: "View", snapshot: Snapshot, counts: dict[SocketKey, int],
                 name_of: Callable[[int, str], str | None]) -> list[TuiColumn]:
     """The columns of ``view``: process, PID, user, protocol, state, local and peer endpoint
-    (no peer in the listeners view), service, accepted connections (listener views), netns
+    (no peer in the listeners view), service, accepted connections (listener views whose
+    snapshot has the connections: ``counts`` not empty; the live listeners view dumps only
+    the listening sockets, so its detail pane counts them), netns
     (when the snapshot covers several namespaces) and container (when a socket has one)."""
     result = [TuiColumn(cols.PROCESS, width=20), TuiColumn(cols.PID, _first_pid, width=14),
               TuiColumn(cols.USER, width=12), TuiColumn(cols.PROTO, width=6),
@@ -143,7 +145,7 @@ def columns_for(view: "View", snapshot: Snapshot, counts: dict[SocketKey, int],
     if view.name != "listeners":
         result.append(TuiColumn(cols.REMOTE, lambda s: _port_sort(s.remote), width=47))
     result.append(TuiColumn(cols.service_column(name_of), width=16))
-    if view.name in ("listeners", "all"):
+    if view.name in ("listeners", "all") and counts:
         conns = cols.Column("conns", "Conns",
                             lambda s: str(counts[socket_key(s)]) if socket_key(s) in counts
                             else "", "right")
