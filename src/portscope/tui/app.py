@@ -581,7 +581,7 @@ def row_changed(row: Row, plan) -> str | None:
     """Why the plan's fresh scan does not show ``row``'s socket with the same holders (pid
     and start time), or None when it does: the re-check at the moment of acting."""
     sock = row.sock
-    planned = {s.inode for s in plan.sockets}
+    planned = {s.inode for s in (*plan.sockets, *plan.hidden)}
     if sock.inode not in planned:
         return f"socket inode {sock.inode} is no longer on port {plan.port}"
     targets = {t.pid: t for t in plan.targets}
