@@ -13,7 +13,7 @@
 
 Run as root on a quiet machine, under the benchmark lock when others share it::
 
-    flock /work/.bench.lock env -u PYTHONDONTWRITEBYTECODE venv/bin/python benchmarks/bench_tui.py
+    flock "$LOCK" env -u PYTHONDONTWRITEBYTECODE venv/bin/python benchmarks/bench_tui.py
 
 ``--conns 0`` skips the fixture (refresh measured on the host as it is). The key presses are
 also timed with 10 rows: what the pilot itself costs per press.
