@@ -201,7 +201,7 @@ class PortscopeApp(App):
         self._scanning = True
         self._scan(self.view)
 
-    @work(thread=True, exclusive=True, group="scan")
+    @work(thread=True, group="scan")      # one at a time: see _scanning
     def _scan(self, view: View) -> None:
         started = self.clock()
         try:
@@ -402,7 +402,7 @@ class PortscopeApp(App):
         self._detail_for = row.key
         self._detail(row, self.snapshot)
 
-    @work(thread=True, exclusive=True, group="detail")
+    @work(thread=True, group="detail")
     def _detail(self, row: Row, snapshot: Snapshot) -> None:
         port_snapshot = None
         try:
@@ -412,7 +412,11 @@ class PortscopeApp(App):
                                self.source.service_name)
         except (PortscopeError, OSError) as exc:
             text = f"cannot explain it: {exc}"
-        self.call_from_thread(self.query_one("#detail", Static).update, text)
+        self.call_from_thread(self._show_detail, row.key, text)
+
+    def _show_detail(self, key, text: str) -> None:
+        if key == self._detail_for:         # else the cursor moved on meanwhile
+            self.query_one("#detail", Static).update(text)
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -515,7 +519,7 @@ class PortscopeApp(App):
             return
         self._plan_kill(row)
 
-    @work(thread=True, exclusive=True, group="kill")
+    @work(thread=True, group="kill")
     def _plan_kill(self, row: Row) -> None:
         from ..kill import plan_kill, refuse
         sock = row.sock
@@ -548,7 +552,7 @@ class PortscopeApp(App):
             f"kill port {sock.local.port}", text,
             f"send SIGTERM to {len(live)} process(es)?"), answered)
 
-    @work(thread=True, exclusive=True, group="kill")
+    @work(thread=True, group="kill")
     def _terminate(self, plan) -> None:
         from ..kill import plan_protos, terminate, verify_port
         try:
