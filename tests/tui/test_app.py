@@ -130,9 +130,9 @@ async def test_sort_by_pid_then_reversed():
 
 
 async def test_cursor_keeps_its_socket_when_rows_are_inserted_above():
-    # ephemeral ports sit above the pick_free_ports range: the new listeners sort above it
+    # the cursor's listener has an ephemeral port (32768 and up): the new ones sort above it
     target = listener()
-    low = pick_free_ports(3, port_range=(20000, 30000))
+    low = pick_free_ports(3, port_range=(1024, 32767))
     inserted = []
     try:
         app = PortscopeApp(interval_s=60)
@@ -144,8 +144,9 @@ async def test_cursor_keeps_its_socket_when_rows_are_inserted_above():
             index = table.cursor
             inserted = [listener(p) for p in low]
             await refreshed(app, pilot)
-            assert table.cursor == index + 3, "the rows were not inserted above the cursor"
-            assert table.cursor_row.key == row.key
+            above = [i for i, r in enumerate(table.rows) if r.sock.local.port in low]
+            assert len(above) == 3 and max(above) < table.cursor, "not inserted above"
+            assert table.cursor > index and table.cursor_row.key == row.key
             await pilot.press("up", "down")
             assert table.cursor_row.key == row.key
     finally:
@@ -163,7 +164,7 @@ ready(port=s.getsockname()[1])
 async def test_kill_hits_the_process_under_the_cursor_after_the_rows_moved(holder):
     first = holder(LISTEN.replace("PORT", "0"))
     second = holder(LISTEN.replace("PORT", "0"))
-    low = pick_free_ports(1, port_range=(20000, 30000))[0]
+    low = pick_free_ports(1, port_range=(1024, 32767))[0]
     app = PortscopeApp(interval_s=60)
     async with app.run_test(size=SIZE) as pilot:
         table = await refreshed(app, pilot)
@@ -172,7 +173,9 @@ async def test_kill_hits_the_process_under_the_cursor_after_the_rows_moved(holde
         index = table.cursor
         third = holder(LISTEN.replace("PORT", str(low)))
         await refreshed(app, pilot)
-        assert table.cursor == index + 1 and table.cursor_row.key == row.key
+        above = [i for i, r in enumerate(table.rows) if r.sock.local.port == low]
+        assert above and above[0] < table.cursor and table.cursor_row.key == row.key
+        assert table.cursor > index
         await pilot.press("k")
         await settled(app, pilot)
         screen = app.screen
@@ -285,7 +288,7 @@ async def test_views_pause_and_quit():
             row = row_for(table, server)
             conns = [c.key for c in table.columns].index("conns")
             assert row_texts(row, table.columns)[conns] == "1"
-            await pilot.press("5")
+            await pilot.press("6")
             await settled(app, pilot)
             mine = [r for r in table.rows if r.key[1] == os.getpid()]
             assert len(mine) == 1 and len(mine[0].sockets) >= 3
@@ -299,3 +302,22 @@ async def test_views_pause_and_quit():
     finally:
         for s in (accepted, client, server):
             s.close()
+
+
+async def test_unix_view_shows_a_unix_listener_with_its_path(tmp_path):
+    path = str(tmp_path / "app.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+    try:
+        app = PortscopeApp(interval_s=60, view="unix")
+        async with app.run_test(size=SIZE) as pilot:
+            table = await refreshed(app, pilot)
+            (row,) = [r for r in table.rows if r.sock.local.address == path]
+            assert row.sock.owners[0].pid == os.getpid() and row.sock.state.value == "LISTEN"
+            assert all(r.sock.proto.value == "unix" for r in table.rows)
+            await pilot.press("k")
+            await pilot.pause()
+            assert not isinstance(app.screen, TextScreen)     # no port: nothing planned
+    finally:
+        server.close()

@@ -108,7 +108,7 @@ class PortscopeApp(App):
             ``scope(snapshot)``, ``ranges()`` and ``service_name(port, proto)``.
         interval_s: seconds between refreshes (0.5-60).
         view: the first view's name (``listeners``, ``all``, ``connections``, ``udp``,
-            ``processes``).
+            ``unix``, ``processes``).
         clock: seconds of a monotonic clock, for the scan cost (default ``time.perf_counter``;
             tests inject a fixed one).
         netns: the namespaces the default source covers (``take_snapshot``'s ``netns``).

@@ -134,7 +134,7 @@ def _first_pid(sock: Socket) -> int:
 def columns_for(view: "View", snapshot: Snapshot, counts: dict[SocketKey, int],
                 name_of: Callable[[int, str], str | None]) -> list[TuiColumn]:
     """The columns of ``view``: process, PID, user, protocol, state, local and peer endpoint
-    (no peer in the listeners view), service, accepted connections (listener views whose
+    (no peer in the listeners view), service (UNIX: the peer processes and the inode), accepted connections (listener views whose
     snapshot has the connections: ``counts`` not empty; the live listeners view dumps only
     the listening sockets, so its detail pane counts them), netns
     (when the snapshot covers several namespaces) and container (when a socket has one)."""
@@ -144,7 +144,11 @@ def columns_for(view: "View", snapshot: Snapshot, counts: dict[SocketKey, int],
               TuiColumn(cols.LOCAL, lambda s: _port_sort(s.local), width=47)]
     if view.name != "listeners":
         result.append(TuiColumn(cols.REMOTE, lambda s: _port_sort(s.remote), width=47))
-    result.append(TuiColumn(cols.service_column(name_of), width=16))
+    if view.name == "unix":
+        result += [TuiColumn(cols.PEERS, width=24), TuiColumn(cols.INODE, lambda s: s.inode,
+                                                              width=10)]
+    else:
+        result.append(TuiColumn(cols.service_column(name_of), width=16))
     if view.name in ("listeners", "all") and counts:
         conns = cols.Column("conns", "Conns",
                             lambda s: str(counts[socket_key(s)]) if socket_key(s) in counts
@@ -181,7 +185,8 @@ VIEWS = (
     View("all", "2", "All sockets", lambda s: True),
     View("connections", "3", "Connections", _connection),
     View("udp", "4", "UDP", lambda s: s.proto is Proto.UDP),
-    View("processes", "5", "By process", lambda s: True, grouped=True),
+    View("unix", "5", "UNIX sockets", lambda s: s.proto is Proto.UNIX),
+    View("processes", "6", "By process", lambda s: True, grouped=True),
 )
 VIEW_BY_NAME = {v.name: v for v in VIEWS}
 

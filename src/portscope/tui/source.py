@@ -42,7 +42,8 @@ class LiveSource:
 
     def capture(self, view: View) -> Snapshot:
         """The sockets ``view`` shows: listeners only for the listeners view (a cheap dump of
-        the listening hash), UDP only for the UDP view, else every TCP and UDP socket.
+        the listening hash), UDP only for the UDP view, UNIX domain sockets for the UNIX view,
+        else every TCP and UDP socket.
 
         Raises: as ``take_snapshot`` (BackendError, AccessDenied).
         """
@@ -50,6 +51,8 @@ class LiveSource:
             flt = SocketFilter(states=LISTENER_STATES)
         elif view.name == "udp":
             flt = SocketFilter(protos=frozenset({Proto.UDP}))
+        elif view.name == "unix":
+            flt = SocketFilter(protos=frozenset({Proto.UNIX}))
         else:
             flt = SocketFilter()
         return take_snapshot(flt, netns=self.netns)

@@ -16,7 +16,7 @@ _INTERVAL_RE = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
 DESCRIPTION = """\
 A live table of sockets with every owning process, like TCPView: refreshed in the background
 (new rows green '+', closed red '-' for one refresh, changed yellow '*'), views (1 listeners,
-2 all, 3 connections, 4 UDP, 5 by process), a filter bar (/) with port: process: pid: user:
+2 all, 3 connections, 4 UDP, 5 UNIX, 6 by process), a filter bar (/) with port: process: pid: user:
 state: proto: netns: container: and free text, '!' negates; sort (s, S or a click on a column
 title), a detail pane (Enter) with the explanation and every holder; k kills the holders of
 the selected port with the safety of 'portscope kill' (plan shown, confirmation, identity
@@ -35,13 +35,11 @@ def register(sub) -> None:
     parser.add_argument("--interval", default="1", metavar="S",
                         help="seconds between refreshes, 0.5-60 (default 1)")
     parser.add_argument("--view", default="listeners",
-                        choices=("listeners", "all", "connections", "udp", "processes"),
+                        choices=("listeners", "all", "connections", "udp", "unix", "processes"),
                         help="the first view (default listeners)")
     parser.add_argument("--no-mouse", action="store_true",
                         help="leave the mouse to the terminal (select and paste as usual)")
-    common.add_netns_option(parser, "all|host|NAME|PID",
-                            "network namespaces to cover (default: all when this user may "
-                            "enter them, else this one)")
+    common.add_netns_option(parser, several=True)
     parser.set_defaults(run=run)
 
 
