@@ -8,7 +8,7 @@ the host namespace and about 1,020 processes), then measures three phases in tur
 * ``none``: no other network namespace;
 * ``empty``: plus ``--namespaces`` (100) network namespaces with nothing in them;
 * ``loaded``: the same namespaces, each with one listener on 127.0.0.1:8080 and
-  ``--connections`` (100) connections to it, both ends held (one holder process for all).
+  ``--connections`` (100) connections to it, both ends held (a holder per 10 namespaces).
 
 In each phase, whole processes, interleaved over ``--rounds`` rounds (median reported):
 ``portscope list -a --json`` (every namespace, the default as root), the same with
@@ -55,7 +55,8 @@ from portscope.owners import bpf  # noqa: E402
 
 HOLDER = textwrap.dedent("""\
     import ctypes, os, resource, socket, struct, sys
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 17, 1 << 17))
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     libc = ctypes.CDLL(None, use_errno=True)
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     rst = struct.pack("ii", 1, 0)          # SO_LINGER {1, 0}: no TIME_WAIT at teardown
@@ -82,7 +83,7 @@ class Spaces:
 
     def __init__(self, count: int) -> None:
         self.names = [f"psscale-{os.getpid()}-{i}" for i in range(count)]
-        self.holder: subprocess.Popen | None = None
+        self.holders: list[subprocess.Popen] = []
         self.made: list[str] = []
         for name in self.names:
             subprocess.run(["ip", "netns", "add", name], check=True)
@@ -90,16 +91,20 @@ class Spaces:
             subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
 
     def fill(self, connections: int) -> None:
-        self.holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(connections),
-                                        *self.names], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True)
-        if self.holder.stdout.readline().strip() != "ready":
-            raise RuntimeError("the namespace holder failed")
+        """One listener and ``connections`` connections in each namespace, held by one
+        process per group of 10 namespaces (within the descriptor limit)."""
+        for at in range(0, len(self.names), 10):
+            holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(connections),
+                                       *self.names[at:at + 10]], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+            self.holders.append(holder)
+            if holder.stdout.readline().strip() != "ready":
+                raise RuntimeError("a namespace holder failed")
 
     def close(self) -> None:
-        if self.holder is not None:
-            self.holder.kill()
-            self.holder.wait()
+        for holder in self.holders:
+            holder.kill()
+            holder.wait()
         for name in self.made:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
