@@ -386,8 +386,9 @@ def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEn
     Where a namespace's sockstat counts equal what the walk found there, a protocol's sockets
     come from ``held`` and only what no descriptor holds is dumped: TIME_WAIT when there are
     any, SYN queue requests when a listener has some, BOUND_INACTIVE when some socket there
-    escaped the walk (a process it could not see). Elsewhere (connections not yet accepted,
-    orphans, kernel sockets, a count that changed meanwhile) it is dumped whole.
+    escaped the walk (a process it could not see), and the listeners the walk lacks when
+    they are all it lacks. Elsewhere (connections not yet accepted, orphans, kernel sockets,
+    a count that changed meanwhile) it is dumped whole.
     """
     own = namespaces.own_inode()
     foreign = _foreign_filter(entries, flt)
@@ -401,7 +402,18 @@ def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEn
         tcp_states = part_flt.states_for(Proto.TCP)
         if tcp_states:
             rest = tcp_states
-            if held.covers(inode, counts, Proto.TCP):
+            unheld = held.unheld(inode, counts, Proto.TCP)
+            if unheld and unheld > 0 and State.LISTEN in tcp_states:
+                # listeners of a process the walk cannot see (a sandboxed PID) are found by
+                # a LISTEN dump, which walks only the listening hash (under 1 ms)
+                part, part_warnings = module.collect(
+                    replace(part_flt, protos=frozenset({Proto.TCP}),
+                            states=frozenset({State.LISTEN})), inode, counts)
+                if sum(1 for i in module.inodes(part) if i not in held.inodes) == unheld:
+                    parts.append((part, True))
+                    warnings.extend(part_warnings)
+                    unheld = 0
+            if unheld == 0:
                 taken.update((Proto.TCP, family) for family in part_flt.families)
                 # a TIME_WAIT socket reports its substate: TIME_WAIT or FIN_WAIT2 (an orphan
                 # in FIN_WAIT2 turns into one); a held FIN_WAIT2 socket the dump returns too
@@ -420,7 +432,7 @@ def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEn
                 warnings.extend(part_warnings)
         if part_flt.states_for(Proto.UDP):
             rest = frozenset(family for family in part_flt.families
-                             if not held.covers(inode, counts, Proto.UDP, family))
+                             if held.unheld(inode, counts, Proto.UDP, family) != 0)
             taken.update((Proto.UDP, family) for family in part_flt.families - rest)
             if rest:
                 part, part_warnings = module.collect(

@@ -200,3 +200,21 @@ def test_time_wait_alone_is_dumped_beside_the_walk(netns, monkeypatch):
     assert [s.state for s in walked if not s.owners] == [State.TIME_WAIT]
     assert [s.state for s in walked if s.owners and s.state is State.FIN_WAIT2] \
         == [State.FIN_WAIT2]                     # dumped beside the walk too, kept once
+
+
+def test_a_listener_no_process_holds_is_found_by_a_listen_dump(netns, monkeypatch):
+    netns.holder(HELD_ONLY.replace("ready(listener=l.getsockname()[1])", """
+    # a listener whose only descriptor is in flight in a UNIX socket's queue: hashed, in no
+    # process's table (as a listener of a process the walk cannot see)
+    x, y = socket.socketpair()
+    f = socket.socket(); f.bind(('127.0.0.1', 0)); f.listen()
+    socket.send_fds(x, [b'x'], [f.fileno()]); flying = f.getsockname()[1]; f.close()
+    ready(flying=flying)"""))
+    inode = _entry(netns).namespace.inode
+    requests, taken = _plan(netns)
+    # and, one socket of the namespace being out of the walk's sight, its bound-only ones
+    assert requests == [(Proto.TCP, frozenset({State.LISTEN})),
+                        (Proto.TCP, frozenset({State.BOUND_INACTIVE}))] and len(taken) == 4
+    dumped, walked = _both_paths(monkeypatch, inode)
+    assert Counter(map(_fields, walked)) == Counter(map(_fields, dumped))
+    assert [s.state for s in walked if not s.owners] == [State.LISTEN]

@@ -8,9 +8,13 @@ Python ``/proc`` scan of 237,000 descriptors (200,706 sockets), with identical r
 How: a program of 27 instructions, assembled here, is loaded with ``bpf(BPF_PROG_LOAD)`` as a
 tracing program attached to the iterator target ``bpf_iter_task_file``, then read through
 ``bpf(BPF_ITER_CREATE)``. For each descriptor whose inode is a socket (``S_IFSOCK`` on sockfs)
-it writes ``(inode, tgid << 32 | fd)``. A second program on ``bpf_iter_task`` lists the thread
-groups the iterators visit, with each one's network namespace (which spares namespace
-discovery a ``/proc/PID/ns/net`` readlink per process). A PID that ``/proc`` lists but the
+it writes ``(inode, tgid << 32 | fd)``; where the kernel allows (``bpf_sock_from_file``,
+Linux >= 5.11), a longer program writes a 128-byte record instead, with the fields of the
+TCP or UDP socket behind the descriptor as ``inet_diag`` would report them (``sockets.py``
+decodes them), so that the snapshot need not dump every network namespace for them. A
+second program on ``bpf_iter_task`` lists the thread groups the iterators visit, with each
+one's network namespace (which spares namespace discovery a ``/proc/PID/ns/net`` readlink per
+process). A PID that ``/proc`` lists but the
 iterators do not visit (a sandbox may hide one) is scanned through ``/proc`` as before, so its
 sockets are still attributed, or labelled ``permission`` when it cannot be read there either.
 Threads that unshared their descriptor table (``unshare(CLONE_FILES)``) are walked too, which

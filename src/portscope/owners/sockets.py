@@ -9,7 +9,7 @@ second on a host with 200,000 sockets, whether the namespace holds any socket or
 
 What a descriptor cannot show still needs a dump: TIME_WAIT, SYN queue requests, connections
 not yet accepted, orphans, kernel sockets, and the sockets of processes the walk could not see.
-``HeldSockets.covers`` compares what the walk found in a namespace with that namespace's
+``HeldSockets.unheld`` compares what the walk found in a namespace with that namespace's
 sockstat counts (``sockstat.py``) to decide, per protocol and family, whether the walk has
 them all; ``snapshot.py`` then dumps only the rest (TIME_WAIT where ``tw`` is not 0, SYN queue
 requests where a listener has some) and everything where the counts differ.
@@ -118,16 +118,17 @@ class HeldSockets:
                 total += count
         return total
 
-    def covers(self, netns: int, counts: SocketCounts | None, proto: Proto,
-               family: Family | None = None) -> bool:
-        """True when every socket of ``proto`` (and ``family``) that a dump of namespace
-        ``netns`` would return in a state a process can hold is in these records: the
-        namespace's hashed count equals what the walk found there."""
+    def unheld(self, netns: int, counts: SocketCounts | None, proto: Proto,
+               family: Family | None = None) -> int | None:
+        """How many hashed sockets of ``proto`` (and ``family``) namespace ``netns`` has
+        beyond those in these records (sockstat's count less the walk's): 0 when the records
+        have every socket that a dump would return in a state a process can hold; None when
+        the counts are unknown (negative when sockets closed since the walk)."""
         if counts is None:
-            return False
+            return None
         if proto is Proto.TCP:
-            return counts.tcp_inuse == self.hashed(netns, proto)
-        return counts.udp_inuse.get(family, 0) == self.hashed(netns, proto, family)
+            return counts.tcp_inuse - self.hashed(netns, proto)
+        return counts.udp_inuse.get(family, 0) - self.hashed(netns, proto, family)
 
     @property
     def inodes(self) -> frozenset[int]:
