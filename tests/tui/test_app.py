@@ -321,3 +321,37 @@ async def test_unix_view_shows_a_unix_listener_with_its_path(tmp_path):
             assert not isinstance(app.screen, TextScreen)     # no port: nothing planned
     finally:
         server.close()
+
+
+async def test_detail_shows_the_ports_history_from_the_recorders_database(tmp_path):
+    from portscope.history import diff, store
+    from portscope.snapshot import take_snapshot
+    from portscope.filters import SocketFilter
+    sock = listener()
+    port = sock.getsockname()[1]
+    try:
+        snap = take_snapshot(SocketFilter(port_range=(port, port)))
+        writer = store.Writer(str(tmp_path / "history.db"))
+        try:
+            writer.write(diff.diff_views({}, diff.view(snap.sockets), after=None,
+                                         at=snap.taken_at), snap.taken_at)
+        finally:
+            writer.close()
+        app = PortscopeApp(interval_s=60, history_path=str(tmp_path / "history.db"))
+        async with app.run_test(size=SIZE) as pilot:
+            table = await refreshed(app, pilot)
+            table.select_key(row_for(table, sock).key)
+            await pilot.press("enter")
+            await settled(app, pilot)
+            detail = str(app.query_one("#detail").render())
+            assert f"History of port {port} (portscope record):" in detail
+            assert "(still held)" in detail and f"  {os.getpid()}  " in detail
+        app = PortscopeApp(interval_s=60, history_path=str(tmp_path / "missing.db"))
+        async with app.run_test(size=SIZE) as pilot:
+            table = await refreshed(app, pilot)
+            table.select_key(row_for(table, sock).key)
+            await pilot.press("enter")
+            await settled(app, pilot)
+            assert "History: cannot read it:" in str(app.query_one("#detail").render())
+    finally:
+        sock.close()

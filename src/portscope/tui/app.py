@@ -25,7 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Static
 
 from .. import namespaces
-from ..errors import AccessDenied, KillRefused, PortscopeError
+from ..errors import AccessDenied, HistoryError, KillRefused, PortscopeError
 from ..render.columns import endpoint_text, safe
 from ..snapshot import accepted_connections
 from ..types import Snapshot
@@ -105,13 +105,15 @@ class PortscopeApp(App):
     Args:
         source: where snapshots come from (default ``LiveSource(netns)``; ``FixedSource``
             replays given ones): ``capture(view)``, ``port_snapshot(port, netns)``,
-            ``scope(snapshot)``, ``ranges()`` and ``service_name(port, proto)``.
+            ``scope(snapshot)``, ``ranges()``, ``service_name(port, proto)`` and
+            ``history(port)``.
         interval_s: seconds between refreshes (0.5-60).
         view: the first view's name (``listeners``, ``all``, ``connections``, ``udp``,
             ``unix``, ``processes``).
         clock: seconds of a monotonic clock, for the scan cost (default ``time.perf_counter``;
             tests inject a fixed one).
         netns: the namespaces the default source covers (``take_snapshot``'s ``netns``).
+        history_path: the default source's history database (``portscope record``).
     """
 
     TITLE = "portscope"
@@ -144,13 +146,13 @@ class PortscopeApp(App):
     ]
 
     def __init__(self, source=None, *, interval_s: float = 1.0, view: str = "listeners",
-                 clock: Callable[[], float] = time.perf_counter, netns: str | None = None
-                 ) -> None:
+                 clock: Callable[[], float] = time.perf_counter, netns: str | None = None,
+                 history_path: str | None = None) -> None:
         super().__init__()
         if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
             raise ValueError(f"interval_s must be {MIN_INTERVAL_S}-{MAX_INTERVAL_S} s, "
                              f"not {interval_s!r}")
-        self.source = source if source is not None else LiveSource(netns)
+        self.source = source if source is not None else LiveSource(netns, history_path)
         self.interval_s = interval_s
         self.view: View = VIEW_BY_NAME[view]
         self.clock = clock
@@ -408,8 +410,14 @@ class PortscopeApp(App):
         try:
             if not row.sockets and row.sock.local.port:
                 port_snapshot = self.source.port_snapshot(row.sock.local.port, row.sock.netns)
+            history = None
+            if not row.sockets and row.sock.local.port:
+                try:
+                    history = self.source.history(row.sock.local.port)
+                except HistoryError as exc:
+                    history = f"cannot read it: {exc}"
             text = detail_text(row, port_snapshot, snapshot, self.source.ranges(),
-                               self.source.service_name)
+                               self.source.service_name, history)
         except (PortscopeError, OSError) as exc:
             text = f"cannot explain it: {exc}"
         self.call_from_thread(self._show_detail, row.key, text)

@@ -3,11 +3,13 @@ exe, command line, start time, unit or container. Pure text, escaped (no Textual
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..explain import explain_pid, explain_port
 from ..ports import HostPortRanges
+from ..history.store import Holding
 from ..render.columns import safe
+from ..render.history import holding_row
 from ..types import Owner, Proto, Snapshot
 from .model import Row
 
@@ -32,7 +34,8 @@ def holder_lines(owners: list[Owner]) -> list[str]:
 
 
 def detail_text(row: Row, port_snapshot: Snapshot | None, process_snapshot: Snapshot,
-                ranges: HostPortRanges, name_of: Callable[[int, str], str | None]) -> str:
+                ranges: HostPortRanges, name_of: Callable[[int, str], str | None],
+                history: Sequence[Holding] | str | None = None) -> str:
     """The detail pane for ``row``.
 
     Args:
@@ -41,6 +44,8 @@ def detail_text(row: Row, port_snapshot: Snapshot | None, process_snapshot: Snap
             applicable, e.g. a grouped row).
         process_snapshot: the view's snapshot (for a grouped row's process explanation).
         ranges: the host's port ranges; name_of: ``(port, proto) -> service name``.
+        history: the port's last holdings from the history database (``portscope record``),
+            a sentence why they could not be read, or None (no database).
     Returns:
         plain text, control characters escaped.
     """
@@ -62,4 +67,10 @@ def detail_text(row: Row, port_snapshot: Snapshot | None, process_snapshot: Snap
     lines += ["", "Holders:" if owners else
               f"Holders: none visible ({row.sock.owner_unknown or 'unknown'})"]
     lines += holder_lines(owners)
+    if isinstance(history, str):
+        lines += ["", f"History: {history}"]
+    elif history is not None:
+        lines += ["", f"History of port {row.sock.local.port} (portscope record):"
+                  if history else f"History: nothing recorded on port {row.sock.local.port}"]
+        lines += ["  " + "  ".join(holding_row(h)) for h in history]
     return "\n".join(safe(line) for line in lines).strip("\n")

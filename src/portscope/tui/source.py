@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 
 from ..filters import SocketFilter
@@ -13,6 +14,13 @@ from ..render.columns import safe
 from ..snapshot import take_snapshot
 from ..types import LISTENER_STATES, Proto, Snapshot
 from .model import View
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..history.store import Holding
+
+#: holdings of a port the detail pane shows from the history database
+HISTORY_ROWS = 8
 
 
 #: the kernel's defaults: ephemeral 32768-60999, none reserved, privileged below 1024
@@ -26,10 +34,27 @@ class LiveSource:
     Args:
         netns: the network namespaces to cover (``take_snapshot``'s ``netns``: None or
             ``"host"``, ``"all"``, a name or a PID).
+        history_path: the history database of ``portscope record`` for the detail pane
+            (default: its default path, when a database is there).
     """
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, history_path: str | None = None) -> None:
         self.netns = netns
+        self.history_path = history_path
+
+    def history(self, port: int, limit: int = HISTORY_ROWS) -> list[Holding] | None:
+        """The last ``limit`` holdings of ``port`` (sockets, oldest first) in the history
+        database, or None when there is none (no ``--db`` and nothing at the default path).
+
+        Raises:
+            HistoryError: the database cannot be read.
+        """
+        from ..history import store
+        path = self.history_path or store.default_path()
+        if self.history_path is None and not os.path.exists(path):
+            return None
+        with store.open(path) as db:
+            return db.holdings(port=port)[-limit:]
 
     def scope(self, snapshot: Snapshot) -> str:
         """The namespace scope for the header: ``this netns``, ``all netns (3)``,
@@ -92,6 +117,10 @@ class FixedSource:
         self._served = -1
         self._scope = scope
         self._ranges = ranges
+
+    def history(self, port: int, limit: int = HISTORY_ROWS) -> None:
+        """No history: a fixed source has none."""
+        return None
 
     def ranges(self) -> HostPortRanges:
         """The ranges given at creation."""

@@ -40,6 +40,10 @@ def register(sub) -> None:
     parser.add_argument("--no-mouse", action="store_true",
                         help="leave the mouse to the terminal (select and paste as usual)")
     common.add_netns_option(parser, several=True)
+    parser.add_argument("--db", metavar="PATH",
+                        help="the history database (portscope record) whose holdings of the "
+                             "selected port the detail pane shows (default: its default "
+                             "path, when one is there)")
     parser.set_defaults(run=run)
 
 
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> ExitStatus:
               "portscope --json)", file=sys.stderr)
         return ExitStatus.RUNTIME
     from ...tui.app import PortscopeApp
-    app = PortscopeApp(interval_s=interval_s, view=args.view, netns=common.netns_choice(args))
+    app = PortscopeApp(interval_s=interval_s, view=args.view, netns=common.netns_choice(args),
+                       history_path=args.db)
     app.run(mouse=not args.no_mouse)
     return ExitStatus.OK if app.return_code in (0, None) else ExitStatus.RUNTIME
