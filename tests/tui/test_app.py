@@ -226,6 +226,7 @@ async def test_kill_declined_signals_nothing(holder):
         await pilot.press("n")
         await settled(app, pilot)
         assert not isinstance(app.screen, TextScreen)
+        assert table.has_focus, "the keys go to the table again"
         assert alive(held.pid)
 
 
