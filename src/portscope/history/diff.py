@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from ..identity import WILDCARDS
 from ..types import LISTENER_STATES, Family, ProcessInfo, Proto, Snapshot, Socket, State
 
 
@@ -195,6 +194,7 @@ def view(sockets: Iterable[Socket], *, connections: bool = False) -> dict[Key, I
             connected.append(s)
     if not connected:
         return result
+    from ..identity import WILDCARDS        # ipaddress: only when connections are tracked
     listening: dict[tuple, set[str]] = {}
     for key in result:
         listening.setdefault((key.netns, key.proto, key.port), set()).add(key.address)

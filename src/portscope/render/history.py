@@ -15,7 +15,6 @@ from ..history.store import Holding
 from ..ports import endpoint_text
 from ..types import ProcessInfo
 from .columns import safe
-from .jsonfmt import SCHEMA_VERSION, jsonable
 
 _COLOURS = {EventKind.OPENED: "\x1b[32m", EventKind.CLOSED: "\x1b[31m",
             EventKind.OWNERS_CHANGED: "\x1b[33m", EventKind.STATE_CHANGED: "\x1b[33m"}
@@ -79,8 +78,17 @@ def event_line(event: Event, *, colour: bool = False) -> str:
     return f"{_clock(event.at)}  {kind} {proto:<5} {where}  {state}  {who}  {timing}"
 
 
+SCHEMA_VERSION = 1        # render.jsonfmt's (not imported: it loads the snapshot machinery)
+
+
 def _process(process: ProcessInfo) -> dict:
-    return jsonable(process)
+    return {"pid": process.pid, "ppid": process.ppid, "name": process.name,
+            "exe": process.exe,
+            "cmdline": None if process.cmdline is None else list(process.cmdline),
+            "user": process.user, "uid": process.uid,
+            "started_at": None if process.started_at is None else
+            process.started_at.isoformat(), "unit": process.unit,
+            "container": process.container}
 
 
 def event_json(event: Event) -> dict:
