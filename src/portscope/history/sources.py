@@ -66,7 +66,8 @@ class Hint(NamedTuple):
 
 @dataclass
 class Batch:
-    """The events of one poll: ``events`` in order, ``seen_at`` the poll's time (aware UTC)."""
+    """The events of one poll: ``events`` in order; ``seen_at`` when its scan started (aware
+    UTC): the recorder was looking from then on."""
 
     events: list[Event]
     seen_at: datetime
@@ -407,8 +408,9 @@ class Feed:
             reader.close()
         self._readers = []
 
-    def snapshot_view(self) -> tuple[dict[Key, Item], datetime]:
-        """One poll: the current view and when it was taken.
+    def snapshot_view(self) -> tuple[dict[Key, Item], datetime, datetime]:
+        """One poll: the current view, when its scan started and when it ended (a change
+        it shows happened after the previous poll started and before this one ended).
 
         BOUND_INACTIVE
         sockets are dumped every ``BOUND_SCAN_S`` only (finding them walks the kernel's bind
@@ -433,7 +435,7 @@ class Feed:
                 for key in self._bound.keys() & current.keys():
                     del self._bound[key]        # it listens now: the dump has it
                 current = {**self._bound, **current}
-        return current, snap.taken_at
+        return current, snap.taken_at, datetime.now(timezone.utc)
 
     def run(self, initial: View | None = None, initial_seen_at: datetime | None = None
             ) -> Iterator[Batch]:
@@ -444,9 +446,9 @@ class Feed:
                 holds the changes since, timed ``startup`` between ``initial_seen_at`` and
                 the first poll. None: the first poll is the baseline and yields no events.
         """
-        cur, taken_at = self.snapshot_view()
+        cur, taken_at, done_at = self.snapshot_view()
         if initial is not None:
-            yield Batch(diff_views(initial, cur, after=initial_seen_at, at=taken_at,
+            yield Batch(diff_views(initial, cur, after=initial_seen_at, at=done_at,
                                    source=Source.STARTUP), taken_at)
         prev, prev_at = cur, taken_at
         known = _endpoints(prev)
@@ -464,8 +466,8 @@ class Feed:
                 continue
             next_poll = time.monotonic() + self.interval_s
             bound_after = self.bound_after
-            cur, taken_at = self.snapshot_view()
-            events = _bound_timing(diff_views(prev, cur, after=prev_at, at=taken_at),
+            cur, taken_at, done_at = self.snapshot_view()
+            events = _bound_timing(diff_views(prev, cur, after=prev_at, at=done_at),
                                    bound_after)
             now_known = _endpoints(cur)
             # reports that came in while the snapshot was taken may be about what it found
