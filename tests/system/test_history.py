@@ -54,8 +54,9 @@ def collect(feed: Feed, action, *, polls: int = 0, until=None, timeout_s: float 
     batches = feed.run()
     deadline = time.monotonic() + timeout_s
     try:
+        events += next(batches).events      # the baseline is taken before the action starts
         worker.start()
-        count = 0
+        count = 1
         while time.monotonic() < deadline:
             events += next(batches).events
             count += 1
@@ -133,7 +134,7 @@ def test_the_tracepoint_catches_a_10_ms_listener_with_its_pid():
         s.close()
         marks["closed"] = time.time()
 
-    events = collect(feed, act, polls=2)
+    events = collect(feed, act, until=lambda ev: EventKind.CLOSED in kinds_of(ev))
     assert [e.kind for e in events] == [EventKind.OPENED, EventKind.CLOSED]
     opened, closed = events
     assert opened.source is Source.TRACEPOINT and opened.after is None
@@ -240,8 +241,6 @@ class Recorder:
         self._reader.start()
         line = self.proc.stderr.readline()
         self.banner = line
-        if "recording to" in line:
-            time.sleep(0.5)                   # its first snapshot
 
     def _read(self):
         for line in self.proc.stdout:

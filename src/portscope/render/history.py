@@ -136,7 +136,7 @@ def _span(at: datetime | None, after: datetime | None) -> str:
 
 def holding_row(h: Holding, *, csv: bool = False) -> tuple[str, ...]:
     """A holding as cells: times local (for CSV: ISO 8601 UTC), names escaped (for CSV:
-    formula-safe through the CSV writer's caller)."""
+    left to the CSV writer, csvfmt)."""
     p = h.process
     address = endpoint_text(h.address, h.port)
     if h.remote_address is not None:

@@ -80,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
                     for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             initial, seen_at = writer.stored_view()
-            common.warn(f"recording to {path} (sources: "
-                        f"{', '.join(map(str, feed.sources))})")
-            _record(args, writer, feed, initial, seen_at)
+            banner = f"recording to {path} (sources: {', '.join(map(str, feed.sources))})"
+            _record(args, writer, feed, initial, seen_at, banner)
         finally:
             feed.close()
             for sig, handler in previous.items():
@@ -90,17 +89,20 @@ def run(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def _record(args, writer: store.Writer, feed, initial, seen_at) -> None:
+def _record(args, writer: store.Writer, feed, initial, seen_at, banner: str) -> None:
     out = sys.stdout
     stored_at = pruned_at = time.monotonic()
     last = None
     for batch in feed.run(initial, seen_at):
         now = time.monotonic()
+        first = last is None
         last = batch.seen_at
-        if not batch.events and now - stored_at < HEARTBEAT_S:
+        if not first and not batch.events and now - stored_at < HEARTBEAT_S:
             continue
         writer.write(batch.events, batch.seen_at)        # committed: now they count
         stored_at = now
+        if first:                   # the first poll is stored: from now on it is recording
+            common.warn(banner)
         if not args.quiet:
             for event in batch.events:
                 out.write((json.dumps(render.event_json(event)) if args.json
