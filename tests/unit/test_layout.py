@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-import portscope
 from portscope import backends
 from portscope.backends.base import Backend, RawBackend
 from portscope.errors import BackendUnavailable
 
-PACKAGE = Path(portscope.__file__).parent
+ROOT = Path(__file__).resolve().parents[2]     # the checkout: CI installs a copy (not editable)
+PACKAGE = ROOT / "src" / "portscope"
 COMMANDS = PACKAGE / "cli" / "commands"
 
 
@@ -140,7 +140,7 @@ def test_a_module_without_the_contract_is_no_backend():
 def _readme_tree() -> tuple[set[str], set[str]]:
     """The README's "How the code is laid out" block: (every path it names, the directories
     whose contents it lists), relative to src/portscope."""
-    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     block = readme.split("## How the code is laid out", 1)[1].split("```", 2)[1]
     named: set[str] = set()
     listed: set[str] = set()
@@ -179,12 +179,12 @@ def test_the_readme_layout_matches_the_tree():
 
 def test_the_all_extra_installs_every_optional_extra():
     tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((PACKAGE.parent.parent / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     features = {name: deps for name, deps in extras.items() if name not in ("all", "test")}
     assert features, "no optional extra"
     missing = {dep for deps in features.values() for dep in deps} - set(extras["all"])
     assert missing == set()
-    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     assert "pip install 'portscope[all]'" in readme
     assert all(f"`{name}`" in readme for name in features)
