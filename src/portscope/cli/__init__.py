@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import re
 import sys
 
 from .. import __version__
 from ..errors import (AccessDenied, BackendError, BaselineError, HistoryError, InvalidInput,
                       KillRefused, PortscopeError, ProcessGone)
+from . import streams
 from .status import ExitStatus
 
 
@@ -92,8 +92,18 @@ def _prefetch(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run portscope with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run portscope with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    The exit code is the answer's whatever happens to stdout: a reader that leaves early
+    (``portscope kill 8080 --yes | head -1``) or a closed descriptor changes nothing
+    (``streams.guarded``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    with streams.guarded():
+        return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
+    """Parse ``argv``, run the command, map its errors to exit codes."""
     try:
         argv = _route(argv)
         _prefetch(argv)
@@ -102,12 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInput as exc:
         print(f"portscope: error: {exc}", file=sys.stderr)
         return ExitStatus.USAGE
-    except BrokenPipeError:
-        # the reader went away (portscope | head): leave quietly, and keep Python from
-        # complaining while it flushes stdout at exit
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return ExitStatus.OK
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
     except AccessDenied as exc:

@@ -82,8 +82,11 @@ def write_json_in_two(out: TextIO, stream: SnapshotStream, fields: dict | None) 
         else:
             size = os.fstat(items).st_size
             offset = 1 if size and not written else 0     # its first item opens with a comma
+            out.flush()     # then bytes, through the stream (a reader gone is its business)
             while offset < size:
-                offset += os.sendfile(out.fileno(), items, offset, size - offset)
+                chunk = os.pread(items, min(size - offset, 1 << 20), offset)
+                out.buffer.write(chunk)
+                offset += len(chunk)
             stream.add_share_result(*json.loads(os.pread(stats, os.fstat(stats).st_size, 0)))
         jsonfmt.write_tail(out, stream)
     finally:
