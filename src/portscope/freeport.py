@@ -115,14 +115,47 @@ def _probe(port: int, protos: Sequence[Proto], targets) -> list[socket.socket] |
     return bound
 
 
-def _candidates(port_range: tuple[int, int], near: int | None, protos: Sequence[Proto],
-                ranges: HostPortRanges, used: set[int], rng: random.Random) -> Iterator[int]:
+@dataclass(slots=True)
+class PortSearch:
+    """What a search found, and why the other ports of its range were not picked.
+
+    Attributes:
+        ports: the free ports found, bound (``BoundPort``), in preference order.
+        port_range: the inclusive ``(low, high)`` searched.
+        ranges: this host's port policy the search applied.
+        ephemeral: ports of the range skipped because they lie in the ephemeral range.
+        reserved: ports skipped because they are in ``ip_local_reserved_ports``.
+        in_use: ports skipped because a socket (any state, TIME_WAIT included) has them.
+        bind_failed: ports whose trial bind failed (EADDRINUSE: a socket no dump showed;
+            EACCES: a privileged port); counted only as far as the search went.
+    """
+
+    ports: list[BoundPort]
+    port_range: tuple[int, int]
+    ranges: HostPortRanges
+    ephemeral: int = 0
+    reserved: int = 0
+    in_use: int = 0
+    bind_failed: int = 0
+
+
+def _candidates(search: PortSearch, near: int | None, protos: Sequence[Proto],
+                used: set[int], rng: random.Random) -> Iterator[int]:
     """Allowed ports in preference order: unassigned before assigned; by distance from
-    ``near`` (lower first on ties), else shuffled."""
+    ``near`` (lower first on ties), else shuffled. Counts the skipped ports in ``search``."""
     from .services import service_name
-    low, high = port_range
-    ports = [p for p in range(low, high + 1)
-             if p not in used and not ranges.is_ephemeral(p) and not ranges.is_reserved(p)]
+    low, high = search.port_range
+    ranges = search.ranges
+    ports = []
+    for p in range(low, high + 1):
+        if ranges.is_ephemeral(p):
+            search.ephemeral += 1
+        elif ranges.is_reserved(p):
+            search.reserved += 1
+        elif p in used:
+            search.in_use += 1
+        else:
+            ports.append(p)
     if near is None:
         rng.shuffle(ports)
     else:
@@ -136,9 +169,16 @@ def _candidates(port_range: tuple[int, int], near: int | None, protos: Sequence[
     yield from assigned
 
 
-def _search(count: int, port_range: tuple[int, int] | None, near: int | None,
-            protos: Sequence[Proto | str], host: str | None,
-            rng: random.Random | None) -> list[BoundPort]:
+def search_free_ports(count: int = 1, *, port_range: tuple[int, int] | None = None,
+                      near: int | None = None, protos: Sequence[Proto | str] = ("tcp",),
+                      host: str | None = None,
+                      rng: random.Random | None = None) -> PortSearch:
+    """Find free ports like ``bind_free_ports()`` and say why the rest of the range was not
+    picked (``PortSearch``): the caller can then explain a shortfall. The found ports stay
+    bound: close them (``BoundPort.close()``) or hand them on.
+
+    Raises: as ``pick_free_ports()``.
+    """
     if not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
         raise ValueError(f"count must be 1-{MAX_COUNT}, not {count!r}")
     if port_range is None:
@@ -150,18 +190,19 @@ def _search(count: int, port_range: tuple[int, int] | None, near: int | None,
         raise ValueError(f"near must be 1-65535, not {near!r}")
     chosen = _protos(protos)
     targets = _targets(host)
-    ranges = host_port_ranges()
+    search = PortSearch([], (low, high), host_port_ranges())
     # every local port in use, whatever the protocol or state (TIME_WAIT blocks a bind)
     used = {s.local.port for s in take_snapshot(SocketFilter(port_range=port_range),
                                                 owners=False).sockets}
-    found: list[BoundPort] = []
-    for port in _candidates(port_range, near, chosen, ranges, used, rng or random.Random()):
+    for port in _candidates(search, near, chosen, used, rng or random.Random()):
         sockets = _probe(port, chosen, targets)
-        if sockets is not None:
-            found.append(BoundPort(port, tuple(sockets)))
-            if len(found) == count:
-                break
-    return found
+        if sockets is None:
+            search.bind_failed += 1
+            continue
+        search.ports.append(BoundPort(port, tuple(sockets)))
+        if len(search.ports) == count:
+            break
+    return search
 
 
 def bind_free_ports(count: int = 1, *, port_range: tuple[int, int] | None = None,
@@ -175,7 +216,8 @@ def bind_free_ports(count: int = 1, *, port_range: tuple[int, int] | None = None
         owns the sockets: pass one to the program it starts, or close them.
     Raises: as ``pick_free_ports()``.
     """
-    return _search(count, port_range, near, protos, host, rng)
+    return search_free_ports(count, port_range=port_range, near=near, protos=protos,
+                             host=host, rng=rng).ports
 
 
 def pick_free_ports(count: int = 1, *, port_range: tuple[int, int] | None = None,
@@ -202,7 +244,8 @@ def pick_free_ports(count: int = 1, *, port_range: tuple[int, int] | None = None
         OSError: a probe failed for another reason than EADDRINUSE or EACCES.
         BackendError: the socket dump failed.
     """
-    found = _search(count, port_range, near, protos, host, rng)
+    found = bind_free_ports(count, port_range=port_range, near=near, protos=protos,
+                            host=host, rng=rng)
     for bound in found:
         bound.close()
     return [bound.port for bound in found]

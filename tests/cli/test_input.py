@@ -36,3 +36,31 @@ def test_help_and_version(cli):
     assert cli("--help").returncode == 0
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("portscope ")
+
+
+# (arguments, words the one-line message must hold): the option, and what would be valid
+WORDED = [
+    (["list", "--state", "bogus"], ["--state", "'bogus'", "listen", "time-wait", "connected"]),
+    (["list", "--pid", "abc"], ["--pid", "'abc'", "1-"]),
+    (["list", "--pid", "0"], ["--pid", "1-"]),
+    (["list", "--pid", "99999999"], ["--pid", "99999999", "4194304"]),
+    (["list", "--user", "4294967296"], ["--user", "4294967296", "4294967294"]),
+    (["list", "--user", "no-such-user-x"], ["--user", "no-such-user-x"]),
+    (["list", "--port", "99999"], ["--port", "99999", "1-65535"]),
+    (["list", "--port", "5-1"], ["--port", "5-1"]),
+    (["list", "--backend", "nope"], ["--backend", "netlink", "psutil"]),
+    (["explain", "--pid", "99999999"], ["99999999", "4194304"]),
+    (["check", "8080", "--user", "4294967296"], ["--user", "4294967294"]),
+]
+
+
+@pytest.mark.parametrize("args,words", WORDED, ids=[" ".join(a) for a, _ in WORDED])
+def test_bad_option_is_said_in_the_users_words(cli, args, words):
+    """One line naming the option and what it takes; no parser internals, no usage dump."""
+    result = cli(*args)
+    assert result.returncode == 2, (args, result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("portscope"), result.stderr
+    assert "parse_" not in lines[0] and "usage:" not in lines[0], lines[0]
+    assert all(word in lines[0] for word in words), (lines[0], words)
+    assert result.stdout == ""

@@ -45,10 +45,29 @@ exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 ru
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors in the user's words: an option value the option's parser
+    rejects (``InvalidInput``) is reported with that parser's message (what was wrong, what
+    is valid), not as "invalid parse_state value"; every parse error is one line on stderr
+    and exit 2."""
+
+    def _get_value(self, action, arg_string):
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as exc:
+            cause = exc.__context__
+            if isinstance(cause, InvalidInput):
+                raise argparse.ArgumentError(action, str(cause)) from None
+            raise
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser: with every subcommand registered, or with ``only`` that one
     (importing a command module and declaring its options costs a few ms each)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="portscope", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-V", "--version", action="version", version=f"portscope {__version__}")

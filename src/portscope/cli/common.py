@@ -10,6 +10,7 @@ import sys
 from .. import backends
 from ..errors import InvalidInput
 from ..filters import ALL_FAMILIES, ALL_PROTOS, SocketFilter
+from ..ports import shown
 from ..snapshot import SnapshotStream
 from ..types import Family, Proto, Snapshot, State
 
@@ -106,7 +107,11 @@ def protos_families(args: argparse.Namespace) -> tuple[frozenset, frozenset]:
 
 def parse_state(text: str) -> frozenset[State]:
     """``--state`` value: comma-separated state names, any case, ``-`` or ``_``
-    (``time-wait``), plus ss's groups ``listening``, ``connected``, ``all``."""
+    (``time-wait``), plus ss's groups ``listening``, ``connected``, ``all``.
+
+    Raises:
+        InvalidInput: an unknown name (the message lists the valid ones).
+    """
     result: set[State] = set()
     for part in text.split(","):
         name = part.strip().upper().replace("-", "_")
@@ -121,8 +126,9 @@ def parse_state(text: str) -> frozenset[State]:
         elif name in State.__members__:
             result.add(State[name])
         else:
-            raise InvalidInput(f"unknown state {part!r}: use e.g. listen, established, "
-                               "time-wait, bound-inactive, unconn")
+            names = ", ".join(s.value.lower().replace("_", "-") for s in State)
+            raise InvalidInput(f"unknown state {shown(part)}: use {names}, or a group: "
+                               "listening, connected, all")
     return frozenset(result)
 
 
@@ -130,21 +136,39 @@ def parse_state(text: str) -> frozenset[State]:
 CONNECTED_STATES = frozenset(State) - {State.LISTEN, State.BOUND_INACTIVE, State.UNCONN,
                                        State.CLOSE, State.TIME_WAIT, State.SYN_RECV}
 
+#: the largest uid: uid_t is 32 bits and (uid_t)-1 means "no uid" to the kernel
+UID_MAX = 0xFFFFFFFE
+#: the largest PID that can exist: Linux's PID_MAX_LIMIT (the ceiling of kernel.pid_max on
+#: 64-bit kernels); elsewhere pid_t's range
+PID_MAX = 4194304 if sys.platform.startswith("linux") else 0x7FFFFFFF
+
 
 def parse_user(text: str) -> int:
-    """A user name or numeric uid -> uid."""
+    """A user name or numeric uid (0 to ``UID_MAX``) -> uid.
+
+    Raises:
+        InvalidInput: an unknown name or a number out of range.
+    """
     if text.isascii() and text.isdigit():
+        if len(text) > 10 or int(text) > UID_MAX:
+            raise InvalidInput(f"invalid user {shown(text)}: a uid is 0-{UID_MAX}")
         return int(text)
     try:
         return pwd.getpwnam(text).pw_uid
-    except KeyError:
-        raise InvalidInput(f"unknown user {text!r}") from None
+    except (KeyError, ValueError):          # ValueError: an embedded NUL
+        raise InvalidInput(f"unknown user {shown(text)}: give a user name of this system "
+                           f"or a uid 0-{UID_MAX}") from None
 
 
 def parse_pid(text: str) -> int:
-    """A PID: ASCII digits, 1 or more."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) < 1:
-        raise InvalidInput(f"invalid pid {text!r}: expected a positive number")
+    """A PID: ASCII digits, 1 to ``PID_MAX``.
+
+    Raises:
+        InvalidInput: anything else, with the valid range.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 \
+            or not 1 <= int(text) <= PID_MAX:
+        raise InvalidInput(f"invalid pid {shown(text)}: a PID is 1-{PID_MAX}")
     return int(text)
 
 

@@ -45,7 +45,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ... import namespaces
     from ...errors import InvalidInput
-    from ...freeport import MAX_COUNT, pick_free_ports
+    from ...freeport import MAX_COUNT, search_free_ports
     from ...ports import parse_address
     text = args.count
     if not (text.isascii() and text.isdigit() and len(text) <= 4
@@ -56,10 +56,37 @@ def run(args: argparse.Namespace) -> int:
     near = parse_port(args.near) if args.near else None
     host = parse_address(args.host) if args.host else None
     protos = ("tcp", "udp") if args.tcp_and_udp else ("udp",) if args.udp else ("tcp",)
-    ports = namespaces.run_in_one(args.netns, lambda: pick_free_ports(
+    search = namespaces.run_in_one(args.netns, lambda: search_free_ports(
         count, port_range=port_range, near=near, protos=protos, host=host))
+    for bound in search.ports:
+        bound.close()
+    ports = [bound.port for bound in search.ports]
     listing.write_ports(sys.stdout, ports, fmt=common.output_format(args))
     if len(ports) < count:
-        common.warn(f"only {len(ports)} of {count} port(s) are free in the range asked for")
+        common.warn(shortfall(search, count))
         return ExitStatus.NO
     return ExitStatus.OK
+
+
+def shortfall(search, count: int) -> str:
+    """Why fewer than ``count`` ports were found, from a ``freeport.PortSearch``: which
+    ports of the range the ephemeral range, reserved ports, sockets and trial binds took."""
+    low, high = search.port_range
+    where = f"{low}" if low == high else f"{low}-{high}"
+    total = high - low + 1
+    eph_low, eph_high = search.ranges.ephemeral
+    parts = []
+    for n, what in (
+            (search.ephemeral, f"lie in this host's ephemeral range {eph_low}-{eph_high} "
+                               "(net.ipv4.ip_local_port_range: outgoing connections take "
+                               "them, free never picks them)"),
+            (search.reserved, "are reserved (net.ipv4.ip_local_reserved_ports)"),
+            (search.in_use, "are held by a socket (portscope list -a --port "
+                            f"{where} shows them)"),
+            (search.bind_failed, "failed a trial bind (in use by a socket no dump shows, "
+                                 "or privileged)")):
+        if n:
+            parts.append(f"{'all' if n == total else n} {what}")
+    why = "; ".join(parts) if parts else f"the range has only {total} port(s)"
+    return (f"only {len(search.ports)} of {count} port(s) free in {where} "
+            f"({total} port(s)): {why}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ...render.columns import safe
 from .. import common
 from ..status import ExitStatus
 
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         render.write_services(sys.stdout, entries, ranges, fmt=common.output_format(args),
                               header=not args.no_header)
     if not entries:
-        common.warn(f"no registry entry for {args.query!r}")
+        port = int(args.query) if args.query.isdigit() else None     # lookup took it
+        common.warn(f"no registry entry for {safe(repr(args.query))}"
+                    + ("" if port is None else f": {render.port_facts(port, ranges)}"))
         return ExitStatus.NO
     return ExitStatus.OK
