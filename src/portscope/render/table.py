@@ -12,6 +12,7 @@ def write_table(out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[str
 
     Cells are never cut or folded: on a terminal narrower than the table, lines run on.
     """
+    from rich.cells import cell_len
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -20,11 +21,13 @@ def write_table(out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[str
                   title=title, title_justify="left")
     natural = 0
     for i, (name, align) in enumerate(zip(headers, aligns)):
-        widest = max([len(row[i]) for row in rows] + [len(name) if header else 0])
+        widest = max([cell_len(row[i]) for row in rows] + [cell_len(name) if header else 0])
         table.add_column(name, justify=align, no_wrap=True, min_width=widest)
         natural += widest + 2
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     console = Console(file=out, highlight=False)
-    console.width = max(console.width, natural)
+    # wider than the terminal (or than the 80 columns rich assumes for TERM=dumb): the lines
+    # run on, never a column dropped or a cell cut (both sizes set, or rich ignores them)
+    console.size = (max(console.width, natural), console.height)
     console.print(table)
