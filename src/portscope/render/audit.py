@@ -19,7 +19,7 @@ def _text(value: object) -> str:
     """Display text for a terminal: bytes that are not UTF-8 as ``\\xNN``, control
     characters escaped."""
     text = "-" if value is None else str(value)
-    return safe(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+    return safe(text)
 
 
 def rules_json() -> dict:

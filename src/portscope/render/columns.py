@@ -1,24 +1,18 @@
 """Column specs for socket listings, shared by every tabular renderer.
 
 A column turns a ``Socket`` into display text. Text that comes from processes (names, command
-lines, paths) is escaped with ``safe()`` so control characters never reach a terminal.
+lines, paths) is escaped with ``escape.safe()``: control, bidirectional and invisible
+characters never reach a terminal.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..ports import endpoint_text
 from ..types import NetNamespace, Socket
-
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def safe(text: str) -> str:
-    """``text`` with control characters (ESC, newline, C1) shown as ``\\xNN``."""
-    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+from .escape import safe
 
 
 def owner_pids(sock: Socket) -> str:
@@ -38,7 +32,7 @@ def owner_users(sock: Socket) -> str:
     """The holders' distinct users; without owners, the kernel's socket uid (``uid 0``)."""
     if not sock.owners:
         return "?" if sock.uid < 0 else f"uid {sock.uid}"     # -1: the source did not say
-    users = dict.fromkeys(o.process.user or "?" for o in sock.owners)
+    users = dict.fromkeys(safe(o.process.user or "?") for o in sock.owners)
     return ",".join(users)
 
 
@@ -154,7 +148,7 @@ def service_column(name_of: Callable[[int, str], str | None]) -> Column:
 
 def netns_column(namespaces: Sequence[NetNamespace]) -> Column:
     """A ``Netns`` column: the namespace's name, else its inode."""
-    names = {ns.inode: ns.name or str(ns.inode) for ns in namespaces}
+    names = {ns.inode: safe(ns.name) if ns.name else str(ns.inode) for ns in namespaces}
     return Column("netns", "Netns", lambda s: names.get(s.netns, str(s.netns or "")))
 
 

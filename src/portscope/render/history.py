@@ -92,9 +92,11 @@ def _process(process: ProcessInfo) -> dict:
 
 
 def event_json(event: Event) -> dict:
-    """An event as a JSON object (``schema_version`` 1, the data model's field names)."""
+    """An event as a JSON object (``schema_version`` 1, the data model's field names;
+    undecodable bytes as ``\\xNN``: strict JSON, see ``jsonfmt.jsonable``)."""
+    from .jsonfmt import jsonable
     key, item = event.key, event.item
-    return {
+    return jsonable({
         "schema_version": SCHEMA_VERSION,
         "kind": str(event.kind), "at": event.at.isoformat(),
         "after": None if event.after is None else event.after.isoformat(),
@@ -109,7 +111,7 @@ def event_json(event: Event) -> dict:
         "owners": [_process(p) for p in item.owners],
         "added": [_process(p) for p in event.added],
         "removed": [_process(p) for p in event.removed],
-    }
+    })
 
 
 def _duration(seconds: float | None) -> str:

@@ -16,13 +16,18 @@ from typing import Any, TextIO
 
 from ..snapshot import SnapshotStream
 from ..types import Endpoint, Family, ProcessInfo, Proto, Snapshot, Socket, State
+from .escape import undecodable_escaped
 
 SCHEMA_VERSION = 1
 _encode = json.encoder.encode_basestring_ascii     # the C implementation
 
 
 def jsonable(value: Any) -> Any:
-    """Turn model objects (dataclasses, named tuples, enums, datetimes) into JSON values."""
+    """Turn model objects (dataclasses, named tuples, enums, datetimes) into JSON values;
+    strings with undecodable bytes get them as ``\\xNN`` (``escape.undecodable_escaped``),
+    so that the output is strict JSON (no lone surrogates)."""
+    if isinstance(value, str):
+        return undecodable_escaped(value)
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):
@@ -39,7 +44,8 @@ def jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """``value`` as indented JSON text (for small documents: check, audit, services)."""
+    """``value`` as indented JSON text (for documents: check, kill, explain, audit, SARIF,
+    services, free), through ``jsonable``: every JSON document portscope writes is strict."""
     return json.dumps(jsonable(value), indent=2, ensure_ascii=False)
 
 
@@ -53,7 +59,8 @@ def _endpoint(ep: Endpoint | None, cache: dict[str, str]) -> str:
         return "null"
     address = cache.get(ep.address)
     if address is None:
-        address = cache[ep.address] = '{"address": ' + _encode(ep.address) + ', "port": '
+        address = cache[ep.address] = ('{"address": ' + _encode(undecodable_escaped(ep.address))
+                                       + ', "port": ')
     return f'{address}{"null" if ep.port is None else ep.port}}}'
 
 
@@ -107,10 +114,11 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
 def write_head(out: TextIO, meta: Snapshot | SnapshotStream,
                fields: Mapping[str, Any] | None = None) -> None:
     """The start of a listing, up to the opening of ``"sockets": [``."""
-    head = {"schema_version": SCHEMA_VERSION, "taken_at": meta.taken_at.isoformat(),
-            "hostname": meta.hostname, "backend": meta.backend,
-            "namespaces": [{"inode": ns.inode, "name": ns.name} for ns in meta.namespaces],
-            **(jsonable(dict(fields)) if fields else {})}
+    head = jsonable({"schema_version": SCHEMA_VERSION, "taken_at": meta.taken_at,
+                     "hostname": meta.hostname, "backend": meta.backend,
+                     "namespaces": [{"inode": ns.inode, "name": ns.name}
+                                    for ns in meta.namespaces],
+                     **(dict(fields) if fields else {})})
     out.write(json.dumps(head)[:-1] + ', "sockets": [')
 
 
@@ -138,7 +146,7 @@ def write_items(out: TextIO, sockets: Iterable[Socket],
 def write_tail(out: TextIO, meta: Snapshot | SnapshotStream) -> None:
     """The end of a listing: ``complete`` and ``warnings``, which a stream knows only now."""
     out.write(f'\n], "complete": {json.dumps(meta.complete)}, '
-              f'"warnings": {json.dumps(list(meta.warnings))}}}\n')
+              f'"warnings": {json.dumps(jsonable(list(meta.warnings)))}}}\n')
 
 
 def write_snapshot(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterable[Socket],

@@ -8,11 +8,11 @@ Exit codes: 0 no finding at or above ``--fail-on`` (and ``--write-baseline`` wro
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ...errors import InvalidInput
 from ...ports import parse_port
+from ...render import jsonfmt
 from .. import common
 from ..status import ExitStatus
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from ...render import audit as render
     if args.list_rules:
         if args.json:
-            print(json.dumps(render.rules_json(), indent=2))
+            print(jsonfmt.dumps(render.rules_json()))
         else:
             render.write_rules(sys.stdout, header=not args.no_header)
         return ExitStatus.OK
@@ -133,10 +133,10 @@ def run(args: argparse.Namespace) -> int:
     if args.sarif:
         log = sarif.sarif_log(report.findings, version=__version__, hostname=report.hostname,
                               baseline_path=args.baseline)
-        print(json.dumps(log, indent=2))
+        print(jsonfmt.dumps(log))
     elif args.json:
-        print(json.dumps(render.report_json(report, baseline=args.baseline,
-                                            fail_on=args.fail_on), indent=2))
+        print(jsonfmt.dumps(render.report_json(report, baseline=args.baseline,
+                                            fail_on=args.fail_on)))
     else:
         render.write_findings(sys.stdout, report, header=not args.no_header)
     failing = report.at_least(Severity(args.fail_on))

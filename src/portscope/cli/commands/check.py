@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from ...render import jsonfmt
 from .. import common
 from ..status import ExitStatus
 
@@ -51,7 +51,7 @@ def register(sub) -> None:
                     help="an IPv6 wildcard sets IPV6_V6ONLY")
     v6.add_argument("--dual-stack", dest="v6only", action="store_const", const=False,
                     help="an IPv6 wildcard also covers IPv4 (IPV6_V6ONLY off)")
-    parser.add_argument("--user", type=common.parse_user, metavar="USER", help="evaluate as this user (name or uid): "
+    parser.add_argument("--user", metavar="USER", help="evaluate as this user (name or uid): "
                         "SO_REUSEPORT's uid rule, privileged ports; the trial bind runs as "
                         "USER only when the caller is root")
     parser.add_argument("--no-trial", action="store_true", help="rules only, no trial bind")
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ...bindcheck import check_bind
     from ...ports import parse_endpoint
     address, port = parse_endpoint(args.target, services.resolve_service)
-    uid = args.user
+    uid = common.parse_user(args.user) if args.user is not None else None
     proto = "udp" if args.udp else "tcp"
     # in a thread inside that namespace: its dumps and trial binds are that namespace's
     diagnosis = namespaces.run_in_one(args.netns, lambda: check_bind(
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         v6only=args.v6only, uid=uid, trial=not args.no_trial, scope=args.netns))
     from ...render import check as render
     if args.json:
-        print(json.dumps(render.diagnosis_json(diagnosis, address), indent=2))
+        print(jsonfmt.dumps(render.diagnosis_json(diagnosis, address)))
     else:
         render.write_diagnosis(sys.stdout, diagnosis, header=not args.no_header)
     return ExitStatus.answer(diagnosis.bindable)
@@ -125,7 +125,7 @@ def run_unix(args: argparse.Namespace) -> int:
             code = ExitStatus.answer(removed)
             message = None if removed else "not removed: the file changed and is not stale"
     if args.json:
-        print(json.dumps(render.diagnosis_json(diagnosis, removed), indent=2))
+        print(jsonfmt.dumps(render.diagnosis_json(diagnosis, removed)))
     else:
         render.write_diagnosis(sys.stdout, diagnosis)
         if removed:

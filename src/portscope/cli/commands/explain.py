@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from ...render import jsonfmt
 from .. import common
 from ..status import ExitStatus
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         common.warn(missing_owners_note(hidden, snapshot.unreadable_pids, snapshot.backend))
     from ...render import explain as render
     if args.json:
-        print(json.dumps(render.explanation_json(explanation), indent=2))
+        print(jsonfmt.dumps(render.explanation_json(explanation)))
     else:
         render.write_explanation(sys.stdout, explanation)
     return ExitStatus.answer(explanation.found)
@@ -94,7 +94,7 @@ def run_unix(args: argparse.Namespace) -> int:
     common.report_warnings(snapshot)
     explanation = explain_unix(snapshot, target, file)
     if args.json:
-        print(json.dumps(render.explanation_json(explanation), indent=2))
+        print(jsonfmt.dumps(render.explanation_json(explanation)))
     else:
         render.write_explanation(sys.stdout, explanation)
     return ExitStatus.answer(explanation.found)

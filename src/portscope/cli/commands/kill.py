@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import signal
 import sys
 from collections.abc import Callable
 
+from ...render import jsonfmt
 from ...render.columns import safe
 from .. import common
 from ..status import ExitStatus
@@ -136,9 +136,9 @@ def _finisher(args: argparse.Namespace, port: int, address: str | None, signal_n
     def finish(code: ExitStatus, message: str | None, refused: bool = False,
                **done) -> ExitStatus:
         if args.json:
-            print(json.dumps(render.kill_json(port, address, signal_name, args.dry_run,
+            print(jsonfmt.dumps(render.kill_json(port, address, signal_name, args.dry_run,
                                               plan_doc, message=message, refused=refused,
-                                              **done), indent=2))
+                                              **done)))
         elif message:
             common.warn(("refused: " if refused else "") + safe(message))
         return code
