@@ -218,12 +218,20 @@ def test_save_replaces_atomically_and_keeps_mode(tmp_path):
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
 
 
-def test_save_follows_a_symlink(tmp_path):
+def test_save_never_follows_a_symlink(tmp_path):
     real = tmp_path / "real.toml"
     real.write_text("old\n")
     (tmp_path / "link.toml").symlink_to(real)
-    bl.save(tmp_path / "link.toml", "new\n")
-    assert (tmp_path / "link.toml").is_symlink() and real.read_text() == "new\n"
+    with pytest.raises(BaselineError, match="symbolic link"):
+        bl.save(tmp_path / "link.toml", "new\n")
+    assert (tmp_path / "link.toml").is_symlink() and real.read_text() == "old\n"
+    assert sorted(os.listdir(tmp_path)) == ["link.toml", "real.toml"]
+
+
+def test_save_refuses_what_is_not_a_regular_file(tmp_path):
+    os.mkfifo(tmp_path / "fifo.toml")
+    with pytest.raises(BaselineError, match="not a regular file"):
+        bl.save(tmp_path / "fifo.toml", "new\n")
 
 
 def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch):

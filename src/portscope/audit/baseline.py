@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import stat
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -479,45 +480,75 @@ def render(listeners: Iterable[tuple[Identity, str | None]], *, host: str, when:
 def save(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` so that a crash, a kill or a full disk leaves either the old
     file or the new one, never a mix: write a temporary file in the same directory, fsync it,
-    rename it over ``path``, fsync the directory. A symlink at ``path`` is followed (its target
-    is replaced); an existing file keeps its permission bits, a new one gets 0644.
+    rename it over ``path``, fsync the directory. An existing file keeps its permission bits,
+    a new one gets 0644.
+
+    Safe as root in a directory others can write to: every step works relative to the
+    directory opened once (no path is resolved twice); the temporary file is created with
+    O_EXCL | O_NOFOLLOW; the final name is never followed (a symbolic link there is refused,
+    and the rename replaces a name, never a link's target); and a directory writable by other
+    users (group or world, sticky or not) is refused unless the caller owns it.
 
     Raises:
-        BaselineError: any step failed (the old file, if any, is untouched).
+        BaselineError: ``path`` is a symbolic link or not a regular file, its directory is
+            writable by others and not the caller's, or any step failed (the old file, if any,
+            is untouched).
     """
     name = os.fspath(path)
-    target = os.path.realpath(name)
-    directory = os.path.dirname(target)
+    directory, base = os.path.split(name)
+
+    def fail(why: str) -> BaselineError:
+        return BaselineError(f"cannot write baseline {name}: {why}")
+
+    if not base:
+        raise fail("give a file name")
     try:
-        mode = os.stat(target).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o644
+        dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise BaselineError(f"cannot write baseline {name}: {exc.strerror or exc}") from None
+        raise fail(exc.strerror or str(exc)) from None
+    temp = None
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
-                                    dir=directory)
-    except OSError as exc:
-        raise BaselineError(f"cannot write baseline {name}: {exc.strerror or exc}") from None
-    done = False
-    try:
+        info = os.fstat(dir_fd)
+        if info.st_mode & 0o022 and info.st_uid != os.geteuid():
+            raise fail("its directory is writable by other users and not yours (another user "
+                       "could plant a link or swap the file there): choose a directory only "
+                       "you can write to")
+        try:
+            old = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            mode = 0o644
+        else:
+            if stat.S_ISLNK(old.st_mode):
+                raise fail("it is a symbolic link, not followed: give the path of the file "
+                           "itself")
+            if not stat.S_ISREG(old.st_mode):
+                raise fail("it exists and is not a regular file")
+            mode = stat.S_IMODE(old.st_mode)
+        for _ in range(100):
+            candidate = f".{base}.{secrets.token_hex(6)}.tmp"
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                continue
+            temp = candidate
+            break
+        else:
+            raise fail("no temporary name was free")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.replace(temp, target)
-        done = True
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        os.replace(temp, base, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        temp = None
+        os.fsync(dir_fd)
     except OSError as exc:
-        raise BaselineError(f"cannot write baseline {name}: {exc.strerror or exc}") from None
+        raise fail(exc.strerror or str(exc)) from None
     finally:
-        if not done:
+        if temp is not None:
             try:
-                os.unlink(temp)
+                os.unlink(temp, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
+        os.close(dir_fd)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 import sys
 import threading
@@ -508,11 +509,14 @@ def _layout() -> dict[str, int]:
 
 def _read_cache(key: str) -> dict[str, int] | None:
     try:
-        fd = os.open(CACHE_PATH, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted here would otherwise block the open until a writer came
+        fd = os.open(CACHE_PATH, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):               # a FIFO, a device: not ours
+            return None
         if info.st_uid != 0 or info.st_mode & 0o022:     # written by root, by nobody else
             return None
         lines = os.read(fd, 1 << 16).decode().splitlines()

@@ -64,7 +64,9 @@ def register(sub) -> None:
                             "(low) against this TOML baseline")
     which.add_argument("--write-baseline", metavar="FILE",
                        help="record today's listeners by identity (exe, sha256, user, proto, "
-                            "port, scope) to FILE, atomically, and exit 0")
+                            "port, scope) to FILE, atomically, and exit 0 (a symbolic link "
+                            "at FILE, or a directory other users may write to that is not "
+                            "yours, is refused: exit 3)")
     rules = parser.add_argument_group("rules")
     rules.add_argument("--fail-on", choices=SEVERITIES, default="high",
                        help="lowest severity that makes the exit code 1 (default: high)")
