@@ -52,6 +52,19 @@ def wait_gone(pids, timeout_s=5.0) -> bool:
     return False
 
 
+def wait_accepted(ns, port, pid, timeout_s=10.0) -> bool:
+    """Wait until the kernel shows an ESTABLISHED socket on local ``port`` held by ``pid``
+    (the server accepted the connection: it has a descriptor for it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _, doc = ns.portscope_json(str(port))
+        if any(s["state"] == "ESTABLISHED" and pid in [o["pid"] for o in s["owners"]]
+               for s in doc["sockets"]):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_forked_trio_all_gone_and_port_free(netns):
     h = hold(netns, """
         l = listen()
@@ -156,6 +169,9 @@ def test_client_of_the_port_is_never_signalled(netns):
     client = hold(netns, """
         c = socket.create_connection(("127.0.0.1", 8080)); ready(port=c.getsockname()[1])
     """)
+    # wait until the server holds the accepted connection: one still in the accept queue is
+    # reset when the listener closes and leaves no FIN_WAIT behind (the flake: kernel_held [])
+    assert wait_accepted(netns, 8080, server.pid)
     code, doc, _ = kill(netns, "8080", "--yes")
     assert [t["pid"] for t in doc["plan"]["targets"]] == [server.pid]
     assert wait_gone([server.pid], 1) and alive(client.pid)
