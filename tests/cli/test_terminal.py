@@ -20,9 +20,10 @@ ready(kids=kids)
 @pytest.mark.parametrize("term,columns", [("dumb", 80), ("dumb", 60), ("xterm", 60),
                                           ("xterm", 40), ("unknown", 60)])
 @pytest.mark.parametrize("args,headers", [
-    ([], ["Proto", "Local Address:Port", "State", "PID", "Process", "User"]),
-    (["8080"], ["Proto", "State", "Peer Address:Port", "PID", "Process", "User", "Accepted"]),
-    (["list", "-l"], ["Recv-Q", "Send-Q", "PID", "Process", "User"]),
+    (["--netns", "host"], ["Proto", "Local Address:Port", "State", "PID", "Process", "User"]),
+    (["8080", "--netns", "host"],
+     ["Proto", "State", "Peer Address:Port", "PID", "Process", "User", "Accepted"]),
+    (["list", "-l", "--netns", "host"], ["Recv-Q", "Send-Q", "PID", "Process", "User"]),
 ])
 def test_every_column_and_pid_is_drawn(netns, term, columns, args, headers):
     h = netns.holder(TRIO)

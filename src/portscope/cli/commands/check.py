@@ -51,7 +51,7 @@ def register(sub) -> None:
                     help="an IPv6 wildcard sets IPV6_V6ONLY")
     v6.add_argument("--dual-stack", dest="v6only", action="store_const", const=False,
                     help="an IPv6 wildcard also covers IPv4 (IPV6_V6ONLY off)")
-    parser.add_argument("--user", metavar="USER", help="evaluate as this user (name or uid): "
+    parser.add_argument("--user", type=common.parse_user, metavar="USER", help="evaluate as this user (name or uid): "
                         "SO_REUSEPORT's uid rule, privileged ports; the trial bind runs as "
                         "USER only when the caller is root")
     parser.add_argument("--no-trial", action="store_true", help="rules only, no trial bind")
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ...bindcheck import check_bind
     from ...ports import parse_endpoint
     address, port = parse_endpoint(args.target, services.resolve_service)
-    uid = common.parse_user(args.user) if args.user is not None else None
+    uid = args.user
     proto = "udp" if args.udp else "tcp"
     # in a thread inside that namespace: its dumps and trial binds are that namespace's
     diagnosis = namespaces.run_in_one(args.netns, lambda: check_bind(
