@@ -371,7 +371,8 @@ def test_unprivileged_audit_compares_by_port_and_scope(netns, holder, scratch):
     assert doc["complete"] is False and doc["findings"] == []
     assert "by port and address only" in result.stderr
     mine = os.path.join(scratch, "nobody.toml")
-    os.chmod(scratch, 0o777)
+    os.chown(scratch, 65534, 65534)     # nobody's own directory (one others may write to and
+    os.chmod(scratch, 0o755)            # that is not the caller's is refused)
     wrote = netns.cli("audit", "--write-baseline", mine, user="nobody")
     assert wrote.returncode == 0 and "recorded by port and address only" in wrote.stderr
 
