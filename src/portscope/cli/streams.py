@@ -47,13 +47,14 @@ def _ensure_open(fd: int) -> None:
 
 
 def _guard(stream, fd: int) -> io.TextIOWrapper:
-    """A text stream on ``fd`` with ``stream``'s encoding and buffering, writing through
-    ``_DiscardingWhenGone``."""
+    """A text stream on ``fd`` with ``stream``'s encoding and buffering (none under
+    ``python -u`` / PYTHONUNBUFFERED, as there), writing through ``_DiscardingWhenGone``."""
     if stream is not None:
         stream.flush()
     raw = _DiscardingWhenGone(fd, "w", closefd=False)
+    unbuffered = isinstance(getattr(stream, "buffer", None), io.RawIOBase)
     return io.TextIOWrapper(
-        io.BufferedWriter(raw),
+        raw if unbuffered else io.BufferedWriter(raw),
         encoding=getattr(stream, "encoding", None) or "utf-8",
         errors=getattr(stream, "errors", None) or "strict",
         line_buffering=getattr(stream, "line_buffering", fd == 2),
