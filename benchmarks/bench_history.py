@@ -13,7 +13,7 @@
    them ``ss -tlnp`` run once a second for as long (its CPU from ``wait4``). The latency of
    part 2 is measured again under that load.
 
-    flock /work/.bench.lock env -u PYTHONDONTWRITEBYTECODE \
+    flock "$BENCH_LOCK" env -u PYTHONDONTWRITEBYTECODE \
         .venv/bin/python benchmarks/bench_history.py --out benchmarks/results/history.json
 
 Results go to stdout and ``--out`` (JSON). Linux; parts 2 and 3 want root.

@@ -26,7 +26,7 @@ benchmark's namespaces, owners included.
 
     sudo venv/bin/python benchmarks/bench_scale.py --json benchmarks/results/scale-namespaces.json
 
-Needs root (ip netns, setns, BPF). Run it alone (``flock /work/.bench.lock`` on a shared
+Needs root (ip netns, setns, BPF). Run it alone (``flock "$BENCH_LOCK"`` on a shared
 machine): it takes about 5 minutes at the default sizes. Everything it creates is removed on
 exit, also on failure.
 """

@@ -9,7 +9,7 @@ directory, ``--clients`` processes each connect ``--per-client`` times to the se
 ``results/unix-N.json`` and a Markdown table on stdout. Run it under ``flock`` when others
 share the machine::
 
-    flock /work/.bench.lock .venv/bin/python benchmarks/bench_unix.py
+    flock "$BENCH_LOCK" .venv/bin/python benchmarks/bench_unix.py
 
 (any lock file the others use). Python is timed with its bytecode cache usable
 (``env -u PYTHONDONTWRITEBYTECODE``), as benchmarks/README.md says.
