@@ -74,6 +74,16 @@ def kinds_of(events) -> list:
     return [e.kind for e in events]
 
 
+def closed_after(seen_open: threading.Event):
+    """An ``until`` for ``collect``: sets ``seen_open`` once an opened event came (the action
+    then closes its socket), stops at the closed event."""
+    def until(events) -> bool:
+        if EventKind.OPENED in kinds_of(events):
+            seen_open.set()
+        return EventKind.CLOSED in kinds_of(events)
+    return until
+
+
 def test_polling_reports_the_interval():
     port = free_port()
     feed = Feed(SocketFilter(port_range=(port, port)), interval_s=0.3, exact=False)
@@ -89,12 +99,7 @@ def test_polling_reports_the_interval():
         marks["closed"] = datetime.now(timezone.utc)
         s.close()
 
-    def until(events):
-        if EventKind.OPENED in kinds_of(events):
-            seen_open.set()
-        return EventKind.CLOSED in kinds_of(events)
-
-    events = collect(feed, act, until=until)
+    events = collect(feed, act, until=closed_after(seen_open))
     seen_open.set()
     assert kinds_of(events) == [EventKind.OPENED, EventKind.CLOSED]
     for event, mark in zip(events, (marks["opened"], marks["closed"])):
@@ -162,12 +167,7 @@ def test_udp_close_is_timed_by_the_destroy_reports():
         marks["closed"] = time.time()
         u.close()
 
-    def until(events):
-        if EventKind.OPENED in kinds_of(events):
-            seen_open.set()
-        return EventKind.CLOSED in kinds_of(events)
-
-    events = collect(feed, act, until=until)
+    events = collect(feed, act, until=closed_after(seen_open))
     seen_open.set()
     closed = [e for e in events if e.kind is EventKind.CLOSED]
     assert len(closed) == 1 and closed[0].source is Source.SOCK_DESTROY

@@ -6,6 +6,7 @@ only. Two real namespaces, each with a listener on port 8080."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -17,10 +18,10 @@ from netns import NetNS, alive, can_use_netns
 LISTEN_8080 = "l = socket.socket(); l.bind(('127.0.0.1', 8080)); l.listen(); ready()"
 
 
-@pytest.fixture
-def pair():
-    """Two namespaces ``(a, b)``, each with a listener on 127.0.0.1:8080 (``a.pid``, ``b.pid``
-    name them)."""
+@contextlib.contextmanager
+def two_namespaces(holder_code: str):
+    """Two namespaces ``[a, b]``, each with a holder running ``holder_code`` (``a.pid``,
+    ``b.pid`` name them); both deleted on exit."""
     if not can_use_netns():
         pytest.skip("needs root and ip(8) to create network namespaces")
     made = []
@@ -28,11 +29,18 @@ def pair():
         for _ in range(2):
             ns = NetNS()
             made.append(ns)
-            ns.pid = ns.holder(LISTEN_8080).pid
+            ns.pid = ns.holder(holder_code).pid
         yield made
     finally:
         for ns in made:
             ns.close()
+
+
+@pytest.fixture
+def pair():
+    """Two namespaces ``(a, b)``, each with a listener on 127.0.0.1:8080."""
+    with two_namespaces(LISTEN_8080) as made:
+        yield made
 
 
 def owner_pids(doc_sockets) -> set[int]:
@@ -135,20 +143,9 @@ def test_unprivileged_explain_says_it_sees_only_its_namespace(pair):
 def test_kill_of_an_abstract_unix_name_acts_in_the_namespace_given(cli):
     """An abstract UNIX name is per network namespace: ``kill @NAME --netns NS`` stops the
     holder in NS only, as ``kill PORT --netns NS`` does."""
-    if not can_use_netns():
-        pytest.skip("needs root and ip(8) to create network namespaces")
-    made = []
-    try:
-        for _ in range(2):
-            ns = NetNS()
-            made.append(ns)
-            ns.pid = ns.holder("u = socket.socket(socket.AF_UNIX); "
-                               "u.bind('\\0ps-scope-test'); u.listen(); ready()").pid
-        a, b = made
+    with two_namespaces("u = socket.socket(socket.AF_UNIX); "
+                        "u.bind('\\0ps-scope-test'); u.listen(); ready()") as (a, b):
         result = cli("kill", "@ps-scope-test", "--netns", b.name, "--yes", "--json")
         assert result.returncode == 0, result.stderr
         assert [t["pid"] for t in json.loads(result.stdout)["plan"]["targets"]] == [b.pid]
         assert alive(a.pid) and not alive(b.pid)
-    finally:
-        for ns in made:
-            ns.close()
