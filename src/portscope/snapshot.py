@@ -205,7 +205,7 @@ def _gc_paused():
 def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
                   netns: str | None = None, published: bool = False,
-                  unix_select: Callable[[Socket], bool] | None = None) -> SnapshotStream:
+                  unix_select: unixsock.Selector | None = None) -> SnapshotStream:
     """Start a snapshot and return it as a stream of sockets (see ``take_snapshot``).
 
     The socket dumps and the fd scan happen here (the scan in forked workers while the kernel
@@ -219,7 +219,7 @@ def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
 
 def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers: int | None,
                    netns: str | None, published: bool,
-                   unix_select: Callable[[Socket], bool] | None = None) -> SnapshotStream:
+                   unix_select: unixsock.Selector | None = None) -> SnapshotStream:
     taken_at = datetime.now(timezone.utc)
     name = backend or backends.default_backend()
     module = backends.load(name)
@@ -272,8 +272,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
                 if name == "procfs" else "reads only this network namespace")
         warnings.append(f"the {name} backend {what}: {uncovered} other(s) not covered "
                         "(--backend netlink covers them)")
-    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings,
-                                             unix_select is not None)
+    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings, unix_select)
                              if Proto.UNIX in flt.protos else [], flt, unix_select)
     if not scan_owners:
         stream: Iterator[Socket] = itertools.chain(itertools.chain.from_iterable(
@@ -507,23 +506,23 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
 
 def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
                     covered: list[NetNamespace], warnings: list[str],
-                    need_files: bool = False) -> list[Socket]:
+                    select: unixsock.Selector | None = None) -> list[Socket]:
     """The UNIX sockets of every covered namespace (those whose inet dump succeeded), by the
     backend's ``dump_unix``; a namespace whose UNIX sockets cannot be read is said in
-    ``warnings``. A kernel without ``unix_diag`` (CONFIG_UNIX_DIAG off) gets the
-    ``/proc/net/unix`` backend's instead, and a warning; unless ``need_files`` (a lookup by
-    socket file inode, which ``/proc/net/unix`` does not give: it would find nothing and call
-    a live file stale)."""
-    dump_unix = module.dump_unix
+    ``warnings``. With ``select``, netlink decodes only the sockets it takes and those their
+    join needs (``decode_unix_related``). A kernel without ``unix_diag`` (CONFIG_UNIX_DIAG
+    off) gets the ``/proc/net/unix`` backend's instead, and a warning; unless ``select`` is
+    a socket file (found by its inode, which ``/proc/net/unix`` does not give: it would find
+    nothing and call a live file stale)."""
     wanted = {ns.inode for ns in covered}
     entries = [e for e in entries if e.namespace.inode in wanted]
     own = namespaces.own_inode()
     if module.NAME == "netlink":
         try:
-            results = namespaces.run_in(entries, lambda e: dump_unix(netns=e.namespace.inode,
-                                                                      counts=sockstat.read()))
+            results = namespaces.run_in(entries, lambda e: module.collect_unix(
+                netns=e.namespace.inode, counts=sockstat.read()))
         except BackendUnavailable as exc:
-            if need_files:
+            if select is not None and select.file_id is not None:
                 raise BackendUnavailable(f"{exc}: socket files cannot be matched to sockets "
                                          "without unix_diag (CONFIG_UNIX_DIAG)") from None
             warnings.append(f"{exc}: UNIX sockets read from /proc/net/unix (no peers, no "
@@ -534,12 +533,12 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
         for entry in entries:
             inode = entry.namespace.inode
             if inode == own or entry.path == namespaces.OWN_PATH:
-                results.append(dump_unix(netns=inode or None))
+                results.append(module.dump_unix(netns=inode or None))
             elif module.NAME == "procfs" and entry.pid is not None:
-                results.append(dump_unix(netns=inode, proc_root=f"/proc/{entry.pid}"))
+                results.append(module.dump_unix(netns=inode, proc_root=f"/proc/{entry.pid}"))
             else:
                 results.append(OSError(f"the {module.NAME} backend reads only this namespace"))
-    found: list[Socket] = []
+    found = []
     for entry, result in zip(entries, results):
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since its inet dump
@@ -547,15 +546,19 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
             warnings.append(f"UNIX sockets of network namespace {_ns_label(entry.namespace)} "
                             f"could not be read: {result.strerror or result}")
             continue
-        found += result[0]
+        found.append(result[0])
         warnings.extend(result[1])
-    return found
+    if module.NAME != "netlink":
+        return [s for part in found for s in part]
+    if select is not None:
+        return module.decode_unix_related(found, select)
+    return [s for dump in found for s in dump.decode()]
 
 
 def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
                   netns: str | None = None, published: bool = False,
-                  unix_select: Callable[[Socket], bool] | None = None) -> Snapshot:
+                  unix_select: unixsock.Selector | None = None) -> Snapshot:
     """Take a snapshot: sockets and every process holding them.
 
     Args:
@@ -573,9 +576,10 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
             socket carries its namespace inode in ``netns``.
         published: also list ports that a container runtime publishes with NAT rules and no
             host socket, as ``State.PUBLISHED`` rows (when the caller's namespace is covered).
-        unix_select: UNIX sockets only: keep those for which it returns True (beside
+        unix_select: UNIX sockets only: keep those it takes (``unixsock.selector``, beside
             ``flt``); owners are then scanned for them and their peers only. Every UNIX
-            socket is still dumped: peers are found among them all.
+            socket is still dumped (peers are found among them all), but netlink decodes
+            only the selected ones and those related to them.
     Returns:
         a ``Snapshot``; ``complete`` is False when some processes' descriptors could not be read,
         and those sockets carry ``owner_unknown="permission"``. With owners, sockets carry

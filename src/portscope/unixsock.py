@@ -196,9 +196,7 @@ class SocketFile:
     def bound_by(self, sock: Socket) -> bool:
         """True when ``sock`` is bound to this very file: the same device and inode (the
         kernel gives the low 32 bits of the inode)."""
-        info = sock.unix
-        return (self.is_socket and info is not None and info.vfs_inode is not None
-                and info.vfs_dev == self.dev and info.vfs_inode == self.inode & 0xFFFFFFFF)
+        return self.is_socket and Selector((self.dev, self.inode))(sock)
 
 
 def socket_file(path: str) -> SocketFile:
@@ -216,16 +214,39 @@ def socket_file(path: str) -> SocketFile:
                       stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
 
-def selector(target: str, file: SocketFile | None) -> Callable[[Socket], bool]:
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which UNIX sockets a target names (``selector``): called on a socket, True when it is
+    one of them.
+
+    Attributes:
+        file_id: ``(st_dev, st_ino)`` of the socket file: the sockets bound to it (by device
+            and inode: a renamed file keeps its sockets); None to select by name.
+        names: the names (path texts, ``@name``) of the sockets taken when ``file_id`` is
+            None.
+    """
+
+    file_id: tuple[int, int] | None
+    names: frozenset[str] = frozenset()
+
+    def __call__(self, sock: Socket) -> bool:
+        if self.file_id is None:
+            return sock.local.address in self.names
+        info = sock.unix
+        return (info is not None and info.vfs_inode is not None
+                and info.vfs_dev == self.file_id[0]
+                and info.vfs_inode == self.file_id[1] & 0xFFFFFFFF)
+
+
+def selector(target: str, file: SocketFile | None) -> Selector:
     """Which sockets a target names: an abstract ``@name`` by its name; a path by the socket
     file's device and inode (a renamed file keeps its sockets); a path with no socket file
     there by the name the sockets were bound with (their file was removed or replaced)."""
     if target.startswith("@"):
-        return lambda s: s.local.address == target
+        return Selector(None, frozenset({target}))
     if file is not None and file.is_socket:
-        return file.bound_by
-    names = {target, os.path.abspath(target)}
-    return lambda s: s.local.address in names
+        return Selector((file.dev, file.inode))
+    return Selector(None, frozenset({target, os.path.abspath(target)}))
 
 
 def lookup(target: str, **kwargs) -> tuple[Snapshot, SocketFile | None]:

@@ -217,6 +217,60 @@ def test_procfs_and_netlink_agree_on_the_holder(ux):
     assert len(keyed(linux_netlink.dump_unix()[0])) == len(mine)
 
 
+RELATED = """
+    import tempfile
+    base = tempfile.mkdtemp(prefix="psux-")
+    os.chdir(base)
+    name = "@psux-rel-" + str(os.getpid())
+    # an abstract datagram server that two clients talk to (no peer of its own)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); server.bind(b"\\0" + name[1:].encode())
+    senders = []
+    for _ in range(2):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); c.connect(b"\\0" + name[1:].encode())
+        senders.append(c)
+    # a relative path that reads like that abstract name, with a listener that never accepts
+    # and a client bound to an abstract name of its own waiting in its queue
+    listener = socket.socket(socket.AF_UNIX); listener.bind(name); listener.listen()
+    waiting = socket.socket(socket.AF_UNIX); waiting.bind(b"\\0psux-wait-" + name[10:].encode())
+    waiting.connect(name)
+    ready(base=base, name=name, waiting="@psux-wait-" + name[10:])
+"""
+
+
+def test_lookup_decodes_only_the_related_sockets_and_answers_the_same(ux, holder):
+    # one dump; every name in it (every socket file by its inode), looked up by decoding the
+    # related sockets only and by decoding them all: the same joined answers
+    import shutil
+    from portscope import unixsock
+    h = holder(RELATED)
+    try:
+        dump, _ = linux_netlink.collect_unix()
+        every = dump.decode()
+        flt = SocketFilter(protos=frozenset({Proto.UNIX}))
+        names = {s.local.address for s in every if s.local.address}
+        assert {ux["path"], ux["dgram_path"], h.info["name"], h.info["waiting"]} <= names
+        os.chdir(h.info["base"])          # the relative path names a file from here only
+        sizes = {}
+        for target in sorted(names):
+            file = None if target.startswith("@") else unixsock.socket_file(target)
+            select = unixsock.selector(target, file)
+            related = linux_netlink.decode_unix_related([dump], select)
+            assert {s.inode for s in related} <= {s.inode for s in every}
+            assert list(unixsock.UnixJoin(related, flt, select).sockets()) == \
+                list(unixsock.UnixJoin(every, flt, select).sockets()), target
+            sizes[target] = len(related)
+        # decoded: the listener, its 3 accepted sockets and their clients, the waiting one
+        assert sizes[ux["path"]] == 8 < len(every)
+        assert sizes[h.info["name"]] == 5           # both sockets named so, 2 senders, waiting
+        assert sizes[h.info["waiting"]] == 2        # the waiting client and its listener
+        waiting = [s for s in unixsock.UnixJoin(every, flt, unixsock.selector(
+            h.info["waiting"], None)).sockets()]
+        assert waiting[0].remote.address == h.info["name"]
+    finally:
+        os.chdir("/")
+        shutil.rmtree(h.info["base"], ignore_errors=True)
+
+
 def test_list_x_cli(ux, cli):
     result = cli("list", "-x", "-a", "--json", "--pid", str(ux["pid"]), "--netns", "host")
     assert result.returncode == 0, result.stderr

@@ -51,3 +51,19 @@ def unix_name(raw: bytes) -> str:
     if raw[0] == 0:
         return "@" + raw[1:].decode("utf-8", "backslashreplace").replace("\0", "\\x00")
     return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+
+
+
+def unix_raw_names(name: str) -> list[bytes] | None:
+    """Every ``sun_path`` the kernel may hold for a socket that ``unix_name`` shows as
+    ``name``: a path with its terminating NUL; for ``@name`` the abstract name (from its
+    leading NUL) and a relative path that begins with ``@``. None for ``""`` (unnamed) and
+    for a name with a backslash or not encodable in UTF-8 (the escapes ``unix_name`` writes
+    make many byte strings show alike)."""
+    if not name or "\\" in name:
+        return None
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return [b"\0" + raw[1:], raw + b"\0"] if name.startswith("@") else [raw + b"\0"]

@@ -183,3 +183,21 @@ def kernel_dev_to_user(dev: int) -> int:
     """A kernel-internal ``dev_t`` (``MAJOR << 20 | MINOR``, as ``udiag_vfs_dev`` holds it)
     as user space's ``st_dev`` (``os.makedev``)."""
     return os.makedev(dev >> 20, dev & 0xFFFFF)
+
+
+def unix_vfs_attr(dev: int, inode: int) -> bytes | None:
+    """The ``UNIX_DIAG_VFS`` attribute, header included, of a socket bound to the file of
+    ``st_dev`` ``dev`` and ``st_ino`` ``inode`` (the kernel gives the low 32 bits of the
+    inode, and the device as ``MAJOR << 20 | MINOR``); None when ``dev`` has no such form."""
+    major, minor = os.major(dev), os.minor(dev)
+    if major >> 12 or minor >> 20:
+        return None
+    return NLATTR.pack(4 + UNIX_DIAG_VFS_STRUCT.size, UNIX_DIAG_VFS) \
+        + UNIX_DIAG_VFS_STRUCT.pack(inode & 0xFFFFFFFF, major << 20 | minor)
+
+
+def unix_name_attr(raw: bytes) -> bytes:
+    """The ``UNIX_DIAG_NAME`` attribute, header included, of a socket bound to ``raw``
+    (``sun_path`` as the kernel holds it: a path with its terminating NUL, an abstract name
+    from its leading NUL)."""
+    return NLATTR.pack(4 + len(raw), UNIX_DIAG_NAME) + raw

@@ -10,9 +10,11 @@ connected are asked for with ``TCP_BOUND_INACTIVE`` in the mask and reported as 
 
 from __future__ import annotations
 
+import bisect
+import re
 import socket
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import BackendError
@@ -21,7 +23,7 @@ from ..sockstat import SocketCounts
 from ..types import (Container, Endpoint, Family, Owner, OwnerUnknown, Proto, Socket, State,
                      UnixInfo, UnixType)
 from . import _netlink_io as nlio
-from . import unix_name
+from . import unix_name, unix_raw_names
 from . import _netlink_wire as w
 
 NAME = "netlink"
@@ -336,6 +338,46 @@ _UNIX_SHOW = (w.UDIAG_SHOW_NAME | w.UDIAG_SHOW_VFS | w.UDIAG_SHOW_PEER | w.UDIAG
               | w.UDIAG_SHOW_RQLEN | w.UDIAG_SHOW_UID)
 
 
+@dataclass(slots=True)
+class UnixDump:
+    """The undecoded reply of one namespace's unix_diag dump (``collect_unix``): its
+    datagrams, the namespace inode to record in each socket, and whether the kernel flagged
+    it as interrupted (a socket may then be listed twice)."""
+
+    chunks: list[bytes]
+    netns: int | None
+    interrupted: bool = False
+
+    def decode(self) -> list[Socket]:
+        """Every socket of the reply (``decode_unix``)."""
+        return decode_unix(self.chunks, self.netns, dedup=self.interrupted)
+
+
+def collect_unix(netns: int | None = None, counts: SocketCounts | None = None
+                 ) -> tuple[UnixDump, list[str]]:
+    """Dump every UNIX domain socket of the caller's network namespace and keep the reply
+    undecoded (``UnixDump``), so that a lookup decodes only the sockets it needs
+    (``decode_unix_related``). What it holds, arguments, errors and source: see ``dump_unix``.
+    """
+    if counts is not None and not counts.may_hold_unix():
+        return UnixDump([], netns), []
+    warnings: list[str] = []
+    sock = nlio.open_diag_socket()
+    try:
+        request = w.unix_diag_req(_UNIX_SHOW)
+        for _attempt in range(MAX_DUMP_ATTEMPTS):
+            chunks, interrupted = _receive(nlio.request_chunks(sock, request),
+                                           w.UNIX_ATTRS_OFFSET)
+            if not interrupted:
+                break
+        else:
+            warnings.append(f"the unix socket dump was interrupted {MAX_DUMP_ATTEMPTS} times "
+                            "by changes and may be inconsistent")
+    finally:
+        sock.close()
+    return UnixDump(chunks, netns, interrupted), warnings
+
+
 def dump_unix(netns: int | None = None, counts: SocketCounts | None = None
               ) -> tuple[list[Socket], list[str]]:
     """Every UNIX domain socket of the caller's network namespace, in every state.
@@ -361,23 +403,8 @@ def dump_unix(netns: int | None = None, counts: SocketCounts | None = None
     Source: NETLINK_SOCK_DIAG ``SOCK_DIAG_BY_FAMILY`` for AF_UNIX with ``UDIAG_SHOW_NAME``,
     ``VFS``, ``PEER``, ``ICONS``, ``RQLEN`` and ``UID``.
     """
-    if counts is not None and not counts.may_hold_unix():
-        return [], []
-    warnings: list[str] = []
-    sock = nlio.open_diag_socket()
-    try:
-        request = w.unix_diag_req(_UNIX_SHOW)
-        for _attempt in range(MAX_DUMP_ATTEMPTS):
-            chunks, interrupted = _receive(nlio.request_chunks(sock, request),
-                                           w.UNIX_ATTRS_OFFSET)
-            if not interrupted:
-                break
-        else:
-            warnings.append(f"the unix socket dump was interrupted {MAX_DUMP_ATTEMPTS} times "
-                            "by changes and may be inconsistent")
-    finally:
-        sock.close()
-    return decode_unix(chunks, netns, dedup=interrupted), warnings
+    raw, warnings = collect_unix(netns, counts)
+    return raw.decode(), warnings
 
 
 def decode_unix(chunks: list[bytes], netns: int | None = None, dedup: bool = False
@@ -456,3 +483,146 @@ def decode_unix(chunks: list[bytes], netns: int | None = None, dedup: bool = Fal
     except (struct.error, ValueError, TypeError) as exc:  # a short or unaligned attribute
         raise BackendError(f"netlink sock_diag: malformed UNIX socket reply ({exc})") from None
     return out
+
+
+# Searches over the raw bytes of a unix_diag reply, each a literal (found fast) with what
+# follows it read ahead; neither literal can overlap itself, so no match hides another. A
+# hit is a candidate only: the message holding it is decoded and checked.
+# A UNIX_DIAG_PEER attribute (8 bytes, type 2), its payload the peer's inode:
+_PEER_ATTR = re.compile(re.escape(w.NLATTR.pack(8, w.UNIX_DIAG_PEER)) + b"(?=(....))",
+                        re.DOTALL)
+# a message header from its type (SOCK_DIAG_BY_FAMILY) on, of an AF_UNIX socket: udiag_ino
+_UNIX_HEADER = re.compile(re.escape(struct.pack("=H", w.SOCK_DIAG_BY_FAMILY)) + b"(?=.{10}"
+                          + re.escape(bytes((socket.AF_UNIX,))) + b".{3}(....))", re.DOTALL)
+
+
+def decode_unix_related(dumps: Sequence[UnixDump], select: Callable[[Socket], bool]
+                        ) -> list[Socket]:
+    """The sockets of ``dumps`` that ``select`` takes and every socket their join needs
+    (``unixsock.UnixJoin``: the sockets whose peer they are, their peers, for a client
+    waiting in an accept queue its listener), decoded without decoding the others.
+
+    Args:
+        dumps: the replies of every covered namespace (a peer may be in another one).
+        select: the predicate on decoded sockets (``unixsock.Selector``), with ``file_id``:
+            ``(st_dev, st_ino)`` of the socket file its sockets are bound to, or None; and
+            ``names``: the names it takes when there is no such file.
+    Returns:
+        those sockets, each once; the selected ones among others ``select`` does not take.
+    Raises:
+        BackendError: a malformed reply.
+    Found in the raw bytes: the ``UNIX_DIAG_VFS`` attribute of the file (or
+    ``UNIX_DIAG_NAME`` of a name), then ``UNIX_DIAG_PEER`` attributes naming a selected
+    socket, the message headers of the selected ones' peers and, for a client waiting in an
+    accept queue, any message holding its inode (the listener's). A hit is a candidate only:
+    the message holding it is decoded and checked. A name that cannot be told in bytes
+    (an escaped byte in it) has every socket decoded.
+    """
+    needles = unix_needles(select.file_id, select.names)
+    if needles is None:
+        return [s for dump in dumps for s in dump.decode()]
+    picked: set[tuple[int, int, int]] = set()     # (dump, chunk, message offset)
+    found: list[Socket] = []
+
+    def take(hits: Iterable[tuple[int, int, int]]) -> list[Socket]:
+        new = sorted(set(hits) - picked)
+        picked.update(new)
+        out: list[Socket] = []
+        for d, dump in enumerate(dumps):
+            messages = [_message(dump.chunks[c], at) for k, c, at in new if k == d]
+            if messages:
+                out += decode_unix([b"".join(messages)], dump.netns, dedup=dump.interrupted)
+        found.extend(out)
+        return out
+
+    selected = [s for s in take(_found(dumps, needles)) if select(s)]
+    inodes = {w.U32.pack(s.inode) for s in selected if s.inode}
+    peers = {w.U32.pack(i) for s in selected
+             for i in (s.unix.peer_inode, *s.unix.pending) if i}
+    take(_hits(dumps, _PEER_ATTR, inodes))                   # whose peer a selected one is
+    peers.difference_update(w.U32.pack(s.inode) for s in found)
+    take(_hits(dumps, _UNIX_HEADER, peers))                  # the selected ones' other peers
+    # a client waiting in an accept queue (connected, to no socket yet): the listener names
+    # it among its pending ones (any message holding its inode is a candidate)
+    waiting = [w.U32.pack(s.inode) for s in selected
+               if s.state in (State.ESTABLISHED, State.SYN_SENT) and not s.unix.peer_inode
+               and s.unix.type is not UnixType.DGRAM and s.inode]
+    take(_found(dumps, waiting))
+    return found
+
+
+def unix_needles(file_id: tuple[int, int] | None, names: Iterable[str]) -> list[bytes] | None:
+    """What the unix_diag message of every socket bound to the file ``file_id``
+    (``(st_dev, st_ino)``) holds, or else of every socket with one of ``names`` (a path or
+    ``@name`` as ``unix_name`` writes it): the attribute with its header. None when that
+    cannot be told (a device number the kernel's form cannot hold; an escaped byte in a name).
+    """
+    if file_id is not None:
+        attr = w.unix_vfs_attr(*file_id)
+        return None if attr is None else [attr]
+    needles = []
+    for name in names:
+        raw = unix_raw_names(name)
+        if raw is None:
+            return None
+        needles += map(w.unix_name_attr, raw)
+    return needles
+
+
+def _offsets(chunk: bytes) -> list[int]:
+    """The offsets of the socket messages of one datagram (checked by ``_receive``)."""
+    header = w.NLMSGHDR.unpack_from
+    full, by_family = w.UNIX_ATTRS_OFFSET, w.SOCK_DIAG_BY_FAMILY
+    found = []
+    off, size = 0, len(chunk)
+    while off + full <= size:
+        length, kind, _flags, _seq, _pid = header(chunk, off)
+        if kind != by_family:
+            break
+        found.append(off)
+        off += (length + 3) & ~3
+    return found
+
+
+def _message(chunk: bytes, at: int) -> bytes:
+    """The message at offset ``at`` of a datagram, padded to 4 bytes."""
+    (length,) = w.U32.unpack_from(chunk, at)
+    return chunk[at:at + ((length + 3) & ~3)]
+
+
+def _found(dumps: Sequence[UnixDump], needles: Sequence[bytes]
+           ) -> Iterator[tuple[int, int, int]]:
+    """``(dump, chunk, message offset)`` of each message holding one of ``needles``."""
+    for d, dump in enumerate(dumps):
+        for c, chunk in enumerate(dump.chunks):
+            positions = []
+            for needle in needles:
+                at = chunk.find(needle)
+                while at >= 0:
+                    positions.append(at)
+                    at = chunk.find(needle, at + 1)
+            yield from _holding(d, c, chunk, positions)
+
+
+def _hits(dumps: Sequence[UnixDump], pattern: re.Pattern, wanted: set[bytes]
+          ) -> Iterator[tuple[int, int, int]]:
+    """``(dump, chunk, message offset)`` of each message holding a match of ``pattern`` whose
+    group is in ``wanted``."""
+    if not wanted:
+        return
+    for d, dump in enumerate(dumps):
+        for c, chunk in enumerate(dump.chunks):
+            if not wanted.isdisjoint(pattern.findall(chunk)):
+                yield from _holding(d, c, chunk, [m.start() for m in pattern.finditer(chunk)
+                                                  if m.group(1) in wanted])
+
+
+def _holding(d: int, c: int, chunk: bytes, positions: list[int]
+             ) -> Iterator[tuple[int, int, int]]:
+    """``(d, c, message offset)`` of the message of ``chunk`` holding each position."""
+    if positions:
+        starts = _offsets(chunk)
+        for pos in positions:
+            k = bisect.bisect_right(starts, pos) - 1
+            if k >= 0:
+                yield d, c, starts[k]
