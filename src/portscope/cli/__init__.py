@@ -78,33 +78,55 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _route(argv: list[str]) -> list[str]:
-    """Insert the implied subcommand: none or options only -> ``listeners``; a port, endpoint
-    or service name (also after ``--``: ``portscope -- 8080``) -> ``who``."""
+    """Insert the implied subcommand: ``who`` when the arguments hold a target (a port,
+    endpoint, service name or path: ``portscope 8080``, ``portscope --netns NS 8080``,
+    ``portscope -- 8080``), else ``listeners``."""
     if not argv:
         return [DEFAULT_COMMAND]
     first = argv[0]
     if first in ("-h", "--help", "-V", "--version") or first in COMMANDS:
         return argv
-    if _NEGATIVE_NUMBER.match(first):
-        return ["who", *argv[1:], "--", first]     # a negative port: let the parser reject it
-    if "--" in argv[:-1]:
-        return ["who", *argv]                      # options, then -- TARGET
-    if first.startswith("-"):
+    if "--" in argv[:-1] or not first.startswith("-"):
+        return ["who", *argv]
+    target = _implied_target(argv)
+    if target is None:
         return [DEFAULT_COMMAND, *argv]
+    if _NEGATIVE_NUMBER.match(target):             # a negative port: let the parser reject it
+        at = len(argv) - 1 - argv[::-1].index(target)
+        return ["who", *argv[:at], *argv[at + 1:], "--", target]
     return ["who", *argv]
 
 
+def _implied_target(argv: list[str]) -> str | None:
+    """The target among ``argv`` (options first): the first argument that the options
+    ``listeners`` and ``who`` share (``common.add_listing_options``) do not take, so that an
+    option's value (``--netns NS``) is never taken for it; a negative number is one too
+    (``-4`` and ``-6`` are options). None: options only. Arguments those options reject
+    (``--backend nope``) are left to the command's parser to report; only a leading
+    negative number is then taken for the target (``-45`` is no ``-4 5``)."""
+    from . import common
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    common.add_listing_options(parser)
+    parser.add_argument("-h", "--help", action="store_true")    # -h 8080: who's help
+    try:
+        rest = parser.parse_known_args(argv)[1]
+    except argparse.ArgumentError:
+        rest = argv[:1]
+    return next((arg for arg in rest
+                 if not arg.startswith("-") or _NEGATIVE_NUMBER.match(arg)), None)
+
+
 def _prefetch(argv: list[str]) -> None:
-    """Start the BPF fd scan (``owners.bpf.prefetch``) when the routed command ``argv`` will scan
-    every process's descriptors: the kernel walks them on another CPU while the parser and the
-    command's modules load (about 40 ms)."""
-    if argv[0] not in ("listeners", "who", "list"):
+    """Start the BPF fd scan (``owners.bpf.prefetch``) when ``argv`` (as the user gave it,
+    before ``_route``) runs a command that will scan every process's descriptors: the kernel
+    walks them on another CPU while the parser and the command's modules load (about 40 ms)."""
+    if argv and argv[0] in COMMANDS and argv[0] not in ("listeners", "who", "list"):
         return
     for arg in argv:
-        if arg.startswith("--backend") or arg in ("--no-owners", "--help", "--"):
+        if arg.startswith("--backend") or arg in ("--no-owners", "--help", "--version", "--"):
             return
-        if arg[:1] == "-" and arg[1:2] != "-" and ("n" in arg or "h" in arg):
-            return                              # -n (no owners) or -h, alone or combined
+        if arg[:1] == "-" and arg[1:2] != "-" and ("n" in arg or "h" in arg or "V" in arg):
+            return                              # -n (no owners), -h or -V, alone or combined
     from ..owners import bpf
     if bpf.usable():
         bpf.prefetch()
@@ -124,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str]) -> int:
     """Parse ``argv``, run the command, map its errors to exit codes."""
     try:
-        argv = _route(argv)
         _prefetch(argv)
+        argv = _route(argv)
         args = build_parser(argv[0]).parse_args(argv)
         return args.run(args)
     except InvalidInput as exc:
