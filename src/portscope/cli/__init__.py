@@ -46,19 +46,9 @@ exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 ru
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with errors in the user's words: an option value the option's parser
-    rejects (``InvalidInput``) is reported with that parser's message (what was wrong, what
-    is valid), not as "invalid parse_state value"; every parse error is one line on stderr
-    and exit 2."""
-
-    def _get_value(self, action, arg_string):
-        try:
-            return super()._get_value(action, arg_string)
-        except argparse.ArgumentError as exc:
-            cause = exc.__context__
-            if isinstance(cause, InvalidInput):
-                raise argparse.ArgumentError(action, str(cause)) from None
-            raise
+    """argparse, with every parse error one line on stderr and exit 2. An option value is
+    rejected in the user's words (what was wrong, what is valid) by its ``type=``, a parser
+    wrapped in ``common.option_type``."""
 
     def error(self, message: str):
         self.exit(ExitStatus.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -4,8 +4,11 @@ stderr. Output is written by ``render/``."""
 from __future__ import annotations
 
 import argparse
+import functools
 import pwd
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from .. import backends
 from ..errors import InvalidInput
@@ -13,6 +16,22 @@ from ..filters import ALL_FAMILIES, ALL_PROTOS, SocketFilter
 from ..ports import shown
 from ..snapshot import SnapshotStream
 from ..types import Family, Proto, Snapshot, State
+
+T = TypeVar("T")
+
+
+def option_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` (text -> value, raising ``InvalidInput``) as an argparse ``type=``: its
+    ``InvalidInput`` becomes ``argparse.ArgumentTypeError``, whose message argparse reports as
+    it is, after the option's name (``argument --state: unknown state 'x': use ...``), where
+    a ``ValueError`` would read "invalid parse_state value"."""
+    @functools.wraps(parse)
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except InvalidInput as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, csv: bool = True) -> None:

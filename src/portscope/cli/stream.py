@@ -26,10 +26,10 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
     ``--connections``, ``--interval``, ``--poll-only``."""
     common.add_socket_options(parser)
     group = parser.add_argument_group("selection")
-    group.add_argument("--port", type=parse_port_range, metavar="N|A-B",
+    group.add_argument("--port", type=common.option_type(parse_port_range), metavar="N|A-B",
                        help="local port or range")
     group.add_argument("--process", metavar="NAME", help="held by a process of this name")
-    group.add_argument("--user", type=common.parse_user, metavar="USER",
+    group.add_argument("--user", type=common.option_type(common.parse_user), metavar="USER",
                        help="held by this user (name or uid)")
     group.add_argument("--connections", action="store_true",
                        help="also established connections, one item per listener and remote "

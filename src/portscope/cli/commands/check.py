@@ -51,9 +51,10 @@ def register(sub) -> None:
                     help="an IPv6 wildcard sets IPV6_V6ONLY")
     v6.add_argument("--dual-stack", dest="v6only", action="store_const", const=False,
                     help="an IPv6 wildcard also covers IPv4 (IPV6_V6ONLY off)")
-    parser.add_argument("--user", type=common.parse_user, metavar="USER", help="evaluate as this user (name or uid): "
-                        "SO_REUSEPORT's uid rule, privileged ports; the trial bind runs as "
-                        "USER only when the caller is root")
+    parser.add_argument("--user", type=common.option_type(common.parse_user), metavar="USER",
+                        help="evaluate as this user (name or uid): SO_REUSEPORT's uid rule, "
+                             "privileged ports; the trial bind runs as USER only when the "
+                             "caller is root")
     parser.add_argument("--no-trial", action="store_true", help="rules only, no trial bind")
     common.add_netns_option(parser, several=False)
     common.add_output_options(parser, csv=False)

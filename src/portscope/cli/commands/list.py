@@ -28,15 +28,17 @@ def register(sub) -> None:
                        help="listeners only (and ports published by NAT rules alone, as "
                             "PUBLISHED)")
     which.add_argument("-a", "--all", action="store_true", help="every state")
-    which.add_argument("--state", type=common.parse_state, metavar="STATE[,STATE]",
+    which.add_argument("--state", type=common.option_type(common.parse_state),
+                       metavar="STATE[,STATE]",
                        help="these states (listen, established, time-wait, bound-inactive, "
                             "unconn, ...; groups: listening, connected, all)")
-    states.add_argument("--port", type=parse_port_range, metavar="N|A-B",
+    states.add_argument("--port", type=common.option_type(parse_port_range), metavar="N|A-B",
                         help="local port or range")
-    states.add_argument("--pid", type=common.parse_pid, action="append", metavar="PID",
+    states.add_argument("--pid", type=common.option_type(common.parse_pid), action="append",
+                        metavar="PID",
                         help="held by this process (repeatable)")
     states.add_argument("--process", metavar="NAME", help="held by a process of this name")
-    states.add_argument("--user", type=common.parse_user, metavar="USER",
+    states.add_argument("--user", type=common.option_type(common.parse_user), metavar="USER",
                         help="held by this user (name or uid)")
     parser.set_defaults(run=run)
 
