@@ -654,6 +654,13 @@ def owners_of(port: int, **kwargs) -> tuple[Owner, ...]:
     return tuple(seen.values())
 
 
+#: the states of a TCP socket that ``accept()`` may have returned: connected and still held
+#: by a process (SYN_RECV: a TCP Fast Open child; not SYN_SENT: a connect()'s; not TIME_WAIT:
+#: kernel-held)
+ACCEPTED_STATES = frozenset({State.ESTABLISHED, State.SYN_RECV, State.FIN_WAIT1,
+                             State.FIN_WAIT2, State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK})
+
+
 def accepted_connections(sockets: Sequence[Socket]) -> dict[int, list[Socket]]:
     """Pair each TCP listener with the connections ``accept()`` returned from it.
 

@@ -287,7 +287,7 @@ async def test_views_pause_and_quit():
             await pilot.press("2")
             await settled(app, pilot)
             row = row_for(table, server)
-            conns = [c.key for c in table.columns].index("conns")
+            conns = [c.key for c in table.columns].index("accepted")
             assert row_texts(row, table.columns)[conns] == "1"
             await pilot.press("6")
             await settled(app, pilot)
@@ -302,6 +302,33 @@ async def test_views_pause_and_quit():
         assert app.return_code == 0
     finally:
         for s in (accepted, client, server):
+            s.close()
+
+
+def accepted_text(table: SocketTable, server: socket.socket) -> str:
+    """The Accepted cell of ``server``'s row."""
+    index = [c.key for c in table.columns].index("accepted")
+    return row_texts(row_for(table, server), table.columns)[index]
+
+
+async def test_listeners_view_counts_the_accepted_connections():
+    """Three clients connect, two are accepted (the third waits in the accept queue: no
+    descriptor, not accepted); then one accepted connection is closed."""
+    server, other = listener(), listener()
+    clients = [socket.create_connection(server.getsockname()) for _ in range(3)]
+    accepted = [server.accept()[0] for _ in range(2)]
+    try:
+        app = PortscopeApp(interval_s=60)
+        async with app.run_test(size=SIZE) as pilot:
+            table = await refreshed(app, pilot)
+            assert all(r.sock.remote is None for r in table.rows), "listeners only"
+            assert accepted_text(table, server) == "2"
+            assert accepted_text(table, other) == "0"
+            accepted.pop().close()
+            table = await refreshed(app, pilot)
+            assert accepted_text(table, server) == "1"
+    finally:
+        for s in (*accepted, *clients, server, other):
             s.close()
 
 

@@ -152,12 +152,20 @@ def netns_column(namespaces: Sequence[NetNamespace]) -> Column:
     return Column("netns", "Netns", lambda s: names.get(s.netns, str(s.netns or "")))
 
 
+def accepted_column(count_of: Callable[[Socket], int | None]) -> Column:
+    """An ``Accepted`` column: ``count_of(socket)`` is the number of connections accepted
+    from a listener (``snapshot.accepted_connections``), None for other sockets (empty)."""
+    def text(sock: Socket) -> str:
+        count = count_of(sock)
+        return "" if count is None else str(count)
+    return Column("accepted", "Accepted", text, "right")
+
+
 def port_columns(accepted: dict[int, int], *, owners: bool = True) -> tuple[Column, ...]:
     """The columns of ``portscope PORT``: ``accepted`` maps ``id(socket)`` of a listener to the
     connections accepted from it; ``owners`` adds PID, Process and User."""
-    column = Column("accepted", "Accepted",
-                    lambda s: str(accepted[id(s)]) if id(s) in accepted else "", "right")
-    return (PROTO, STATE, LOCAL, REMOTE) + ((PID, PROCESS, USER) if owners else ()) + (column,)
+    return (PROTO, STATE, LOCAL, REMOTE) + ((PID, PROCESS, USER) if owners else ()) + (
+        accepted_column(lambda s: accepted.get(id(s))),)
 
 
 def listener_columns(name_of: Callable[[int, str], str | None], *,

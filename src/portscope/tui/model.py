@@ -134,10 +134,10 @@ def _first_pid(sock: Socket) -> int:
 def columns_for(view: "View", snapshot: Snapshot, counts: dict[SocketKey, int],
                 name_of: Callable[[int, str], str | None]) -> list[TuiColumn]:
     """The columns of ``view``: process, PID, user, protocol, state, local and peer endpoint
-    (no peer in the listeners view), service (UNIX: the peer processes and the inode), accepted connections (listener views whose
-    snapshot has the connections: ``counts`` not empty; the live listeners view dumps only
-    the listening sockets, so its detail pane counts them), netns
-    (when the snapshot covers several namespaces) and container (when a socket has one)."""
+    (no peer in the listeners view), service (UNIX: the peer processes and the inode),
+    accepted connections (the listeners and all views, when their snapshot has connections:
+    ``counts``, listener key -> count, not empty), netns (when the snapshot covers several
+    namespaces) and container (when a socket has one)."""
     result = [TuiColumn(cols.PROCESS, width=20), TuiColumn(cols.PID, _first_pid, width=14),
               TuiColumn(cols.USER, width=12), TuiColumn(cols.PROTO, width=6),
               TuiColumn(cols.STATE, width=14),
@@ -150,10 +150,8 @@ def columns_for(view: "View", snapshot: Snapshot, counts: dict[SocketKey, int],
     else:
         result.append(TuiColumn(cols.service_column(name_of), width=16))
     if view.name in ("listeners", "all") and counts:
-        conns = cols.Column("conns", "Conns",
-                            lambda s: str(counts[socket_key(s)]) if socket_key(s) in counts
-                            else "", "right")
-        result.append(TuiColumn(conns, lambda s: counts.get(socket_key(s), -1), width=7))
+        accepted = cols.accepted_column(lambda s: counts.get(socket_key(s)))
+        result.append(TuiColumn(accepted, lambda s: counts.get(socket_key(s), -1), width=8))
     if len(snapshot.namespaces) > 1:
         result.append(TuiColumn(cols.netns_column(snapshot.namespaces), width=16))
     if any(s.container is not None for s in snapshot.sockets):

@@ -11,7 +11,7 @@ from ..filters import SocketFilter
 from ..ports import HostPortRanges, host_port_ranges
 from ..services import service_name
 from ..render.columns import safe
-from ..snapshot import take_snapshot
+from ..snapshot import ACCEPTED_STATES, take_snapshot
 from ..types import LISTENER_STATES, Proto, Snapshot
 from .model import View
 
@@ -66,14 +66,15 @@ class LiveSource:
         return f"netns {safe(self.netns)}"
 
     def capture(self, view: View) -> Snapshot:
-        """The sockets ``view`` shows: listeners only for the listeners view (a cheap dump of
-        the listening hash), UDP only for the UDP view, UNIX domain sockets for the UNIX view,
-        else every TCP and UDP socket.
+        """The sockets ``view`` shows: for the listeners view the listeners and the
+        connections they may have accepted (``ACCEPTED_STATES``: counted in its Accepted
+        column; no TIME_WAIT, no SYN_SENT), UDP only for the UDP view, UNIX domain sockets
+        for the UNIX view, else every TCP and UDP socket.
 
         Raises: as ``take_snapshot`` (BackendError, AccessDenied).
         """
         if view.name == "listeners":
-            flt = SocketFilter(states=LISTENER_STATES)
+            flt = SocketFilter(states=LISTENER_STATES | ACCEPTED_STATES)
         elif view.name == "udp":
             flt = SocketFilter(protos=frozenset({Proto.UDP}))
         elif view.name == "unix":
