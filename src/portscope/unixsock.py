@@ -38,7 +38,7 @@ class UnixJoin:
         self.selected = [s for s in sockets if check(s) and (select is None or select(s))] \
             if Proto.UNIX in flt.protos else []
         self._names: dict[int, Endpoint] = {}
-        self._back: dict[int, list[int]] = {}
+        self._back: dict[int, int | list[int]] = {}
         self._waiting_at: dict[int, int] = {}
         names, back = self._names, self._back
         for s in sockets:
@@ -50,7 +50,9 @@ class UnixJoin:
             if peer:
                 found = back.get(peer)
                 if found is None:
-                    back[peer] = [inode]
+                    back[peer] = inode          # one socket whose peer it is: most often
+                elif found.__class__ is int:
+                    back[peer] = [found, inode]
                 else:
                     found.append(inode)
             for client in info.pending:
@@ -73,7 +75,8 @@ class UnixJoin:
         info = sock.unix
         peer = info.peer_inode or self._waiting_at.get(sock.inode)
         found = [peer] if peer else []
-        for inode in (*self._back.get(sock.inode, ()), *info.pending):
+        back = self._back.get(sock.inode, ())
+        for inode in (*((back,) if back.__class__ is int else back), *info.pending):
             if inode and inode not in found:
                 found.append(inode)
         return found
@@ -112,28 +115,23 @@ class UnixJoin:
         unnamed = new(Endpoint, ("", None))
         kernel = OwnerUnknown.KERNEL
         for s in chosen:
-            info = s.unix
-            peer = info.peer_inode or waiting_at.get(s.inode)
-            if peer and not info.pending and back.get(s.inode, [peer]) == [peer]:
-                inodes = (peer,)            # the common case: one peer, found both ways
+            (proto, family, local, _remote, state, inode, uid, netns, _v6only, rq, wq, held,
+             unknown, cookie, container, _published, info) = s
+            peer = info[3] or waiting_at.get(inode)
+            if peer and not info[4] and back.get(inode, peer) in (peer, [peer]):
+                # the common case: one peer, found both ways
+                peers = (new(Peer, (peer, get(peer, ()) if get else ())),)
             else:
-                inodes = self.peer_inodes(s)
-            peers = tuple([new(Peer, (i, get(i, ()) if get else ())) for i in inodes])
-            remote = None
-            if peer:
-                local = names.get(peer)
-                remote = unnamed if local is None else new(Endpoint, (local.address, None))
-            if get is None:
-                held, unknown = s.owners, s.owner_unknown
-            else:
-                held = get(s.inode, ()) if s.inode else ()
-                unknown = None if held else (missing if s.inode else kernel)
-            container = s.container
-            if held and container_of is not None and held[0].process.container is not None:
-                container = container_of(held[0].process.container, held[0].pid)
-            yield new(Socket, (s.proto, s.family, s.local, remote, s.state, s.inode, s.uid,
-                               s.netns, None, s.rx_queue_bytes, s.tx_queue_bytes, held, unknown,
-                               s.cookie, container, None,
+                peers = tuple([new(Peer, (i, get(i, ()) if get else ()))
+                               for i in self.peer_inodes(s)])
+            remote = (names.get(peer) or unnamed) if peer else None
+            if get is not None:
+                held = get(inode, ()) if inode else ()
+                unknown = None if held else (missing if inode else kernel)
+            if held and container_of is not None and held[0][2].container is not None:
+                container = container_of(held[0][2].container, held[0][0])
+            yield new(Socket, (proto, family, local, remote, state, inode, uid, netns, None, rq,
+                               wq, held, unknown, cookie, container, None,
                                new(UnixInfo, (info[0], info[1], info[2], info[3], info[4],
                                               peers))))
 

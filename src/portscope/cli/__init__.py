@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import re
 import sys
@@ -106,6 +107,10 @@ def _implied_target(argv: list[str]) -> str | None:
                  if not arg.startswith("-") or _NEGATIVE_NUMBER.match(arg)), None)
 
 
+#: commands that run until stopped: they keep the cycle collector
+_LONG_RUNNING = frozenset({"serve", "record", "watch", "tui"})
+
+
 def _prefetch(argv: list[str]) -> None:
     """Start the BPF fd scan (``owners.bpf.prefetch``) when ``argv`` (as the user gave it,
     before ``_route``) runs a command that will scan every process's descriptors: the kernel
@@ -138,6 +143,10 @@ def _run(argv: list[str]) -> int:
     try:
         _prefetch(argv)
         argv = _route(argv)
+        if argv[0] not in _LONG_RUNNING:
+            # one answer, then exit: the cycle collector would only re-walk the snapshot's
+            # objects, which hold no cycles (measured 25 ms at 50,000 UNIX sockets)
+            gc.disable()
         args = build_parser(argv[0]).parse_args(argv)
         return args.run(args)
     except InvalidInput as exc:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from ..snapshot import SnapshotStream
-from ..types import Endpoint, Family, ProcessInfo, Proto, Snapshot, Socket, State
+from ..types import Endpoint, Family, ProcessInfo, Proto, Snapshot, Socket, State, UnixType
 from .escape import undecodable_escaped
 
 SCHEMA_VERSION = 1
@@ -77,7 +77,10 @@ def _owners_json(owners, processes: dict[int, str]) -> str:
         if encoded is None:
             encoded = processes[id(process)] = process_json(process)
         parts.append(f'{{"pid": {pid}, "fd": {fd}, "process": {encoded}}}')
-    return ", ".join(parts)
+    return parts[0] if len(parts) == 1 else ", ".join(parts)
+
+
+_UNIX_TYPES = {t: f', "unix_type": "{t.value}", "vfs_dev": ' for t in UnixType}
 
 
 def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
@@ -90,25 +93,30 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
     proto, family, local, remote, state, inode, uid, netns, v6only, rq, wq, owners, unknown, \
         cookie, container, published, unix = s
     held = _owners_json(owners, processes) if owners else ""
-    text = (f'{_HEADS[proto, family]}{_endpoint(local, addresses)}, '
+    tail = ""
+    if unix is not None:
+        utype, vfs_dev, vfs_inode, peer_inode, _pending, peers = unix
+        if len(peers) == 1:
+            listed = (f'{{"inode": {peers[0][0]}, "owners": '
+                      f'[{_owners_json(peers[0][1], processes)}]}}')
+        else:
+            listed = ", ".join(f'{{"inode": {i}, "owners": [{_owners_json(o, processes)}]}}'
+                               for i, o in peers)
+        tail = (f'{_UNIX_TYPES[utype]}{"null" if vfs_dev is None else vfs_dev}, '
+                f'"vfs_inode": {"null" if vfs_inode is None else vfs_inode}, '
+                f'"peer_inode": {"null" if peer_inode is None else peer_inode}, '
+                f'"peers": [{listed}]')
+    if extra:
+        tail += "".join(f", {json.dumps(k)}: {json.dumps(jsonable(v))}" for k, v in extra.items())
+    return (f'{_HEADS[proto, family]}{_endpoint(local, addresses)}, '
             f'"remote": {_endpoint(remote, addresses)}{_STATES[state]}{inode}, "uid": {uid}, '
             f'"netns": {"null" if netns is None else netns}, "v6only": {_V6ONLY[v6only]}, '
             f'"rx_queue_bytes": {rq}, "tx_queue_bytes": {wq}, "owners": [{held}], '
             f'"owner_unknown": {"null" if unknown is None else _encode(unknown.value)}, '
             f'"cookie": {"null" if cookie is None else cookie}, '
             f'"container": {"null" if container is None else json.dumps(jsonable(container))}, '
-            f'"published": {"null" if published is None else json.dumps(jsonable(published))}')
-    if unix is not None:
-        peers = ", ".join(f'{{"inode": {inode}, "owners": [{_owners_json(held, processes)}]}}'
-                          for inode, held in unix.peers)
-        text += (f', "unix_type": "{unix.type.value}", '
-                 f'"vfs_dev": {"null" if unix.vfs_dev is None else unix.vfs_dev}, '
-                 f'"vfs_inode": {"null" if unix.vfs_inode is None else unix.vfs_inode}, '
-                 f'"peer_inode": {"null" if unix.peer_inode is None else unix.peer_inode}, '
-                 f'"peers": [{peers}]')
-    if extra:
-        text += "".join(f", {json.dumps(k)}: {json.dumps(jsonable(v))}" for k, v in extra.items())
-    return text + "}"
+            f'"published": {"null" if published is None else json.dumps(jsonable(published))}'
+            f'{tail}}}')
 
 
 def write_head(out: TextIO, meta: Snapshot | SnapshotStream,
