@@ -134,8 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     (``portscope kill 8080 --yes | head -1``) or a closed descriptor changes nothing
     (``streams.guarded``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    with streams.guarded():
-        return _run(argv)
+    collecting = gc.isenabled()
+    try:
+        with streams.guarded():
+            return _run(argv)
+    finally:
+        if collecting:              # _run turns it off for a one-shot command
+            gc.enable()
 
 
 def _run(argv: list[str]) -> int:
