@@ -450,6 +450,36 @@ def test_kill_path_stops_the_listener_holders(holder, cli, tmp_path):
     assert cli("kill", path, "--yes").returncode == 1              # nothing holds it now
 
 
+def test_kill_path_names_what_would_restart_each_holder(holder, cli, tmp_path):
+    # for a UNIX socket: a holder run by pm2 is refused with pm2's command; a holder named
+    # docker-proxy has no respawner (a forwarder publishes ports, not socket files: no
+    # 'docker ps --filter publish=0')
+    from netns import alive
+    supervised, proxied = str(tmp_path / "pm2.sock"), str(tmp_path / "proxy.sock")
+    h = holder(f"""
+        import subprocess
+        child = subprocess.Popen([sys.executable, "-c", "import socket, time\\n"
+                                  "s = socket.socket(socket.AF_UNIX); s.bind({supervised!r})\\n"
+                                  "s.listen(); print('up', flush=True); time.sleep(3600)"],
+                                 env={{**os.environ, "pm_id": "3", "name": "api"}},
+                                 stdout=subprocess.PIPE)
+        child.stdout.readline()
+        _libc.prctl(15, b"docker-proxy")         # PR_SET_NAME: what /proc/PID/comm says
+        s = socket.socket(socket.AF_UNIX); s.bind({proxied!r}); s.listen()
+        ready(child=child.pid)
+    """)
+    result = cli("kill", supervised, "--yes", "--json")
+    doc = json.loads(result.stdout)
+    assert result.returncode == 5 and "pm2 stop 3" in doc["message"], result.stderr
+    assert doc["plan"]["targets"][0]["respawner"]["command"] == "pm2 stop 3"
+    assert alive(h.info["child"])
+    dry = cli("kill", proxied, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    (target,) = json.loads(dry.stdout)["plan"]["targets"]
+    assert target["pid"] == h.pid and target["process"]["name"] == "docker-proxy"
+    assert target["respawner"] is None
+
+
 def test_explain_path_and_abstract(ux, cli):
     result = cli("explain", ux["path"], "--json")
     assert result.returncode == 0, result.stderr

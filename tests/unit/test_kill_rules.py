@@ -73,6 +73,30 @@ def test_respawners(tmp_path):
     assert find_respawner(inside, 80, []).command == f"docker stop {'b' * 12}"
 
 
+def test_respawners_of_a_unix_socket(tmp_path):
+    units = [str(tmp_path)]
+    path = str(tmp_path / "api.sock")
+    api = ProcessInfo(pid=NO_PID, name="api", unit="api.service")
+    (tmp_path / "api.service").write_text("[Service]\nExecStart=/bin/api\n")
+    assert find_respawner(api, path, units) is None
+    # a socket unit of another name that listens on the path and starts the service
+    (tmp_path / "gate.socket").write_text(f"[Socket]\nListenStream={path}\n"
+                                          "Service=api.service\n")
+    assert find_respawner(api, path, units).command == "systemctl stop gate.socket api.service"
+    assert find_respawner(api, str(tmp_path / "other.sock"), units) is None
+    assert find_respawner(api, 8080, units) is None          # a port: the same name only
+    (tmp_path / "gate.socket.d").mkdir()
+    (tmp_path / "gate.socket.d" / "no.conf").write_text("[Socket]\nListenStream=\n")
+    assert find_respawner(api, path, units) is None, "an empty ListenStream= resets the list"
+    (tmp_path / "abstract.socket").write_text("[Socket]\nListenDatagram=@api\n"
+                                              "Service=api.service\n")
+    assert find_respawner(api, "@api", units).command == \
+        "systemctl stop abstract.socket api.service"
+    proxy = ProcessInfo(pid=NO_PID, name="docker-proxy")
+    assert find_respawner(proxy, path, []) is None           # forwarders publish ports only
+    assert find_respawner(proxy, 8080, []).command.endswith("publish=8080)")
+
+
 def test_safety_refusals_without_a_target():
     assert "process group" in safety_refusal(0)
     assert "process group" in safety_refusal(-1)

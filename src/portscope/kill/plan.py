@@ -210,7 +210,8 @@ def _plan(port: int, address: str | None, protos: frozenset[Proto], snapshot: Sn
         for owner in sock.owners:
             by_pid.setdefault(owner.pid, []).append(sock)
             processes.setdefault(owner.pid, owner.process)
-    targets = [_target(pid, processes[pid], tuple(by_pid[pid]), port, unit_path)
+    freed = address if Proto.UNIX in protos else port     # a UNIX socket has no port
+    targets = [_target(pid, processes[pid], tuple(by_pid[pid]), freed, unit_path)
                for pid in sorted(by_pid)]
     unplanned = tuple(s for s in on_target if s not in in_scope and s.owners
                       and not {o.pid for o in s.owners} <= set(by_pid))
@@ -219,9 +220,10 @@ def _plan(port: int, address: str | None, protos: frozenset[Proto], snapshot: Sn
                     unplanned=unplanned, snapshot=snapshot, netns=netns)
 
 
-def _target(pid: int, process: ProcessInfo, sockets: tuple[Socket, ...], port: int,
+def _target(pid: int, process: ProcessInfo, sockets: tuple[Socket, ...], freed: int | str,
             unit_path: Sequence[str]) -> Target:
-    """Open the pidfd and check it names the scanned process (same start time)."""
+    """Open the pidfd and check it names the scanned process (same start time); ``freed``:
+    the port or UNIX socket (path, ``@name``) the kill frees, for ``find_respawner``."""
     target = Target(pid=pid, process=process, start_ticks=None, sockets=sockets)
     try:
         target.pidfd = os.pidfd_open(pid)
@@ -241,7 +243,7 @@ def _target(pid: int, process: ProcessInfo, sockets: tuple[Socket, ...], port: i
         return target
     target.refusal = safety_refusal(pid, flags)
     container = next((s.container for s in sockets if s.container is not None), None)
-    target.respawner = find_respawner(process, port, unit_path, container)
+    target.respawner = find_respawner(process, freed, unit_path, container)
     return target
 
 

@@ -4,7 +4,7 @@ socket activation), containers and their runtimes' forwarders, supervisord, pm2.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,13 +53,10 @@ def _read_environ(pid: int) -> dict[str, str]:
     return env
 
 
-def unit_restart(unit: str, search_path: Sequence[str] = SYSTEM_UNIT_PATH) -> str:
-    """The ``Restart=`` setting of a systemd unit: its unit file (or template) in
-    ``search_path`` and the drop-ins ``UNIT.d/*.conf``, later settings winning.
-
-    Returns:
-        the value (``"no"`` when unset or no file is found).
-    """
+def _unit_settings(unit: str, search_path: Sequence[str]) -> Iterator[tuple[str, str, str]]:
+    """``(section, key, value)`` of every setting of a systemd unit: its unit file (or
+    template) in ``search_path``, then the drop-ins ``UNIT.d/*.conf``, in the order systemd
+    applies them (a later one wins)."""
     names = [unit]
     prefix, at, rest = unit.partition("@")
     if at:
@@ -75,7 +72,6 @@ def unit_restart(unit: str, search_path: Sequence[str] = SYSTEM_UNIT_PATH) -> st
             if folder.is_dir():
                 dropins.update((p.name, p) for p in folder.glob("*.conf"))
         files.extend(dropins[n] for n in sorted(dropins))
-    value = "no"
     for path in files:
         section = ""
         try:
@@ -86,9 +82,72 @@ def unit_restart(unit: str, search_path: Sequence[str] = SYSTEM_UNIT_PATH) -> st
             line = line.strip()
             if line.startswith("[") and line.endswith("]"):
                 section = line
-            elif section == "[Service]" and line.startswith("Restart="):
-                value = line.split("=", 1)[1].strip() or "no"
+            elif "=" in line and not line.startswith(("#", ";")):
+                key, _, value = line.partition("=")
+                yield section, key.strip(), value.strip()
+
+
+def unit_restart(unit: str, search_path: Sequence[str] = SYSTEM_UNIT_PATH) -> str:
+    """The ``Restart=`` setting of a systemd unit: its unit file (or template) in
+    ``search_path`` and the drop-ins ``UNIT.d/*.conf``, later settings winning.
+
+    Returns:
+        the value (``"no"`` when unset or no file is found).
+    """
+    value = "no"
+    for section, key, setting in _unit_settings(unit, search_path):
+        if section == "[Service]" and key == "Restart":
+            value = setting or "no"
     return value
+
+
+_LISTEN_KEYS = frozenset({"ListenStream", "ListenDatagram", "ListenSequentialPacket"})
+
+
+def activating_socket(unit: str, target: int | str,
+                      search_path: Sequence[str] = SYSTEM_UNIT_PATH) -> str | None:
+    """The systemd ``.socket`` unit that starts service ``unit`` on the next connection, or
+    None: the one of the same name; for a UNIX socket ``target`` (a path or ``@name``), also
+    any ``.socket`` unit listening there (``ListenStream=``, ``ListenDatagram=``,
+    ``ListenSequentialPacket=``) whose ``Service=`` is ``unit``.
+
+    Args:
+        unit: a ``.service`` unit name.
+        target: the port or the UNIX socket being freed.
+    Source: the unit files and drop-ins in ``search_path``.
+    """
+    same = unit[:-len(".service")] + ".socket"
+    if any((Path(d) / same).is_file() for d in search_path):
+        return same
+    if isinstance(target, int):
+        return None
+    seen: set[str] = set()
+    for d in search_path:
+        for path in sorted(Path(d).glob("*.socket")) if Path(d).is_dir() else ():
+            if path.name in seen:
+                continue
+            seen.add(path.name)
+            listens, service = set(), path.name[:-len(".socket")] + ".service"
+            for section, key, value in _unit_settings(path.name, search_path):
+                if section == "[Socket]" and key in _LISTEN_KEYS:
+                    listens = set() if not value else listens | {value}   # empty resets
+                elif section == "[Socket]" and key == "Service":
+                    service = value
+            if service == unit and any(_same_socket(listen, target) for listen in listens):
+                return path.name
+    return None
+
+
+def _same_socket(listen: str, target: str) -> bool:
+    """True when a ``Listen*=`` value names the UNIX socket ``target``: the same abstract
+    name, or the same socket file (device and inode; the path text when one is missing)."""
+    if listen.startswith("@") or target.startswith("@"):
+        return listen == target
+    try:
+        one, other = os.stat(listen), os.stat(target)
+    except OSError:
+        return os.path.abspath(listen) == os.path.abspath(target)
+    return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
 
 
 def _own_container() -> str | None:
@@ -103,36 +162,44 @@ def _stop_container(container: Container) -> str:
     return f"{runtime} stop {name}"
 
 
-def find_respawner(process: ProcessInfo, port: int,
+def find_respawner(process: ProcessInfo, target: int | str,
                    unit_path: Sequence[str] = SYSTEM_UNIT_PATH,
                    container: Container | None = None) -> Respawner | None:
     """What would restart ``process`` after it dies, or None.
 
+    Args:
+        process: a holder of ``target``.
+        target: what is being freed: a port, or a UNIX socket (a path or ``@name``).
+        unit_path: where systemd units are looked up.
+        container: the container of the holder's sockets (``Socket.container``), when known.
+
     Sources: the systemd unit from ``/proc/PID/cgroup`` and its ``Restart=`` (see
-    ``unit_restart``; a matching ``.socket`` unit restarts it on the next connection);
-    the container id from the cgroup, named by ``container`` (the sockets' ``Socket.container``)
-    when known; a forwarder that holds the port for ``container`` (docker-proxy, conmon,
-    dockerd, rootlessport), or ``docker-proxy`` by name; supervisord and pm2 by the variables
-    they set for their children (``SUPERVISOR_PROCESS_NAME``, ``pm_id``) in
-    ``/proc/PID/environ`` (readable by root and the same user).
+    ``unit_restart``; a ``.socket`` unit that activates it restarts it on the next connection:
+    ``activating_socket``); the container id from the cgroup, named by ``container`` when
+    known; for a port, a forwarder that holds it for ``container`` (docker-proxy, conmon,
+    dockerd, rootlessport), or ``docker-proxy`` by name (forwarders publish ports, never a
+    UNIX socket); supervisord and pm2 by the variables they set for their children
+    (``SUPERVISOR_PROCESS_NAME``, ``pm_id``) in ``/proc/PID/environ`` (readable by root and the
+    same user).
     """
     unit = process.unit
     if unit and unit.endswith(".service"):
         restart = unit_restart(unit, unit_path)
-        socket_unit = unit[:-len(".service")] + ".socket"
-        activated = any((Path(d) / socket_unit).is_file() for d in unit_path)
-        if restart != "no" or activated:
-            stop = f"systemctl stop {socket_unit} {unit}" if activated else \
+        socket_unit = activating_socket(unit, target, unit_path)
+        if restart != "no" or socket_unit:
+            stop = f"systemctl stop {socket_unit} {unit}" if socket_unit else \
                 f"systemctl stop {unit}"
             why = f"Restart={restart}" if restart != "no" else f"socket activation by {socket_unit}"
             return Respawner("systemd", unit, stop,
                              f"systemd would start {unit} again ({why})")
-    if container is not None and process.name in FORWARDERS and process.container is None:
+    port = target if isinstance(target, int) else None
+    if (port is not None and container is not None and process.name in FORWARDERS
+            and process.container is None):
         name = container.name or container.id[:12]
         return Respawner(process.name, name, _stop_container(container),
                          f"{process.name} publishes the port for container {name}: stop the "
                          f"container, not its {process.name}")
-    if process.name == "docker-proxy":
+    if port is not None and process.name == "docker-proxy":
         return Respawner("docker-proxy", None,
                          f"docker stop $(docker ps -q --filter publish={port})",
                          "docker-proxy publishes the port for a container: stop the container, "
