@@ -81,29 +81,33 @@ def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None,
     Returns:
         ``(RawDump, warnings)``; decode it with ``decode()``.
     Raises:
-        BackendUnavailable: no netlink sock_diag here.
+        BackendUnavailable: no netlink sock_diag here (asked only when a dump is needed:
+            a filter of UNIX sockets alone opens no netlink socket).
         BackendError: the kernel refused a request.
     Privileges: none; every user sees every socket of the namespace (with its uid and inode).
     """
     sport = flt.single_port or 0
     raw = RawDump(flt, netns)
     warnings: list[str] = []
-    sock = nlio.open_diag_socket()
-    try:
-        tcp_states = flt.states_for(Proto.TCP)
-        if tcp_states and (counts is None
-                           or counts.may_hold_tcp(State.BOUND_INACTIVE in tcp_states)):
-            mask = w.states_mask(_TCP_STATE_NUMBERS[s] for s in tcp_states)
-            _collect_with_retry(sock, w.inet_diag_req_v1(mask, sport), Proto.TCP, raw, warnings)
-        udp_states = flt.states_for(Proto.UDP)
-        if udp_states:
-            mask = w.states_mask(_UDP_STATE_NUMBERS[s] for s in udp_states)
-            for family, af in ((Family.IPV4, socket.AF_INET), (Family.IPV6, socket.AF_INET6)):
-                if family in flt.families and (counts is None or counts.may_hold_udp(family)):
-                    request = w.inet_diag_req_v2(af, socket.IPPROTO_UDP, mask, sport)
-                    _collect_with_retry(sock, request, Proto.UDP, raw, warnings)
-    finally:
-        sock.close()
+    requests = []
+    tcp_states = flt.states_for(Proto.TCP)
+    if tcp_states and (counts is None or counts.may_hold_tcp(State.BOUND_INACTIVE in tcp_states)):
+        mask = w.states_mask(_TCP_STATE_NUMBERS[s] for s in tcp_states)
+        requests.append((w.inet_diag_req_v1(mask, sport), Proto.TCP))
+    udp_states = flt.states_for(Proto.UDP)
+    if udp_states:
+        mask = w.states_mask(_UDP_STATE_NUMBERS[s] for s in udp_states)
+        for family, af in ((Family.IPV4, socket.AF_INET), (Family.IPV6, socket.AF_INET6)):
+            if family in flt.families and (counts is None or counts.may_hold_udp(family)):
+                requests.append((w.inet_diag_req_v2(af, socket.IPPROTO_UDP, mask, sport),
+                                 Proto.UDP))
+    if requests:                # none (UNIX sockets only): no netlink socket either
+        sock = nlio.open_diag_socket()
+        try:
+            for request, proto in requests:
+                _collect_with_retry(sock, request, proto, raw, warnings)
+        finally:
+            sock.close()
     return raw, warnings
 
 
