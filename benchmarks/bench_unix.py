@@ -6,7 +6,9 @@ directory, ``--clients`` processes each connect ``--per-client`` times to the se
 (every connection accepted): with the defaults 250 + 250 processes and 25,000 connected pairs,
 50,000 connected sockets plus 250 listeners, every peer in another process. Each command runs
 ``--repeat`` times, the commands interleaved round by round; the medians go to
-``results/unix-N.json`` and a Markdown table on stdout. Run it under ``flock`` when others
+``results/unix-N.json`` and a Markdown table on stdout; then, in one process (no second
+process for the JSON), the time to open the snapshot, to join its sockets, and to join and
+write them as JSON: the writer's share. Run it under ``flock`` when others
 share the machine::
 
     flock "$BENCH_LOCK" .venv/bin/python benchmarks/bench_unix.py
@@ -96,6 +98,41 @@ def _await(fd: int, tokens: bytes, count: int) -> None:
         seen += sum(chunk.count(t) for t in tokens)
 
 
+WRITER_SHARE = """
+import gc, json, os, statistics, sys, time
+gc.disable()                    # as the CLI runs
+from portscope import Proto, SocketFilter
+from portscope.render import jsonfmt
+from portscope.snapshot import open_snapshot
+flt = SocketFilter(protos=frozenset({Proto.UNIX}), states=None)
+parts = {"snapshot opened": [], "joined": [], "joined and written as JSON": []}
+for _ in range(int(sys.argv[1])):
+    for write in (False, True):
+        start = time.perf_counter()
+        stream = open_snapshot(flt, netns="host")
+        opened = time.perf_counter()
+        if write:
+            with open(os.devnull, "w") as out:
+                jsonfmt.write_items(out, stream)
+        else:
+            for _sock in stream:
+                pass
+        done = time.perf_counter()
+        parts["snapshot opened"].append(opened - start)
+        parts["joined and written as JSON" if write else "joined"].append(done - opened)
+print(json.dumps({k: statistics.median(v) for k, v in parts.items()}))
+"""
+
+
+def writer_share(python: str, repeat: int) -> dict[str, float]:
+    """In one process, without the CLI's second process: the seconds to open the snapshot
+    (dump, decode, owner scan), then to join its sockets, or to join and write them as
+    JSON (medians)."""
+    out = subprocess.run([python, "-c", WRITER_SHARE, str(repeat)], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)
+
+
 def timed(argv: list[str]) -> tuple[float, int]:
     """Wall seconds and exit code of ``argv`` with stdout to /dev/null."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -142,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{label}: exit {code}", file=sys.stderr)
                 times[label].append(seconds)
         load_after = os.getloadavg()
+        python = str(Path(a.portscope).with_name("python"))
+        share = writer_share(python, a.repeat) if os.path.exists(python) else {}
         # what portscope found, for the record
         doc = json.loads(subprocess.run([a.portscope, "list", "-x", "-a", "--json", "--netns",
                                          "host"], capture_output=True, text=True).stdout)
@@ -155,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             "found": {"load_sockets": len(mine), "connected_with_peer_owner": resolved},
             "loadavg_before": load_before, "loadavg_after": load_after,
             "cpus": os.cpu_count(), "repeat": a.repeat,
-            "seconds": times, "median_s": medians,
+            "seconds": times, "median_s": medians, "in_one_process_s": share,
             "ratios": {
                 "list -x vs ss -xap": medians["portscope list -x -a --json"] / medians["ss -xap"],
                 **({"list -x vs lsof -U": medians["portscope list -x -a --json"]
@@ -174,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         for label, values in times.items():
             runs = ", ".join(f"{v * 1000:.0f}" for v in values)
             print(f"| `{label}` | {medians[label] * 1000:,.0f} ms | {runs} |")
+        if share:
+            print("\nin one process (no second process for the JSON): "
+                  + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in share.items()))
         for name, ratio in result["ratios"].items():
             print(f"\n{name}: {ratio:.2f}x", end="")
         print(f"\n\nwritten: {out}")
