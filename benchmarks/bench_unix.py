@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-client", type=int, default=100)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--portscope", default=str(Path(sys.executable).with_name("portscope")))
+    p.add_argument("--baseline", metavar="PORTSCOPE",
+                   help="another portscope (an older checkout's) timed beside, as 'before'")
     p.add_argument("--out", default=str(HERE / "results"))
     a = p.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -169,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             "portscope PATH --json": [a.portscope, probe, "--json", "--netns", "host"],
             "ss -xa (no owners)": ["ss", "-xa"],
         }
+        if a.baseline:
+            commands["before: portscope list -x -a --json"] = [
+                a.baseline, "list", "-x", "-a", "--json", "--netns", "host"]
+            commands["before: portscope PATH"] = [a.baseline, probe, "--netns", "host"]
         commands = {k: v for k, v in commands.items() if shutil.which(v[0])}
         times: dict[str, list[float]] = {k: [] for k in commands}
         load_before = os.getloadavg()
@@ -199,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 "list -x vs ss -xap": medians["portscope list -x -a --json"] / medians["ss -xap"],
                 **({"list -x vs lsof -U": medians["portscope list -x -a --json"]
                     / medians["lsof -U"]} if "lsof -U" in medians else {}),
+                **({"before: list -x vs ss -xap": medians["before: portscope list -x -a --json"]
+                    / medians["ss -xap"]} if a.baseline else {}),
             },
         }
         Path(a.out).mkdir(parents=True, exist_ok=True)
