@@ -335,6 +335,42 @@ def test_lookup_decodes_only_the_related_sockets_and_answers_the_same(ux, holder
         shutil.rmtree(h.info["base"], ignore_errors=True)
 
 
+EVERY_NAME_TWO_WAYS = """
+    import json, os, sys
+    from portscope import Proto, SocketFilter, unixsock
+    from portscope.backends import linux_netlink
+    os.chdir(sys.argv[1])
+    dump, _ = linux_netlink.collect_unix()
+    every = dump.decode()
+    flt = SocketFilter(protos=frozenset({Proto.UNIX}))
+    sizes = {}
+    for target in sorted({s.local.address for s in every if s.local.address}):
+        file = None if target.startswith("@") else unixsock.socket_file(target)
+        select = unixsock.selector(target, file)
+        related = linux_netlink.decode_unix_related([dump], select)
+        assert list(unixsock.UnixJoin(related, flt, select).sockets()) == \\
+            list(unixsock.UnixJoin(every, flt, select).sockets()), target
+        sizes[target] = len(related)
+    print(json.dumps({"sizes": sizes, "every": len(every)}))
+"""
+
+
+def test_lookup_in_a_private_namespace_answers_as_the_full_decode(netns):
+    import sys
+    import textwrap
+    h = netns.holder(RELATED)
+    try:
+        result = netns.run(sys.executable, "-c", textwrap.dedent(EVERY_NAME_TWO_WAYS),
+                           h.info["base"])
+        assert result.returncode == 0, result.stderr
+        found = json.loads(result.stdout)
+        assert found["sizes"] == {h.info["name"]: 5, h.info["waiting"]: 2}
+        assert found["every"] == 5       # the server, its 2 senders, the listener, the waiting one
+    finally:
+        import shutil
+        shutil.rmtree(h.info["base"], ignore_errors=True)
+
+
 def test_list_x_cli(ux, cli):
     result = cli("list", "-x", "-a", "--json", "--pid", str(ux["pid"]), "--netns", "host")
     assert result.returncode == 0, result.stderr
