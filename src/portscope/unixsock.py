@@ -118,7 +118,8 @@ class UnixJoin:
             (proto, family, local, _remote, state, inode, uid, netns, _v6only, rq, wq, held,
              unknown, cookie, container, _published, info) = s
             peer = info[3] or waiting_at.get(inode)
-            if peer and not info[4] and back.get(inode, peer) in (peer, [peer]):
+            found = back.get(inode, peer)
+            if peer and not info[4] and (found == peer or found == [peer]):
                 # the common case: one peer, found both ways
                 peers = (new(Peer, (peer, get(peer, ()) if get else ())),)
             else:
