@@ -174,16 +174,24 @@ def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
     assert bpf._layout() == parsed                 # rewritten
 
 
-@pytest.mark.parametrize("argv, starts", [
-    (["listeners"], True), (["who", "8080"], True), (["list", "-a", "--json"], True),
-    (["list", "-n"], False), (["list", "-tn"], False), (["list", "--no-owners"], False),
-    (["list", "--backend", "psutil"], False), (["who", "-h"], False), (["services", "443"], False),
+@pytest.mark.parametrize("argv, starts, port", [
+    (["listeners"], True, None), (["who", "8080"], True, 8080),
+    (["who", "127.0.0.1:8080", "--json"], True, 8080), (["who", "https"], True, 443),
+    (["who", "--json", "8080"], True, None), (["who", "/run/x.sock"], True, None),
+    (["who", "no-such-service"], True, None), (["list", "-a", "--json"], True, None),
+    (["list", "-n"], False, None), (["list", "-tn"], False, None),
+    (["list", "--no-owners"], False, None), (["list", "--backend", "psutil"], False, None),
+    (["who", "-h"], False, None), (["services", "443"], False, None),
 ])
-def test_cli_prefetches_the_scan_only_for_commands_that_scan(argv, starts):
+def test_cli_prefetches_the_scan_only_for_commands_that_scan(argv, starts, port):
     from portscope import cli
     bpf.take_prefetched()
     cli._prefetch(argv)
-    scan = bpf.take_prefetched()
+    if port is not None:                   # a scan of one port serves no other question
+        assert bpf.take_prefetched() is None
+        cli._prefetch(argv)
+    scan = bpf.take_prefetched(port)
     assert (scan is not None) == starts
     if scan is not None:
         assert len(scan.result()) % 2 == 0 and scan.tasks().visible
+        assert scan.port == port           # this kernel reads one port's sockets

@@ -11,6 +11,7 @@ import pytest
 import portscope
 from portscope import Family, Proto, SocketFilter, State, namespaces, sockstat
 from portscope.backends import linux_netlink
+from portscope.filters import TCP_STATES
 from portscope.types import NetNamespace
 
 from netns import netns  # noqa: F401  (the fixture)
@@ -218,3 +219,99 @@ def test_a_listener_no_process_holds_is_found_by_a_listen_dump(netns, monkeypatc
     dumped, walked = _both_paths(monkeypatch, inode)
     assert Counter(map(_fields, walked)) == Counter(map(_fields, dumped))
     assert [s.state for s in walked if not s.owners] == [State.LISTEN]
+
+
+# --- a port lookup: the walk reads that port's sockets and counts the others ---------------
+
+def _port_paths(monkeypatch, inode, port):
+    """The namespace's sockets on ``port`` by the per-namespace dumps (/proc scan), then by
+    the walk limited to the port."""
+    from portscope.owners import bpf
+    if not bpf.usable():
+        pytest.skip("BPF iterators cannot run here")
+    flt = SocketFilter(port_range=(port, port))
+    monkeypatch.setenv(bpf.ENV, "proc")
+    dumped = portscope.take_snapshot(flt, netns="all")    # first: the dumps give cookies out
+    monkeypatch.delenv(bpf.ENV)
+    walked = portscope.take_snapshot(flt, netns="all")
+    return ([s for s in dumped.sockets if s.netns == inode],
+            [s for s in walked.sockets if s.netns == inode])
+
+
+def _port_plan(netns, port):
+    """What snapshot._dump_beside decides for the namespace on a lookup of ``port``."""
+    from portscope import snapshot
+    from portscope.owners import fdscan
+    held = fdscan.BpfScan(port=port).held_sockets(port)
+    assert held is not None and held.port == port
+    (result,) = snapshot._dump_beside(linux_netlink, held, [_entry(netns)],
+                                      SocketFilter(port_range=(port, port)))
+    parts, _taken, _flt, _warnings = result
+    return held, [(proto, part.flt.states) for part, _beside in parts
+                  for proto, _chunks, _intr in part.replies]
+
+
+def test_a_port_walk_records_that_port_and_counts_the_rest(netns, monkeypatch):
+    info = netns.holder(HELD_ONLY).info
+    inode = _entry(netns).namespace.inode
+    port = info["listener"]
+    held, requests = _port_plan(netns, port)
+    assert requests == []                       # every socket on the port held: no dump
+    from portscope.owners import fdscan
+    from portscope.owners.sockets import RECORD
+    every = fdscan.BpfScan().held_sockets()
+    # the counts of the sockets it wrote no record of make the same census as every record
+    assert {k: v for k, v in held.census.items() if k & 0xFFFFFFFF == inode} \
+        == {k: v for k, v in every.census.items() if k & 0xFFFFFFFF == inode}
+    assert held.everything[inode] == every.everything[inode] >= 12
+    assert held.listening(inode) == every.listening(inode) == 3
+    # records: the port's sockets, and the one socket that two descriptors hold (its first
+    # words only: counted once by its inode); a socket that one descriptor holds is counted
+    ours = [RECORD.unpack_from(held.records, at)
+            for at in range(0, len(held.records), RECORD.size)]
+    ours = [r for r in ours if r[2] == inode]
+    assert sorted(r[6] == port for r in ours) == [False, False, True, True, True]
+    assert len({r[0] for r in ours if r[6] != port}) == 1
+    dumped, walked = _port_paths(monkeypatch, inode, port)
+    assert len(dumped) == 3 and all(s.owners for s in dumped)      # l, a, ha
+    assert Counter(map(_fields, walked)) == Counter(map(_fields, dumped))
+
+
+NOT_HELD_ON_THE_PORT = {
+    "time-wait": """
+    t = socket.create_connection(l.getsockname()); ta, _ = l.accept()
+    ta.close(); t.recv(1); t.close()               # ta, on the port, goes to TIME_WAIT
+    ready(port=l.getsockname()[1])""",
+    "accept-queue": """
+    pending = socket.create_connection(l.getsockname())        # never accepted
+    ready(port=l.getsockname()[1])""",
+    "in-flight": """
+    x, y = socket.socketpair()
+    f = socket.socket(); f.bind(('127.0.0.1', 0)); f.listen()
+    socket.send_fds(x, [b'x'], [f.fileno()]); flying = f.getsockname()[1]; f.close()
+    ready(port=flying)""",
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_HELD_ON_THE_PORT))
+def test_a_port_walk_dumps_what_no_descriptor_holds_on_the_port(netns, monkeypatch, case):
+    """TIME_WAIT on the port (the server closed first), a connection not yet accepted, a
+    listener that no process holds (its only descriptor in flight in a UNIX socket's
+    queue): each has its namespace dumped for the port, and nothing else is."""
+    port = netns.holder(HELD_ONLY.replace("ready(listener=l.getsockname()[1])",
+                                          NOT_HELD_ON_THE_PORT[case])).info["port"]
+    inode = _entry(netns).namespace.inode
+    _held, requests = _port_plan(netns, port)
+    expected, unowned = {
+        "time-wait": ([frozenset({State.TIME_WAIT, State.FIN_WAIT2})], ["TIME_WAIT"]),
+        # the counts differ: the port is dumped whole
+        "accept-queue": ([TCP_STATES], ["ESTABLISHED"]),
+        # found by a LISTEN dump; a socket out of the walk's sight: bound-only ones too
+        "in-flight": ([frozenset({State.LISTEN}), frozenset({State.BOUND_INACTIVE})],
+                      ["LISTEN"]),
+    }[case]
+    assert [states for proto, states in requests if proto is Proto.TCP] == expected
+    assert [proto for proto, _states in requests] == [Proto.TCP] * len(expected)
+    dumped, walked = _port_paths(monkeypatch, inode, port)
+    assert Counter(map(_fields, walked)) == Counter(map(_fields, dumped))
+    assert sorted(s.state.value for s in walked if not s.owners) == unowned

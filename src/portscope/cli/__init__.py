@@ -124,7 +124,24 @@ def _prefetch(argv: list[str]) -> None:
             return                              # -n (no owners), -h or -V, alone or combined
     from ..owners import bpf
     if bpf.usable():
-        bpf.prefetch()
+        bpf.prefetch(_port_asked(argv))
+
+
+def _port_asked(argv: list[str]) -> int | None:
+    """The port that the routed ``who`` command ``argv`` looks up, when its target comes
+    first (``portscope 8080 ...``, ``portscope https --json``): the BPF scan then reads that
+    port's sockets only (``bpf.IterScan``). None otherwise, or for a UNIX path or a target
+    the command will reject: a guess only, ``take_prefetched`` checks it."""
+    if argv[0] != "who" or len(argv) < 2:
+        return None
+    target = argv[1]
+    from .. import ports, services, unixsock
+    if target.startswith("-") or unixsock.is_unix_target(target):
+        return None
+    try:
+        return ports.parse_endpoint(target, services.resolve_service)[1]
+    except Exception:  # noqa: BLE001 - the command says what is wrong with it
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

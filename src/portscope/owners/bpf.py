@@ -49,7 +49,8 @@ _NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280}
 _CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
 
 # include/uapi/linux/bpf.h
-_PROG_LOAD, _LINK_CREATE, _ITER_CREATE = 5, 28, 33
+_MAP_CREATE, _PROG_LOAD, _LINK_CREATE, _ITER_CREATE, _MAP_LOOKUP_BATCH = 0, 5, 28, 33, 24
+_MAP_TYPE_HASH, _F_NO_PREALLOC = 1, 1
 _PROG_TYPE_TRACING = 26
 _TRACE_ITER = 28
 _FUNC_SEQ_WRITE = 127
@@ -89,8 +90,12 @@ _SOCKET_FIELDS = (
     ("tcp_sock", "rcv_nxt"), ("tcp_sock", "copied_seq"), ("tcp_sock", "write_seq"),
     ("tcp_sock", "snd_una"), ("tcp_sock", "inet_conn", "icsk_accept_queue", "qlen", "counter"),
     ("udp_sock", "forward_deficit"), ("sock", "__sk_common", "skc_cookie", "counter"))
+# A file's reference count, where the port-limited program (``_socket_program``) tells a
+# socket that one descriptor holds from one that several may hold: ``file_ref_t`` (Linux
+# >= 6.13) counts one reference as 0, ``atomic_long_t f_count`` before it as 1.
+_REF_FIELDS = {("file", "f_ref", "refcnt", "counter"): 0, ("file", "f_count", "counter"): 1}
 _WIDE = (("sock", "__sk_common", "skc_v6_rcv_saddr"), ("sock", "__sk_common", "skc_v6_daddr"))
-_LAYOUT_VERSION = "2"                 # of the cached layout: bumped when the fields change
+_LAYOUT_VERSION = "3"                 # of the cached layout: bumped when the fields change
 
 
 def usable() -> bool:
@@ -131,12 +136,20 @@ class IterScan:
     """A BPF scan under way in a thread (the iterators block in ``read``, without the GIL, so
     the caller's socket dump runs beside it on another CPU): first the ``task`` iterator
     (``tasks()``), then the ``task_file`` iterator (``result()``).
+
+    ``port`` (1-65535, or None): read whole socket records only of the TCP and UDP sockets
+    on that local port, and of every other socket only how many there are per namespace,
+    family, kind and state (``_socket_program``): a port lookup then needs no sock_diag dump
+    of a namespace whose counts match. ``port`` says afterwards whether that was done (None
+    when the kernel could not: every socket's record was read, or descriptors only).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = self.port_asked = port
         self._tasks: Tasks | OSError | None = None
         self._pairs: array | OSError | None = None
         self._records: bytes | None = None
+        self._counts: dict[int, int] | None = None
         self._v6only_bit = 0
         self._held = None
         self._tasks_ready = threading.Event()
@@ -163,9 +176,18 @@ class IterScan:
         """Run the ``task_file`` iterator: with socket records when this kernel lets the
         program read them (kept for ``sockets()``), else descriptors only."""
         target = layout["bpf_iter_task_file"]
+        if self.port is not None and has_port_program(layout):
+            try:
+                self._records, self._counts = _iterate_counting(layout, target, self.port)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EINVAL, errno.EPERM, errno.ENOMEM):
+                    raise
+        if self._records is None:
+            self.port = None        # every socket's record, as without a port
         if has_socket_fields(layout):
             try:
-                records = _iterate(_socket_program(layout), target)
+                records = self._records if self._records is not None else \
+                    _iterate(_socket_program(layout), target)
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EINVAL):
                     raise
@@ -179,19 +201,22 @@ class IterScan:
                 return pairs
         return array("Q", _iterate(_task_file_program(layout), target))
 
-    def sockets(self):
+    def sockets(self, port: int | None = None):
         """Wait for the scan and return the TCP and UDP sockets it read
-        (``sockets.HeldSockets``), or None when this kernel's program read descriptors only.
+        (``sockets.HeldSockets``): every socket when ``port`` is None, else those on
+        ``port``; None when it did not read those (this kernel's program read descriptors
+        only, or the scan was not limited to ``port``, or was).
 
         Raises:
             OSError: as ``tasks()``.
         """
         self.result()
-        if self._records is None:
+        if self._records is None or self.port != port:
             return None
         if self._held is None:
             from .sockets import HeldSockets
-            self._held = HeldSockets(self._records, self._v6only_bit)
+            self._held = HeldSockets(self._records, self._v6only_bit, self.port,
+                                     self._counts)
         return self._held
 
     def tasks(self) -> Tasks:
@@ -237,17 +262,21 @@ def _tasks(pids: list[int], records: bytes) -> Tasks:
 _prefetched: IterScan | None = None
 
 
-def prefetch() -> None:
-    """Start a scan now, for the next ``take_prefetched()`` (the CLI calls this first thing,
-    so that the kernel walks the descriptor tables while Python imports the rest)."""
+def prefetch(port: int | None = None) -> None:
+    """Start a scan now (of sockets on ``port`` only, when given: see ``IterScan``), for the
+    next ``take_prefetched()`` (the CLI calls this first thing, so that the kernel walks the
+    descriptor tables while Python imports the rest)."""
     global _prefetched
-    _prefetched = IterScan()
+    _prefetched = IterScan(port)
 
 
-def take_prefetched() -> IterScan | None:
-    """The scan ``prefetch()`` started, once; None when there is none."""
+def take_prefetched(port: int | None = None) -> IterScan | None:
+    """The scan ``prefetch()`` started, once, when it was started for ``port``; else None
+    (a scan for another port is dropped)."""
     global _prefetched
     scan, _prefetched = _prefetched, None
+    if scan is not None and scan.port_asked != port:
+        return None
     return scan
 
 
@@ -259,8 +288,10 @@ _LOAD = {1: 0x71, 2: 0x69, 4: 0x61, 8: 0x79}          # BPF_LDX | BPF_MEM | size
 _STORE_DW, _MOV_REG, _MOV_IMM, _ADD_IMM = 0x7B, 0xBF, 0xB7, 0x07
 _AND_IMM, _LSH_IMM, _OR_REG = 0x57, 0x67, 0x4F
 _JEQ_IMM, _JNE_IMM, _CALL, _EXIT = 0x15, 0x55, 0x85, 0x95
-_JA, _STORE_IMM_DW = 0x05, 0x7A
+_JA, _STORE_IMM_DW, _JGT_IMM, _LD_IMM64 = 0x05, 0x7A, 0x25, 0x18
+_PSEUDO_MAP_FD = 1
 _STORE = {1: 0x73, 2: 0x6B, 4: 0x63, 8: 0x7B}         # BPF_STX | BPF_MEM | size
+_FUNC_MAP_LOOKUP, _FUNC_MAP_UPDATE = 1, 2
 _FUNC_PROBE_READ_KERNEL, _FUNC_SOCK_FROM_FILE = 113, 162
 _OUT = object()                                        # jump target: the program's end
 
@@ -336,14 +367,22 @@ def has_socket_fields(layout: dict[str, int]) -> bool:
     return max(seq) + 4 - min(seq) <= _SEQ_SPAN_MAX
 
 
-def _socket_program(layout: dict[str, int]) -> bytes:
+def _socket_program(layout: dict[str, int], port: int | None = None,
+                    counts_fd: int = -1) -> bytes:
     """For ``struct bpf_iter__task_file``: for every socket descriptor, a 128-byte record
     (``sockets.RECORD``): inode, ``tgid << 32 | fd``, and for a TCP or UDP socket the fields
     ``inet_diag`` reports of it (``inet_diag_msg_common_fill``, ``tcp_diag_get_info``,
     ``udp_diag_get_info``), read from the ``struct sock`` behind the file
     (``bpf_sock_from_file``), and for any other socket its network namespace; the state
     reads as 0 when the socket has no local port (it is in no hash table: no dump would show
-    it). The cookie is read as it is: 0 until something asked the kernel for it."""
+    it). The cookie is read as it is: 0 until something asked the kernel for it.
+
+    With ``port`` (1-65535) and ``counts_fd`` (a hash map of 8-byte keys and values): whole
+    records only for the TCP and UDP sockets whose local port is ``port``; of any other
+    socket that one descriptor holds (its file's reference count: the table's and the
+    iterator's), nothing but a count, by the record's third word (namespace, family, kind,
+    state) as key, in the map; of one that more may hold, the record's first three words
+    (inode, holder, that key: enough to count each socket once)."""
     def load(dst: int, src: int, field: str) -> tuple:
         return _load(layout, dst, src, field)
 
@@ -385,11 +424,14 @@ def _socket_program(layout: dict[str, int]) -> bytes:
         _insn(_JNE_IMM, 3, off="kind", imm=2), _insn(_JNE_IMM, 4, off="kind", imm=17),
         _insn(_MOV_IMM, 7, imm=17),
         "kind",
-        _insn(_JEQ_IMM, 7, off="emit"), _insn(_STORE[1], 10, 7, 22 - SOCKET_RECORD_BYTES),
+        _insn(_JEQ_IMM, 7, off="emit" if port is None else "count"),
+        _insn(_STORE[1], 10, 7, 22 - SOCKET_RECORD_BYTES),
         *copy(20, common + "skc_family"),
         *copy(24, common + "skc_num"), _insn(_JEQ_IMM, 2, off="unhashed"),
         *copy(23, common + "skc_state"),
         "unhashed",
+        *(() if port is None else (load(2, 9, common + "skc_num"),
+                                   _insn(_JNE_IMM, 2, off="count", imm=port))),
         *copy(26, common + "skc_dport"), *copy(28, common + "skc_ipv6only"),
         *copy(32, common + "skc_rcv_saddr"), *copy(36, common + "skc_daddr"),
         *(insn for at, field in v6 for half in (0, 8) for insn in (
@@ -421,7 +463,39 @@ def _socket_program(layout: dict[str, int]) -> bytes:
         _insn(_ADD_IMM, 3, imm=layout["udp_sock.forward_deficit"]),
         _insn(_CALL, imm=_FUNC_PROBE_READ_KERNEL),
         "emit",
-        *_emit(SOCKET_RECORD_BYTES)])
+        *_emit(SOCKET_RECORD_BYTES),
+        *(() if port is None else _count_socket(layout, counts_fd))])
+
+
+def _count_socket(layout: dict[str, int], counts_fd: int) -> list:
+    """The port-limited socket program's tail, at label ``count`` (r8 = file; the record's
+    key word filled): ``counts[key] += 1`` when only one descriptor holds the file, else
+    jump back to ``emit`` (r6 = ctx)."""
+    (field, one), = ((field, one) for field, one in _REF_FIELDS.items()
+                     if ".".join(field) in layout)
+    key, value = 16 - SOCKET_RECORD_BYTES, 96 - SOCKET_RECORD_BYTES    # in the record
+    counts = [_insn(_LD_IMM64, 1, _PSEUDO_MAP_FD, 0, counts_fd), _insn(0)]
+    return [
+        _insn(_JA, off=_OUT),
+        "count",
+        _load(layout, 2, 8, ".".join(field)),
+        _insn(_JGT_IMM, 2, off="emit", imm=one + 1),      # + the iterator's own reference
+        *counts, _insn(_MOV_REG, 2, 10), _insn(_ADD_IMM, 2, imm=key),
+        _insn(_CALL, imm=_FUNC_MAP_LOOKUP), _insn(_JEQ_IMM, 0, off="new"),
+        _insn(_LOAD[8], 2, 0, 0), _insn(_ADD_IMM, 2, imm=1), _insn(_STORE[8], 0, 2, 0),
+        _insn(_JA, off=_OUT),
+        "new",
+        _insn(_STORE_IMM_DW, 10, 0, value, 1),
+        *counts, _insn(_MOV_REG, 2, 10), _insn(_ADD_IMM, 2, imm=key),
+        _insn(_MOV_REG, 3, 10), _insn(_ADD_IMM, 3, imm=value), _insn(_MOV_IMM, 4, imm=0),
+        _insn(_CALL, imm=_FUNC_MAP_UPDATE)]
+
+
+def has_port_program(layout: dict[str, int]) -> bool:
+    """True when ``layout`` has what the port-limited socket program reads beside the socket
+    fields: one of the file reference counts of ``_REF_FIELDS``."""
+    return has_socket_fields(layout) and any(".".join(field) in layout
+                                             for field in _REF_FIELDS)
 
 
 def _task_program(layout: dict[str, int]) -> bytes:
@@ -442,20 +516,67 @@ def _task_program(layout: dict[str, int]) -> bytes:
 _libc = None
 
 
-def _bpf(cmd: int, attr: bytes) -> int:
-    """The ``bpf(2)`` system call; returns the new fd. Raises OSError."""
+def _bpf(cmd: int, attr) -> int:
+    """The ``bpf(2)`` system call on ``attr`` (bytes, or a ctypes buffer that the kernel may
+    write back into); returns the new fd (or 0). Raises OSError."""
     global _libc
     import ctypes
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.syscall.restype = ctypes.c_long
-    buf = ctypes.create_string_buffer(attr, len(attr))
+    buf = ctypes.create_string_buffer(attr, len(attr)) if isinstance(attr, bytes) else attr
     fd = _libc.syscall(ctypes.c_long(_NR_BPF[os.uname().machine]), ctypes.c_long(cmd), buf,
-                       ctypes.c_long(len(attr)))
+                       ctypes.c_long(len(buf)))
     if fd < 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"bpf: {os.strerror(errno)}")
     return fd
+
+
+_COUNT_KEYS = 1 << 14     # (namespace, family, kind, state) keys: 100 per namespace is a lot
+
+
+def _iterate_counting(layout: dict[str, int], target_btf_id: int, port: int
+                      ) -> tuple[bytes, dict[int, int]]:
+    """Run the port-limited socket program (``_socket_program``): what it writes, and its
+    counts (key word -> sockets). A count the map had no room for is missing (the caller
+    then finds fewer sockets than sockstat does: it dumps). Raises OSError."""
+    attr = bytearray(72)      # union bpf_attr, BPF_MAP_CREATE: up to map_extra
+    struct.pack_into("=IIIII", attr, 0, _MAP_TYPE_HASH, 8, 8, _COUNT_KEYS, _F_NO_PREALLOC)
+    attr[28:44] = b"portscope_count".ljust(16, b"\0")
+    counts = _bpf(_MAP_CREATE, bytes(attr))
+    try:
+        records = _iterate(_socket_program(layout, port, counts), target_btf_id)
+        return records, _read_map(counts)
+    finally:
+        os.close(counts)
+
+
+def _read_map(fd: int) -> dict[int, int]:
+    """Every entry of hash map ``fd`` (8-byte keys and values, at most ``_COUNT_KEYS``), by
+    ``BPF_MAP_LOOKUP_BATCH`` (Linux >= 5.6)."""
+    import ctypes
+    keys = (ctypes.c_uint64 * _COUNT_KEYS)()
+    values = (ctypes.c_uint64 * _COUNT_KEYS)()
+    token = ctypes.create_string_buffer(8)
+    attr = ctypes.create_string_buffer(56)      # union bpf_attr, the batch commands
+    struct.pack_into("=QQQQII", attr, 0, 0, ctypes.addressof(token), ctypes.addressof(keys),
+                     ctypes.addressof(values), _COUNT_KEYS, fd)
+    found: dict[int, int] = {}
+    while True:
+        try:
+            _bpf(_MAP_LOOKUP_BATCH, attr)
+            done = False
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            done = True                         # the last entries, or none
+        count = struct.unpack_from("=I", attr, 32)[0]
+        found.update(zip(keys[:count], values[:count]))
+        if done:
+            return found
+        struct.pack_into("=Q", attr, 0, ctypes.addressof(token))
+        struct.pack_into("=I", attr, 32, _COUNT_KEYS)
 
 
 def _iterate(program: bytes, target_btf_id: int) -> bytes:
@@ -572,15 +693,16 @@ def _read_all(path: str) -> bytes:
 
 def parse_btf(data: bytes) -> dict[str, int]:
     """Find in BTF ``data`` the ids of the FUNCs named in ``_TARGETS`` and, for each path
-    ``(struct, member, ...)`` of ``_FIELDS`` and ``_SOCKET_FIELDS``, ``"struct.member..."`` ->
+    ``(struct, member, ...)`` of ``_FIELDS``, ``_SOCKET_FIELDS`` and ``_REF_FIELDS``,
+    ``"struct.member..."`` ->
     byte offset from the struct's start and ``"struct.member...:size"`` -> size in bytes
     (members of anonymous structs and unions included); for a bit field, the offset and size
     of the byte that holds it and ``"struct.member...:bit"`` -> its lowest bit there.
 
     Raises:
         ValueError: not little-endian BTF, or a name or member of ``_FIELDS`` is missing, or
-            one is not a byte-aligned scalar (a path of ``_SOCKET_FIELDS`` that is missing or
-            odd is left out of the result).
+            one is not a byte-aligned scalar (a path of ``_SOCKET_FIELDS`` or ``_REF_FIELDS``
+            that is missing or odd is left out of the result).
     """
     magic, _version, _flags, header, types_at, types_len, strings_at, strings_len = \
         _HEADER.unpack_from(data)
@@ -664,7 +786,7 @@ def parse_btf(data: bytes) -> dict[str, int]:
         if (target, _KIND_FUNC) not in found:
             raise ValueError(f"no iterator target {target}")
         layout[target] = found[target, _KIND_FUNC]
-    for path in (*_FIELDS, *_SOCKET_FIELDS):
+    for path in (*_FIELDS, *_SOCKET_FIELDS, *_REF_FIELDS):
         key = ".".join(path)
         try:
             type_id = found.get((path[0], _KIND_STRUCT))
@@ -689,7 +811,7 @@ def parse_btf(data: bytes) -> dict[str, int]:
             if bits % 8 or (size not in _LOAD and path not in _WIDE):
                 raise ValueError(f"{key} is not a byte-aligned scalar ({size} bytes)")
         except ValueError:
-            if path in _SOCKET_FIELDS:
+            if path in _SOCKET_FIELDS or path in _REF_FIELDS:
                 continue
             raise
         layout[key] = bits // 8

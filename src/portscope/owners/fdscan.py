@@ -303,10 +303,13 @@ class BpfScan:
     programs cannot run, ``result()`` does the whole ``/proc`` scan instead.
     """
 
-    def __init__(self, wanted: frozenset[int] | None = None, workers: int = 0) -> None:
+    def __init__(self, wanted: frozenset[int] | None = None, workers: int = 0,
+                 port: int | None = None) -> None:
+        """``port``: read socket records of that local port only (``bpf.IterScan``); the
+        owners found are then those of the sockets on it (and of some others)."""
         self._wanted = wanted
         self._workers = workers
-        self._iter = bpf.take_prefetched() or bpf.IterScan()
+        self._iter = bpf.take_prefetched(port) or bpf.IterScan(port)
 
     def netns_by_pid(self) -> dict[int, int] | None:
         """PID -> network namespace inode of every visible process (``namespaces.discover``
@@ -316,11 +319,12 @@ class BpfScan:
         except OSError:
             return None
 
-    def held_sockets(self):
-        """The TCP and UDP sockets the descriptor walk read (``sockets.HeldSockets``), or None
-        when it read descriptors only (an older kernel) or could not run."""
+    def held_sockets(self, port: int | None = None):
+        """The TCP and UDP sockets the descriptor walk read (``sockets.HeldSockets``): all, or
+        with ``port`` those on that local port; None when it read descriptors only (an older
+        kernel), not those sockets, or could not run."""
         try:
-            return self._iter.sockets()
+            return self._iter.sockets(port)
         except OSError:
             return None
 

@@ -61,20 +61,27 @@ class HeldSockets:
 
     Attributes:
         records: everything the walk wrote (``RECORD`` per socket descriptor).
+        port: the local port the walk was limited to (``bpf.IterScan``): only the TCP and UDP
+            sockets on it have whole records, the other sockets are in ``census`` and
+            ``everything`` only; None when every socket has its record.
         census: ``(netns | family << 32 | kind << 48 | kernel state << 56)`` -> how many
             distinct sockets; state 0 means in no hash table (never bound, or closed): no dump
             would show those.
         everything: network namespace -> how many sockets of any family (UNIX, netlink...)
             the walk found there (to hold against sockstat's ``sockets: used``).
-        syn_queued: network namespaces where a held listener has requests in its SYN queue.
+        syn_queued: network namespaces where a held listener has requests in its SYN queue
+            (with ``port``: a listener on that port).
     """
 
-    __slots__ = ("records", "census", "everything", "syn_queued", "bit_v6only", "_skip",
-                 "_inodes")
+    __slots__ = ("records", "port", "census", "everything", "syn_queued", "bit_v6only",
+                 "_skip", "_inodes")
 
-    def __init__(self, records: bytes, bit_v6only: int) -> None:
+    def __init__(self, records: bytes, bit_v6only: int, port: int | None = None,
+                 counted: Mapping[int, int] | None = None) -> None:
         """``records``: what the walk wrote; ``bit_v6only``: the bit of ``skc_ipv6only`` in
-        its byte (from BTF)."""
+        its byte (from BTF); ``port``: the port the walk was limited to, and ``counted``
+        its counts of the sockets it wrote no record of (key word as in ``census`` -> how
+        many)."""
         words = array("Q", records)
         keys = words[_KEY_WORD::_WORDS]
         census = Counter(keys)
@@ -87,6 +94,7 @@ class HeldSockets:
                     for i in _positions(inodes, inode)[1:]:
                         census[keys[i]] -= 1
                         self._skip.add(i * SOCKET_RECORD_BYTES)
+        census.update(counted or {})
         self.census = Counter({key: count for key, count in census.items()
                                if key >> 48 & 0xFF and count > 0})
         self.everything: Counter = Counter()
@@ -99,6 +107,7 @@ class HeldSockets:
             if fields[4] == 6 and fields[23]:
                 self.syn_queued.add(fields[2])
         self.records = records
+        self.port = port
         self.bit_v6only = bit_v6only
         self._inodes: frozenset[int] | None = None
 
@@ -117,6 +126,12 @@ class HeldSockets:
             if state and not (proto is Proto.TCP and state == _TCP_CLOSE):
                 total += count
         return total
+
+    def listening(self, netns: int) -> int:
+        """How many held TCP listeners namespace ``netns`` has (of every port, also when the
+        walk was limited to one)."""
+        return sum(count for key, count in self.census.items()
+                   if key & 0xFFFFFFFF == netns and key >> 48 == 6 | _TCP_LISTEN << 8)
 
     def unheld(self, netns: int, counts: SocketCounts | None, proto: Proto,
                family: Family | None = None) -> int | None:
@@ -146,8 +161,14 @@ class HeldSockets:
 
     def candidates(self, flt: SocketFilter) -> Sequence[int]:
         """Offsets of the records that may match ``flt``: found in C by port (a single port)
-        or by kernel state (a listener view), else every record."""
+        or by kernel state (a listener view), else every record.
+
+        Raises:
+            ValueError: the records are of one port (``port``) and ``flt`` asks for others.
+        """
         port = flt.single_port
+        if self.port is not None and port != self.port:
+            raise ValueError(f"these records are of port {self.port} only")
         if port is not None:
             ports = array("H", self.records)[_PORT_HALF::SOCKET_RECORD_BYTES // 2]
             return [i * SOCKET_RECORD_BYTES for i in _positions(ports, port)]
