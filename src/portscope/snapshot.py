@@ -253,15 +253,22 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     # against 0.19 s at 200,000 for a port, before the walk could be limited to one.)
     # (Nor for UNIX sockets alone: the walk reads no UNIX fields, and waiting for it would
     # only keep their dump from running beside it.)
+    # The caller's own namespace is dumped for the port meanwhile, on the other CPU: the walk
+    # cannot have its TIME_WAIT sockets, which a busy host always has (nor the sockets of a
+    # process it cannot see), and that dump walks the shared hash tables once
+    early = None
+    own = namespaces.own_inode()
+    if walked and port is not None and any(e.namespace.inode == own for e in entries):
+        early = module.collect(flt, netns=own, counts=sockstat.read())
     held = pending.held_sockets(port) if (walked and (lazy or port) and module.NAME == "netlink"
                                           and flt.protos & {Proto.TCP, Proto.UDP}) else None
     if held is not None:
-        return _open_beside(held, pending, module, entries, flt, taken_at, published)
+        return _open_beside(held, pending, module, entries, flt, taken_at, published, early)
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
     uncovered = 0
-    for entry, result in zip(entries, _dump_each(module, entries, flt, raw)):
+    for entry, result in zip(entries, _dump_each(module, entries, flt, raw, early)):
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since it was found: nothing to cover
         if result is None:
@@ -319,14 +326,15 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
 
 def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
                  entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
-                 taken_at: datetime, published: bool) -> SnapshotStream:
-    """``open_snapshot`` of a full listing from the TCP and UDP sockets the BPF walk read, and
-    dumps of the rest (UNIX sockets are dumped as without it)."""
+                 taken_at: datetime, published: bool, early=None) -> SnapshotStream:
+    """``open_snapshot`` of a full listing (or of one port) from the TCP and UDP sockets the
+    BPF walk read, and dumps of the rest (UNIX sockets are dumped as without it); ``early``:
+    the caller's own namespace dumped already (``collect``'s result), taken whole."""
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
     take: dict[int, tuple[frozenset[tuple[Proto, Family]], SocketFilter]] = {}
-    for entry, result in zip(entries, _dump_beside(module, held, entries, flt)):
+    for entry, result in zip(entries, _dump_beside(module, held, entries, flt, early)):
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since it was found: nothing to cover
         if isinstance(result, OSError):
@@ -368,10 +376,11 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
 
 
 def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEntry],
-                 flt: SocketFilter) -> list:
+                 flt: SocketFilter, early=None) -> list:
     """Per namespace, read from inside it: ``([(raw dump, beside)], (proto, family) pairs to
     take from ``held``, the filter of its sockets, warnings)``, or the OSError that kept us
     out; a dump ``beside`` the walk may return sockets the walk read too (to be dropped).
+    ``early``: the caller's own namespace, dumped whole already (``collect``'s result).
 
     Where a namespace's sockstat counts equal what the walk found there, a protocol's sockets
     come from ``held`` and only what no descriptor holds is dumped: TIME_WAIT when there are
@@ -384,9 +393,11 @@ def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEn
     foreign = _foreign_filter(entries, flt)
 
     def work(entry: namespaces.NamespaceEntry):
-        counts = sockstat.read()
         inode = entry.namespace.inode
         part_flt = flt if inode == own else foreign
+        if early is not None and inode == own:
+            return [(early[0], False)], frozenset(), part_flt, list(early[1])
+        counts = sockstat.read()
         taken: set[tuple[Proto, Family]] = set()
         parts, warnings = [], []
         tcp_states = part_flt.states_for(Proto.TCP)
@@ -491,9 +502,10 @@ def _ns_label(ns: NetNamespace) -> str:
 
 
 def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
-               raw: bool) -> list:
+               raw: bool, early=None) -> list:
     """Per namespace: ``(raw dump or socket list, warnings)``, the OSError that kept us out,
-    or None for a namespace this backend cannot read at all.
+    or None for a namespace this backend cannot read at all; ``early``: the caller's own
+    namespace's raw dump, taken already.
 
     netlink dumps each namespace from inside it (``setns`` in a worker thread); ``/proc/net``
     is read through ``/proc/PID/net`` of a process living there; psutil sees only the
@@ -505,7 +517,8 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
         foreign = _foreign_filter(entries, flt)
         # Each namespace's socket counts (sockstat, read from inside it) tell which dumps
         # would come back empty: those are not asked for (see sockstat.py).
-        return namespaces.run_in(entries, lambda e: work(
+        return namespaces.run_in(entries, lambda e: early if early is not None and (
+            e.namespace.inode == own) else work(
             flt if e.namespace.inode == own else foreign, netns=e.namespace.inode,
             counts=sockstat.read()))
     results = []

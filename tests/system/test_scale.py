@@ -148,12 +148,27 @@ def _both_paths(monkeypatch, inode):
             [s for s in walked.sockets if s.netns == inode])
 
 
-def _plan(netns):
+def _settled_walk(netns, port=None, unseen=0):
+    """A BPF walk (of ``port`` only, when given) once the namespace holds no socket beyond
+    what the walk finds there and the ``unseen`` the test put out of its sight: the netlink
+    sockets of `ip link` are freed after an RCU grace period (up to 10 s). A connection in
+    the accept queue counts as one unseen (sockstat counts every socket the kernel made)."""
+    from portscope.owners import fdscan
+    inode = _entry(netns).namespace.inode
+    deadline = time.monotonic() + 10
+    while True:
+        held = fdscan.BpfScan(port=port).held_sockets(port)
+        assert held is not None and held.port == port
+        used = _inside(netns, sockstat.read).sockets_used
+        if used - held.everything[inode] <= unseen or time.monotonic() > deadline:
+            return held
+        time.sleep(0.05)
+
+
+def _plan(netns, unseen=0):
     """What snapshot._dump_beside decides for the namespace: (dump requests, taken)."""
     from portscope import snapshot
-    from portscope.owners import fdscan
-    held = fdscan.BpfScan().held_sockets()
-    assert held is not None
+    held = _settled_walk(netns, unseen=unseen)
     (result,) = snapshot._dump_beside(linux_netlink, held, [_entry(netns)], SocketFilter())
     parts, taken, _flt, _warnings = result
     return [(proto, part.flt.states) for part, _beside in parts
@@ -180,7 +195,7 @@ def test_what_no_descriptor_holds_is_dumped(netns, monkeypatch):
     info = netns.holder(HELD_ONLY).info
     netns.holder(NOT_HELD.format(port=info["listener"]))
     inode = _entry(netns).namespace.inode
-    requests, _taken = _plan(netns)
+    requests, _taken = _plan(netns, unseen=2)      # two children in the accept queue
     # a connection in the accept queue has no descriptor: the counts differ, TCP is dumped
     assert [proto for proto, _states in requests] == [Proto.TCP]
     dumped, walked = _both_paths(monkeypatch, inode)
@@ -212,7 +227,7 @@ def test_a_listener_no_process_holds_is_found_by_a_listen_dump(netns, monkeypatc
     socket.send_fds(x, [b'x'], [f.fileno()]); flying = f.getsockname()[1]; f.close()
     ready(flying=flying)"""))
     inode = _entry(netns).namespace.inode
-    requests, taken = _plan(netns)
+    requests, taken = _plan(netns, unseen=1)
     # and, one socket of the namespace being out of the walk's sight, its bound-only ones
     assert requests == [(Proto.TCP, frozenset({State.LISTEN})),
                         (Proto.TCP, frozenset({State.BOUND_INACTIVE}))] and len(taken) == 4
@@ -238,12 +253,10 @@ def _port_paths(monkeypatch, inode, port):
             [s for s in walked.sockets if s.netns == inode])
 
 
-def _port_plan(netns, port):
+def _port_plan(netns, port, unseen=0):
     """What snapshot._dump_beside decides for the namespace on a lookup of ``port``."""
     from portscope import snapshot
-    from portscope.owners import fdscan
-    held = fdscan.BpfScan(port=port).held_sockets(port)
-    assert held is not None and held.port == port
+    held = _settled_walk(netns, port, unseen)
     (result,) = snapshot._dump_beside(linux_netlink, held, [_entry(netns)],
                                       SocketFilter(port_range=(port, port)))
     parts, _taken, _flt, _warnings = result
@@ -259,10 +272,19 @@ def test_a_port_walk_records_that_port_and_counts_the_rest(netns, monkeypatch):
     assert requests == []                       # every socket on the port held: no dump
     from portscope.owners import fdscan
     from portscope.owners.sockets import RECORD
-    every = fdscan.BpfScan().held_sockets()
+
+    def census(walk):
+        return {k: v for k, v in walk.census.items() if k & 0xFFFFFFFF == inode}
+
+    deadline = time.monotonic() + 5
+    while True:      # h leaves FIN_WAIT1 when its FIN is acknowledged (a delayed ACK)
+        every = fdscan.BpfScan().held_sockets()
+        if census(every) == census(held) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+        held = fdscan.BpfScan(port=port).held_sockets(port)
     # the counts of the sockets it wrote no record of make the same census as every record
-    assert {k: v for k, v in held.census.items() if k & 0xFFFFFFFF == inode} \
-        == {k: v for k, v in every.census.items() if k & 0xFFFFFFFF == inode}
+    assert census(held) == census(every)
     assert held.everything[inode] == every.everything[inode] >= 12
     assert held.listening(inode) == every.listening(inode) == 3
     # records: the port's sockets, and the one socket that two descriptors hold (its first
@@ -301,7 +323,7 @@ def test_a_port_walk_dumps_what_no_descriptor_holds_on_the_port(netns, monkeypat
     port = netns.holder(HELD_ONLY.replace("ready(listener=l.getsockname()[1])",
                                           NOT_HELD_ON_THE_PORT[case])).info["port"]
     inode = _entry(netns).namespace.inode
-    _held, requests = _port_plan(netns, port)
+    _held, requests = _port_plan(netns, port, unseen=case != "time-wait")
     expected, unowned = {
         "time-wait": ([frozenset({State.TIME_WAIT, State.FIN_WAIT2})], ["TIME_WAIT"]),
         # the counts differ: the port is dumped whole
@@ -315,3 +337,31 @@ def test_a_port_walk_dumps_what_no_descriptor_holds_on_the_port(netns, monkeypat
     dumped, walked = _port_paths(monkeypatch, inode, port)
     assert Counter(map(_fields, walked)) == Counter(map(_fields, dumped))
     assert sorted(s.state.value for s in walked if not s.owners) == unowned
+
+
+def test_a_port_lookup_reads_the_callers_namespace_by_its_dump(monkeypatch):
+    """The caller's own namespace is dumped for the port beside the walk (its TIME_WAIT and
+    unaccepted sockets included), the others come from the walk: the same sockets."""
+    import socket
+    own = namespaces.own_inode()
+    with socket.socket() as l:
+        l.bind(("127.0.0.1", 0))
+        l.listen()
+        port = l.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", port))
+        a, _ = l.accept()
+        t = socket.create_connection(("127.0.0.1", port))
+        ta, _ = l.accept()
+        ta.close()
+        t.recv(1)
+        t.close()                                  # ta, on the port: TIME_WAIT
+        pending = socket.create_connection(("127.0.0.1", port))
+        try:
+            dumped, walked = _port_paths(monkeypatch, own, port)
+        finally:
+            for s in (c, a, pending):
+                s.close()
+    assert Counter(map(_fields, walked)) == Counter(map(_fields, dumped))
+    assert sorted(s.state.value for s in walked) \
+        == ["ESTABLISHED", "ESTABLISHED", "LISTEN", "TIME_WAIT"]
+    assert [s.owners[0].pid for s in walked if s.owners] == [os.getpid()] * 2

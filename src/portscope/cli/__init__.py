@@ -135,6 +135,8 @@ def _port_asked(argv: list[str]) -> int | None:
     if argv[0] != "who" or len(argv) < 2:
         return None
     target = argv[1]
+    if target.isascii() and target.isdigit():       # the usual case, without an import
+        return int(target) if 1 <= int(target) <= 65535 else None
     from .. import ports, services, unixsock
     if target.startswith("-") or unixsock.is_unix_target(target):
         return None
