@@ -66,11 +66,12 @@ NETNS_VIEW_HELP = ("network namespaces to read: all, host (this process's own), 
                    "views look for BOUND_INACTIVE sockets in this one only (that walks the "
                    "kernel's bind hash, shared by all namespaces). Cost: each namespace adds "
                    "a read of its socket counts (sockstat, about 0.1 ms) and a kernel dump "
-                   "only where it holds sockets: a port or listener dump (about 2 ms on a "
-                   "host with 200,000 sockets), or, for a full listing as root with BPF, "
+                   "only where it holds sockets: a listener dump (about 2 ms on a host with "
+                   "200,000 sockets), or, for a full listing or a port as root with BPF, "
                    "one only for what no process descriptor holds (TIME_WAIT, connections "
-                   "not yet accepted); such dumps walk hash tables that all namespaces "
-                   "share (README: Many namespaces)")
+                   "not yet accepted), found by comparing those counts with the descriptor "
+                   "walk's; such dumps walk hash tables that all namespaces share (about "
+                   "30 ms each there: README, Many namespaces)")
 NETNS_ONE_HELP = ("the network namespace to answer for and act in: host (this process's "
                   "own, the default), a name (ip netns, Docker) or a PID living in it; a "
                   "bind, a signal or a baseline belongs to one namespace, so not all")

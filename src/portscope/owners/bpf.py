@@ -11,7 +11,9 @@ tracing program attached to the iterator target ``bpf_iter_task_file``, then rea
 it writes ``(inode, tgid << 32 | fd)``; where the kernel allows (``bpf_sock_from_file``,
 Linux >= 5.11), a longer program writes a 128-byte record instead, with the fields of the
 TCP or UDP socket behind the descriptor as ``inet_diag`` would report them (``sockets.py``
-decodes them), so that the snapshot need not dump every network namespace for them. A
+decodes them), so that the snapshot need not dump every network namespace for them; for a
+port lookup, only of the sockets on that port, the others being counted per namespace,
+family, kind and state in a BPF hash map (``IterScan(port)``). A
 second program on ``bpf_iter_task`` lists the thread groups the iterators visit, with each
 one's network namespace (which spares namespace discovery a ``/proc/PID/ns/net`` readlink per
 process). A PID that ``/proc`` lists but the

@@ -14,6 +14,10 @@ sockstat counts (``sockstat.py``) to decide, per protocol and family, whether th
 them all; ``snapshot.py`` then dumps only the rest (TIME_WAIT where ``tw`` is not 0, SYN queue
 requests where a listener has some) and everything where the counts differ.
 
+A walk limited to one port (``bpf.IterScan(port)``) writes whole records for the sockets on
+that port only and counts the others in the kernel; ``HeldSockets`` adds those counts to its
+census, so the comparison with sockstat is the same.
+
 Fields as ``inet_diag`` fills them (``inet_diag_msg_common_fill``, ``tcp_diag_get_info``,
 ``udp_diag_get_info``): the local port is ``sk_num``; the queues of a listener are its accept
 backlog and its limit, of another TCP socket ``rcv_nxt - copied_seq`` (at least 0) and
