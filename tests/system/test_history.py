@@ -3,6 +3,7 @@ record and history, and the store under kill -9, a full disk, corruption and a s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,8 +25,9 @@ from portscope import history
 from portscope.errors import HistoryError
 from portscope.filters import SocketFilter
 from portscope.history import store
-from portscope.history.diff import EventKind, Source
+from portscope.history.diff import Event, EventKind, Item, Key, Source
 from portscope.history.sources import Feed, tracefs_root
+from portscope.types import Family, ProcessInfo, Proto, State
 
 ROOT = os.geteuid() == 0
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -373,7 +375,9 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path, recorders):
 def test_a_full_disk_stops_with_exit_3_and_an_intact_database(tmp_path, recorders, cli):
     mount = tmp_path / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    # 96 KiB: a new database takes 60 KiB of it (file, WAL index, lock, the log while the
+    # schema is checkpointed), the rest fills up with events
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], check=True)
     try:
         db = str(mount / "h.db")
         port = free_port()
@@ -442,6 +446,61 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path, cli):
     assert _digest(db) == before
     with pytest.raises(HistoryError, match="newer"):
         history.open(str(db))
+
+
+def _holdings_events(count: int) -> list:
+    """Listeners opened and closed over ``count`` seconds, overlapping, one still open, one
+    handed to a second holder (events as the feed makes them)."""
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    rng = random.Random(7)
+    events = []
+    for n in range(count):
+        at = start + timedelta(seconds=n)
+        owner = ProcessInfo(pid=1000 + n, ppid=1, name=f"s{n % 5}", exe="/usr/bin/s",
+                            cmdline=("s",), user="root", uid=0, started_at=at)
+        key = Key(1, Proto.TCP, "0.0.0.0", 20000 + n % 7, 100 + n)
+        item = Item(Family.IPV4, State.LISTEN, (owner,), 0)
+        events.append(Event(EventKind.OPENED, key, item, at, at - timedelta(seconds=1),
+                            Source.POLL))
+        if n % 10 == 3:
+            heir = dataclasses.replace(owner, pid=owner.pid + 50000)
+            events.append(Event(EventKind.OWNERS_CHANGED, key, item._replace(owners=(heir,)),
+                                at + timedelta(seconds=2), None, Source.POLL, added=(heir,),
+                                removed=(owner,)))
+        if n != count // 2:
+            ended = at + timedelta(seconds=rng.choice((0.4, 3, 30, 400)))
+            events.append(Event(EventKind.CLOSED, key, item, ended, None, Source.TRACEPOINT))
+    return sorted(events, key=lambda e: e.at)
+
+
+def test_at_by_the_time_index_equals_a_scan_after_migration_and_pruning(tmp_path,
+                                                                       monkeypatch):
+    db = str(tmp_path / "h.db")
+    events = _holdings_events(300)
+    with monkeypatch.context() as schema_1:          # a database of the first schema
+        schema_1.setattr(store, "SCHEMA_VERSION", 1)
+        with store.Writer(db) as writer:
+            writer.write(events[:400])
+    with store.Writer(db) as writer:                  # migrated; the rest through the index
+        writer.write(events[400:])
+        writer.prune(keep_s=None, max_bytes=None)
+        conn = sqlite3.connect(db)
+        conn.execute("DELETE FROM spans WHERE port = 20003")    # cascades to its holders
+        conn.commit()
+    assert conn.execute("SELECT count(*) FROM holders_time").fetchone() == \
+        conn.execute("SELECT count(*) FROM holders").fetchone()
+    conn.close()
+    start = events[0].at
+    with history.open(db) as indexed:
+        scan = store.History(sqlite3.connect(db), db, version=1)
+        found = 0
+        for second in range(-5, 800, 3):
+            moment = start + timedelta(seconds=second + 0.2)
+            got = indexed.at(moment)
+            assert got == scan.at(moment)
+            found += len(got)
+        scan.close()
+    assert found > 300
 
 
 def test_a_second_recorder_is_refused(tmp_path, recorders):
@@ -521,7 +580,8 @@ def test_watch_unprivileged_polls_and_says_so(tmp_path):
         assert "opened" in line and "[poll: between" in line and "\x1b" not in line
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 130
-        assert "tracepoint" in proc.stderr.read()
+        stderr = proc.stderr.read()
+        assert "tracepoint" in stderr and "process events are not used" in stderr
     finally:
         proc.kill()
         proc.wait()

@@ -1,10 +1,12 @@
-"""Ownership details: /proc/PID/stat parsing, the fd-scan index (cgroup paths: test_containers)."""
+"""Ownership details: /proc/PID/stat parsing, the fd-scan index, process events (cgroup paths:
+test_containers)."""
 
 from __future__ import annotations
 
+import struct
 from array import array
 
-from portscope.owners import fdscan, process
+from portscope.owners import fdscan, procevents, process
 
 
 def test_fd_scan_index_lists_every_holder_in_pid_order():
@@ -61,3 +63,26 @@ def test_fd_scan_index_with_many_shared_sockets():
     scan = fdscan.FdScan(pairs, [], 0, 3)
     assert all(scan.owners(i) == [(1, i), (2, i)] for i in range(100, 140))
     assert scan.owners(999) == [(5, 7)] and len(scan) == 81
+
+
+def _proc_event(what: int, *fields: int) -> bytes:
+    """One connector message as the kernel sends it: nlmsghdr, cn_msg, proc_event."""
+    body = struct.pack("=IIQ", what, 0, 123) + struct.pack(f"={len(fields)}i", *fields)
+    cn = struct.pack("=IIIIHH", procevents.CN_IDX_PROC, procevents.CN_VAL_PROC, 0, 0,
+                     len(body), 0) + body
+    return struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
+
+
+def test_proc_events_keep_processes_and_drop_threads():
+    buf = b"".join([
+        _proc_event(procevents.PROC_EVENT_FORK, 10, 10, 11, 11),     # a process forked
+        _proc_event(procevents.PROC_EVENT_FORK, 10, 10, 12, 10),     # a thread started
+        _proc_event(procevents.PROC_EVENT_EXEC, 11, 11),
+        _proc_event(procevents.PROC_EVENT_EXIT, 12, 10, 0, 0),      # the thread ended
+        _proc_event(procevents.PROC_EVENT_EXIT, 11, 11, 0, 0),
+        _proc_event(0x200, 11, 11),                                  # a comm change
+    ])
+    assert procevents.parse(buf) == [procevents.ProcEvent("fork", 11, 10),
+                                     procevents.ProcEvent("exec", 11),
+                                     procevents.ProcEvent("exit", 11)]
+    assert procevents.parse(buf[:30]) == []                          # cut short

@@ -70,7 +70,8 @@ class RawDump:
 
 
 def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None,
-            counts: SocketCounts | None = None) -> tuple[RawDump, list[str]]:
+            counts: SocketCounts | None = None, sock: socket.socket | None = None
+            ) -> tuple[RawDump, list[str]]:
     """Run the kernel dumps that ``flt`` needs and keep their raw replies.
 
     Args:
@@ -78,6 +79,9 @@ def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None,
         netns: the namespace inode to record in each socket (None: unknown).
         counts: the namespace's socket counts (``sockstat.read()`` in it): a request they
             prove empty is not sent (a TCP dump walks hashes that all namespaces share).
+        sock: a NETLINK_SOCK_DIAG socket of that namespace to use, and leave open (a poller
+            keeps one, so that an unchanged dump comes back byte for byte: the replies carry
+            the socket's netlink port id); default: one opened and closed here.
     Returns:
         ``(RawDump, warnings)``; decode it with ``decode()``.
     Raises:
@@ -102,12 +106,15 @@ def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None,
                 requests.append((w.inet_diag_req_v2(af, socket.IPPROTO_UDP, mask, sport),
                                  Proto.UDP))
     if requests:                # none (UNIX sockets only): no netlink socket either
-        sock = nlio.open_diag_socket()
+        own = sock is None
+        if own:
+            sock = nlio.open_diag_socket()
         try:
             for request, proto in requests:
                 _collect_with_retry(sock, request, proto, raw, warnings)
         finally:
-            sock.close()
+            if own:
+                sock.close()
     return raw, warnings
 
 

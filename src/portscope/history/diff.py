@@ -242,8 +242,10 @@ def diff_views(prev: View, cur: View, *, after: datetime | None, at: datetime,
               for k in sorted(cur.keys() - prev.keys(), key=_order)]
     changed: list[Event] = []
     owners_changed: list[Event] = []
-    for key in sorted(prev.keys() & cur.keys(), key=_order):
+    for key in prev.keys() & cur.keys():
         old, new = prev[key], cur[key]
+        if old == new:
+            continue
         if old.state is not new.state:
             changed.append(Event(EventKind.STATE_CHANGED, key, new, at, after, source,
                                  old_state=old.state))
@@ -254,6 +256,8 @@ def diff_views(prev: View, cur: View, *, after: datetime | None, at: datetime,
         if added or removed:
             owners_changed.append(Event(EventKind.OWNERS_CHANGED, key, new, at, after, source,
                                         added=added, removed=removed))
+    changed.sort(key=lambda e: _order(e.key))
+    owners_changed.sort(key=lambda e: _order(e.key))
     return [*closed, *changed, *owners_changed, *opened]
 
 

@@ -26,18 +26,21 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+from .. import backends, namespaces, snapshot, sockstat
 from ..owners import process as owner_process
+from ..backends import _netlink_io as nlio
 from ..backends import _netlink_wire as wire
 from ..filters import SocketFilter
 from ..snapshot import take_snapshot
-from ..types import LISTENER_STATES, Family, ProcessInfo, Proto, State
+from ..types import LISTENER_STATES, Family, OwnerUnknown, ProcessInfo, Proto, Socket, State
 from .diff import (CONNECTED_STATES, Event, EventKind, Item, Key, Source, View, diff_views,
                    view)
+from .tracker import OwnerTracker
 
 TRACEFS_PLACES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 INSTANCE_PREFIX = "portscope-"
@@ -322,6 +325,14 @@ class DestroyEvents:
 class Feed:
     """The change stream of this host: polling, plus the exact sources when available.
 
+    A poll of the listeners (netlink backend, without ``connections`` or UNIX sockets) reads
+    the socket set only: LISTEN-only and bound-UDP dumps (a LISTEN dump walks the kernel's
+    listening hash, not the established one), kept undecoded when they came back byte for
+    byte as the last time; the owners come from an ``OwnerTracker`` (``tracker.py``), which
+    reads descriptors only for new sockets and for processes that forked, exec'd or exited,
+    plus a full owner scan every ``tracker.RESCAN_S``. A poll in which nothing changed costs
+    the dumps and a comparison. Other polls take a whole snapshot (``take_snapshot``).
+
     Args:
         flt: which sockets (``list``'s filters: protocols, families, ports, owners); the states
             are set here: listeners, and with ``connections`` connected sockets too.
@@ -349,6 +360,16 @@ class Feed:
         has_bound = Proto.TCP in self._flt.protos and State.BOUND_INACTIVE in states
         self._bound_flt = True if has_bound else None
         self._fast_flt = replace(self._flt, states=states - {State.BOUND_INACTIVE})
+        self._tracker: OwnerTracker | None = None
+        if (not connections and Proto.UNIX not in self._flt.protos
+                and (backend or backends.default_backend()) == "netlink"):
+            self._tracker = OwnerTracker()
+        self._diag: dict[int, socket.socket] = {}   # netns inode -> its sock_diag socket
+        # (netns inode, with BOUND_INACTIVE) -> the dump's replies and its sockets
+        self._dumps: dict[tuple[int, bool], tuple[list, list[Socket]]] = {}
+        self._views: dict[bool, dict[Key, Item]] = {}     # the last view of each kind
+        self._merged: tuple | None = None      # a quiet poll's view: (polled, bound, merged)
+        self._tracked_bound: dict[Key, Item] | None = None
         self._bound: dict[Key, Item] = {}
         self._bound_scan_at = float("-inf")
         self.bound_after: datetime | None = None
@@ -358,7 +379,7 @@ class Feed:
         self._stopping = False
         self._readers: list = []
         self.sources = [Source.POLL]
-        self.notes: list[str] = []
+        self.notes: list[str] = [] if self._tracker is None else list(self._tracker.notes)
         if exact:
             self._start_exact()
 
@@ -407,10 +428,23 @@ class Feed:
         for reader in self._readers:
             reader.close()
         self._readers = []
+        if self._tracker is not None:
+            self._tracker.close()
+        for sock in self._diag.values():
+            sock.close()
+        self._diag = {}
 
-    def snapshot_view(self) -> tuple[dict[Key, Item], datetime, datetime]:
+    def snapshot_view(self, pids: Iterable[int] = (),
+                      ports: set[tuple[Proto, int]] | None = None
+                      ) -> tuple[dict[Key, Item], datetime, datetime]:
         """One poll: the current view, when its scan started and when it ended (a change
-        it shows happened after the previous poll started and before this one ended).
+        it shows happened after the previous poll started and before this one ended). When
+        nothing changed since the last poll, the view returned is the same object.
+
+        ``pids``: processes a kernel report named as holders of new sockets (their
+        descriptors are read first). ``ports``: ``(proto, port)`` pairs the kernel reported
+        a change on: only their sockets are dumped again, the rest of the last view is
+        kept (a poll for a tracepoint or destroy report; the listener-poll path only).
 
         BOUND_INACTIVE
         sockets are dumped every ``BOUND_SCAN_S`` only (finding them walks the kernel's bind
@@ -424,18 +458,130 @@ class Feed:
         now = time.monotonic()
         full = self._bound_flt is None or now - self._bound_scan_at >= BOUND_SCAN_S
         chosen = flt if full else self._fast_flt
-        snap = take_snapshot(chosen, netns=self._netns, backend=self._backend)
-        current = view(snap.sockets, connections=self._connections)
+        if self._tracker is not None:
+            found = self._poll_ports(chosen, ports, pids) if ports and not full else None
+            current, taken_at = found or self._poll(chosen, full, pids)
+            merged = self._merged
+            if not full and merged is not None and merged[0] is current \
+                    and merged[1] is self._bound:
+                return merged[2], taken_at, datetime.now(timezone.utc)
+            polled = current
+        else:
+            snap = take_snapshot(chosen, netns=self._netns, backend=self._backend)
+            current, taken_at = view(snap.sockets, connections=self._connections), \
+                snap.taken_at
         if self._bound_flt is not None:
             if full:
-                self.bound_after, self._bound_scan_at = snap.taken_at, now
+                self.bound_after, self._bound_scan_at = taken_at, now
                 self._bound = {k: i for k, i in current.items()
                                if i.state is State.BOUND_INACTIVE}
             else:
                 for key in self._bound.keys() & current.keys():
                     del self._bound[key]        # it listens now: the dump has it
                 current = {**self._bound, **current}
-        return current, snap.taken_at, datetime.now(timezone.utc)
+        if self._tracker is not None and not full:
+            self._merged = polled, self._bound, current
+        return current, taken_at, datetime.now(timezone.utc)
+
+    def _poll(self, flt: SocketFilter, full: bool, pids: Iterable[int]
+              ) -> tuple[dict[Key, Item], datetime]:
+        """The listener view from the dumps ``flt`` asks for (``full``: with BOUND_INACTIVE)
+        and the tracker's owners; the previous view of the same kind itself when no dump
+        and no owner changed. Source: NETLINK_SOCK_DIAG in each namespace (one socket kept
+        per namespace), ``OwnerTracker``."""
+        taken_at = datetime.now(timezone.utc)
+        module = backends.load("netlink")
+        dumps: dict[tuple[int, bool], tuple[list, list[Socket]]] = {}
+        same = full in self._views
+        for netns, raw in self._dump_each(flt, lambda part_flt, netns, sock: module.collect(
+                part_flt, netns, sockstat.read(), sock)[0]):
+            key = (netns, full)
+            old = self._dumps.get(key)
+            if old is not None and old[0] == raw.replies:
+                dumps[key] = old
+            else:
+                dumps[key] = raw.replies, list(module.decode(raw))
+                same = False
+        if dumps.keys() != {k for k in self._dumps if k[1] is full}:
+            same = False
+        self._dumps = {**{k: v for k, v in self._dumps.items() if k[1] is not full}, **dumps}
+        for inode in self._diag.keys() - {k[0] for k, _ in self._dumps.items()}:
+            self._diag.pop(inode).close()
+        sockets = [s for _replies, part in dumps.values() for s in part]
+        inodes = None
+        if not same or self._tracked_bound is not self._bound:
+            # the carried BOUND_INACTIVE sockets stay tracked between their dumps
+            inodes = {s.inode for s in sockets} | {k.inode for k in self._bound}
+            self._tracked_bound = self._bound
+        if self._tracker.update(inodes, pids):
+            self._views.clear()         # every kind's view has the old owners
+        elif same:
+            return self._views[full], taken_at
+        joined = snapshot._join(sockets, self._tracker, OwnerUnknown.VANISHED)
+        if self._flt.needs_owners:
+            joined = filter(self._flt.match_owners, joined)
+        current = self._views[full] = view(joined)
+        return current, taken_at
+
+    def _dump_each(self, flt: SocketFilter, dump: Callable) -> list[tuple[int, object]]:
+        """``dump(filter, netns inode, sock_diag socket)`` run inside each namespace polled
+        (others than the caller's get ``snapshot._foreign_filter``'s filter): ``(netns
+        inode, its result)`` for those that could be entered (one that is gone or refused
+        is left uncovered, as by ``take_snapshot``)."""
+        entries = namespaces.select(self._netns)
+        namespaces.require_entry(entries)
+        foreign = snapshot._foreign_filter(entries, flt)
+        own = namespaces.own_inode()
+
+        def work(entry: namespaces.NamespaceEntry):
+            netns = entry.namespace.inode
+            return dump(flt if netns == own else foreign, netns, self._diag_socket(netns))
+
+        return [(entry.namespace.inode, result) for entry, result
+                in zip(entries, namespaces.run_in(entries, work))
+                if not isinstance(result, OSError)]
+
+    def _diag_socket(self, netns: int) -> socket.socket:
+        """The sock_diag socket kept for namespace ``netns`` (opened in it: call from
+        inside)."""
+        sock = self._diag.get(netns)
+        if sock is None:
+            sock = self._diag[netns] = nlio.open_diag_socket()
+        return sock
+
+    def _poll_ports(self, flt: SocketFilter, ports: set[tuple[Proto, int]],
+                    pids: Iterable[int]) -> tuple[dict[Key, Item], datetime] | None:
+        """The last listener view with the sockets of ``ports`` dumped again (port-filtered
+        dumps: the kernel skips the other ports' sockets) and their owners resolved; None
+        when there is no view yet, or when owners of other sockets changed meanwhile (a
+        whole poll is needed). Source: NETLINK_SOCK_DIAG, ``OwnerTracker``."""
+        base = self._views.get(False)
+        if base is None:
+            return None
+        taken_at = datetime.now(timezone.utc)
+        module = backends.load("netlink")
+
+        def dump(part_flt: SocketFilter, netns: int, sock: socket.socket) -> list:
+            return [module.collect(replace(part_flt, protos=frozenset({proto}),
+                                           port_range=(port, port)), netns, None, sock)[0]
+                    for proto, port in ports if proto in part_flt.protos]
+
+        sockets = [s for _netns, raws in self._dump_each(flt, dump) for raw in raws
+                   for s in module.decode(raw)]
+        self._dumps.clear()     # the next whole poll decodes anew: it cannot be "the same"
+        kept = {k: i for k, i in base.items() if (k.proto, k.port) not in ports}
+        fresh = {s.inode for s in sockets}
+        changed = self._tracker.update(
+            {k.inode for k in kept} | fresh | {k.inode for k in self._bound}, pids)
+        if changed - fresh:
+            self._views.clear()     # other sockets' owners changed too: a whole poll
+            return None
+        joined = snapshot._join(sockets, self._tracker, OwnerUnknown.VANISHED)
+        if self._flt.needs_owners:
+            joined = filter(self._flt.match_owners, joined)
+        current = {**kept, **view(joined)}
+        self._views = {False: current}
+        return current, taken_at
 
     def run(self, initial: View | None = None, initial_seen_at: datetime | None = None
             ) -> Iterator[Batch]:
@@ -462,14 +608,18 @@ class Feed:
             early = self._drain(known, pending)
             if self._stopping:
                 return
-            if not early and time.monotonic() < next_poll:
+            regular = time.monotonic() >= next_poll
+            if not early and not regular:
                 continue
-            next_poll = time.monotonic() + self.interval_s
+            if regular:
+                next_poll = time.monotonic() + self.interval_s
             bound_after = self.bound_after
-            cur, taken_at, done_at = self.snapshot_view()
-            events = _bound_timing(diff_views(prev, cur, after=prev_at, at=done_at),
-                                   bound_after)
-            now_known = _endpoints(cur)
+            cur, taken_at, done_at = self.snapshot_view(
+                {h.pid for h, _ in pending if h.opened and h.pid},
+                None if regular else {(h.proto, h.port) for h, _ in pending})
+            events = [] if cur is prev else _bound_timing(
+                diff_views(prev, cur, after=prev_at, at=done_at), bound_after)
+            now_known = known if cur is prev else _endpoints(cur)
             # reports that came in while the snapshot was taken may be about what it found
             self._drain(known | now_known, pending)
             events, pending = _apply_hints(events, pending, known | now_known, now_known)

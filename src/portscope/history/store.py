@@ -77,6 +77,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_at ON events(at);
     CREATE INDEX events_span ON events(span_id);
     """,
+    # 2: each holding's time span in an R-tree, for History.at (a B-tree index on from_at or
+    # to_at still reads every holding on one side of the moment: 110 ms at 1,000,000 events,
+    # against 0.2 ms). R-tree bounds are 32-bit floats rounded outwards: candidates, checked
+    # against the exact columns; an open holding ends at 1e38.
+    """
+    CREATE VIRTUAL TABLE holders_time USING rtree(id, from_at, to_at);
+    INSERT INTO holders_time SELECT id, from_at, coalesce(to_at, 1e38) FROM holders;
+    CREATE TRIGGER holders_time_add AFTER INSERT ON holders BEGIN
+        INSERT INTO holders_time VALUES (new.id, new.from_at, coalesce(new.to_at, 1e38));
+    END;
+    CREATE TRIGGER holders_time_end AFTER UPDATE OF from_at, to_at ON holders BEGIN
+        UPDATE holders_time SET from_at = new.from_at, to_at = coalesce(new.to_at, 1e38)
+        WHERE id = new.id;
+    END;
+    CREATE TRIGGER holders_time_drop AFTER DELETE ON holders BEGIN
+        DELETE FROM holders_time WHERE id = old.id;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -227,9 +245,11 @@ class History:
     call ``close()``.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, version: int = SCHEMA_VERSION
+                 ) -> None:
         self._conn = conn
         self.path = path
+        self._version = version
 
     def __enter__(self) -> "History":
         return self
@@ -287,13 +307,19 @@ class History:
     def at(self, moment: datetime, *, connections: bool = False) -> list[Holding]:
         """The listener set at ``moment``: holdings that had started by then and had not
         ended (a holding whose end is only known to lie in an interval counts until the
-        interval's end). Ordered by port, address."""
+        interval's end). Ordered by port, address.
+
+        Source: the ``holders_time`` R-tree (schema 2; a database of schema 1, not yet
+        migrated by a recorder, is scanned whole)."""
         t = moment.timestamp()
-        sql = (f"SELECT {_HOLDING_COLUMNS} FROM holders h JOIN spans s ON s.id = h.span_id "
+        span = ("holders_time r JOIN holders h ON h.id = r.id AND r.from_at <= ? "
+                "AND r.to_at > ?" if self._version >= 2 else "holders h")
+        sql = (f"SELECT {_HOLDING_COLUMNS} FROM {span} JOIN spans s ON s.id = h.span_id "
                f"WHERE h.from_at <= ? AND (h.to_at IS NULL OR h.to_at > ?)"
                f"{'' if connections else ' AND s.remote_address IS NULL'} "
                f"ORDER BY s.port, s.address, h.from_at")
-        return [_holding(row) for row in self._query(sql, (t, t))]
+        params = (t, t, t, t) if self._version >= 2 else (t, t)
+        return [_holding(row) for row in self._query(sql, params)]
 
     def events(self, *, since: datetime | None = None, until: datetime | None = None,
                port: int | None = None) -> list[StoredEvent]:
@@ -337,10 +363,10 @@ def open(path: str | None = None) -> History:  # noqa: A001 - the API's name: hi
                            f"`portscope record`, or give --db)")
     try:
         conn = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=5)
-        _check_schema(conn, path, fresh_ok=False)
+        version = _check_schema(conn, path, fresh_ok=False)
     except sqlite3.Error as exc:
         raise _translate(exc, path) from None
-    return History(conn, path)
+    return History(conn, path, version)
 
 
 def _uri_path(path: str) -> str:
@@ -418,15 +444,15 @@ class Writer:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            for number in range(version + 1, SCHEMA_VERSION + 1):
+            if version < SCHEMA_VERSION:    # the migrations due, in one transaction
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _statements(MIGRATIONS[number - 1]):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _statements(MIGRATIONS[number - 1]):
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute("COMMIT")
-            if version < SCHEMA_VERSION:    # the new tables into the file, the log emptied
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")     # into the file, log empty
         except sqlite3.Error as exc:
             raise _translate(exc, path) from None
         return conn
@@ -611,7 +637,15 @@ class Writer:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """The SQL statements of ``script``, in order (a trigger's body stays whole)."""
+    statements, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return statements
 
 
 def _key_text(key: Key) -> str:
