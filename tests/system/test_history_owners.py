@@ -197,7 +197,8 @@ def test_a_quiet_poll_returns_the_same_view_and_a_change_a_new_one(holder):
 
 def listen(port: int) -> socket.socket:
     s = socket.socket()
-    s.bind(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # odd ports: connect()'s,
+    s.bind(("127.0.0.1", port))                                # often in TIME_WAIT
     s.listen()
     return s
 
