@@ -5,6 +5,7 @@ owner scan, new sockets resolved on their own, and always what a full snapshot s
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -197,19 +198,20 @@ def test_a_quiet_poll_returns_the_same_view_and_a_change_a_new_one(holder):
 
 def listen(port: int) -> socket.socket:
     s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # odd ports: connect()'s,
-    s.bind(("127.0.0.1", port))                                # often in TIME_WAIT
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
     s.listen()
     return s
 
 
 def two_free_ports() -> int:
-    """A port ``p`` with ``p + 1`` free too (a range only this test's sockets use)."""
+    """A port ``p`` with ``p + 1`` free too, below the ephemeral range (there, a loaded host's
+    connections hold every other port): a range only this test's sockets use."""
+    rng = random.Random()
     for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = rng.randrange(20000, 30000)
         try:
+            listen(port).close()
             listen(port + 1).close()
             return port
         except OSError:
