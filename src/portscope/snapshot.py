@@ -253,13 +253,15 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     # against 0.19 s at 200,000 for a port, before the walk could be limited to one.)
     # (Nor for UNIX sockets alone: the walk reads no UNIX fields, and waiting for it would
     # only keep their dump from running beside it.)
-    # The caller's own namespace is dumped for the port meanwhile, on the other CPU: the walk
-    # cannot have its TIME_WAIT sockets, which a busy host always has (nor the sockets of a
-    # process it cannot see), and that dump walks the shared hash tables once
+    # The caller's own namespace is dumped meanwhile, on the other CPU, for what the walk
+    # cannot have there: TIME_WAIT sockets, which a busy host always has, and the sockets of
+    # a process it cannot see; for a port, its sockets whole (see _dump_beside)
     early = None
     own = namespaces.own_inode()
-    if walked and port is not None and any(e.namespace.inode == own for e in entries):
-        early = module.collect(flt, netns=own, counts=sockstat.read())
+    if walked and (port or lazy) and any(e.namespace.inode == own for e in entries):
+        ask = flt if port else _beside_filter(flt)
+        if ask is not None:
+            early = module.collect(ask, netns=own, counts=sockstat.read())
     held = pending.held_sockets(port) if (walked and (lazy or port) and module.NAME == "netlink"
                                           and flt.protos & {Proto.TCP, Proto.UDP}) else None
     if held is not None:
@@ -375,12 +377,24 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
                           + unix.size_bytes())
 
 
+_BESIDE_STATES = frozenset({State.TIME_WAIT, State.FIN_WAIT2, State.NEW_SYN_RECV,
+                            State.BOUND_INACTIVE})
+
+
+def _beside_filter(flt: SocketFilter) -> SocketFilter | None:
+    """``flt`` narrowed to the TCP states ``_dump_beside`` may dump in a namespace whose
+    counts match the walk's (None when it asks for none of them)."""
+    states = flt.states_for(Proto.TCP) & _BESIDE_STATES
+    return replace(flt, protos=frozenset({Proto.TCP}), states=states) if states else None
+
+
 def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEntry],
                  flt: SocketFilter, early=None) -> list:
     """Per namespace, read from inside it: ``([(raw dump, beside)], (proto, family) pairs to
     take from ``held``, the filter of its sockets, warnings)``, or the OSError that kept us
     out; a dump ``beside`` the walk may return sockets the walk read too (to be dropped).
-    ``early``: the caller's own namespace, dumped whole already (``collect``'s result).
+    ``early``: the caller's own namespace dumped already (``collect``'s result), by ``flt``
+    (taken whole) or by ``_beside_filter(flt)`` (taken when it holds all that is needed).
 
     Where a namespace's sockstat counts equal what the walk found there, a protocol's sockets
     come from ``held`` and only what no descriptor holds is dumped: TIME_WAIT when there are
@@ -395,7 +409,7 @@ def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEn
     def work(entry: namespaces.NamespaceEntry):
         inode = entry.namespace.inode
         part_flt = flt if inode == own else foreign
-        if early is not None and inode == own:
+        if early is not None and inode == own and early[0].flt == part_flt:
             return [(early[0], False)], frozenset(), part_flt, list(early[1])
         counts = sockstat.read()
         taken: set[tuple[Proto, Family]] = set()
@@ -433,11 +447,16 @@ def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEn
                     rest |= tcp_states & {State.NEW_SYN_RECV}
                 if not held.has_every_socket(inode, counts):
                     rest |= tcp_states & {State.BOUND_INACTIVE}
-            if rest:
+            if rest and early is not None and inode == own and unheld == 0 \
+                    and rest <= early[0].flt.states:
+                part, part_warnings = early       # its other states: held ones, or new
+                parts.append((part, True))
+                warnings.extend(part_warnings)
+            elif rest:
                 part, part_warnings = module.collect(
                     replace(part_flt, protos=frozenset({Proto.TCP}), states=frozenset(rest)),
                     inode, counts)
-                parts.append((part, rest != tcp_states))
+                parts.append((part, unheld == 0))    # TCP taken from the walk: drop its own
                 warnings.extend(part_warnings)
         if part_flt.states_for(Proto.UDP):
             rest = frozenset(family for family in part_flt.families
@@ -505,7 +524,7 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
                raw: bool, early=None) -> list:
     """Per namespace: ``(raw dump or socket list, warnings)``, the OSError that kept us out,
     or None for a namespace this backend cannot read at all; ``early``: the caller's own
-    namespace's raw dump, taken already.
+    namespace's raw dump, taken already (used when it was taken by ``flt``).
 
     netlink dumps each namespace from inside it (``setns`` in a worker thread); ``/proc/net``
     is read through ``/proc/PID/net`` of a process living there; psutil sees only the
@@ -518,7 +537,7 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
         # Each namespace's socket counts (sockstat, read from inside it) tell which dumps
         # would come back empty: those are not asked for (see sockstat.py).
         return namespaces.run_in(entries, lambda e: early if early is not None and (
-            e.namespace.inode == own) else work(
+            e.namespace.inode == own and early[0].flt == flt) else work(
             flt if e.namespace.inode == own else foreign, netns=e.namespace.inode,
             counts=sockstat.read()))
     results = []

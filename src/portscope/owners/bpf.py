@@ -152,6 +152,7 @@ class IterScan:
         self._pairs: array | OSError | None = None
         self._records: bytes | None = None
         self._counts: dict[int, int] | None = None
+        self._marked = False
         self._v6only_bit = 0
         self._held = None
         self._tasks_ready = threading.Event()
@@ -195,6 +196,7 @@ class IterScan:
                     raise
             else:       # an older verifier refused the program: descriptors only
                 self._records = records
+                self._marked = has_shared_mark(layout)
                 self._v6only_bit = layout[_SOCKET_PREFIX + "skc_ipv6only:bit"]
                 words = array("Q", records)
                 pairs = array("Q", bytes(16 * (len(words) // (SOCKET_RECORD_BYTES // 8))))
@@ -218,7 +220,7 @@ class IterScan:
         if self._held is None:
             from .sockets import HeldSockets
             self._held = HeldSockets(self._records, self._v6only_bit, self.port,
-                                     self._counts)
+                                     self._counts, self._marked)
         return self._held
 
     def tasks(self) -> Tasks:
@@ -290,7 +292,7 @@ _LOAD = {1: 0x71, 2: 0x69, 4: 0x61, 8: 0x79}          # BPF_LDX | BPF_MEM | size
 _STORE_DW, _MOV_REG, _MOV_IMM, _ADD_IMM = 0x7B, 0xBF, 0xB7, 0x07
 _AND_IMM, _LSH_IMM, _OR_REG = 0x57, 0x67, 0x4F
 _JEQ_IMM, _JNE_IMM, _CALL, _EXIT = 0x15, 0x55, 0x85, 0x95
-_JA, _STORE_IMM_DW, _JGT_IMM, _LD_IMM64 = 0x05, 0x7A, 0x25, 0x18
+_JA, _STORE_IMM_DW, _STORE_IMM_B, _JLE_IMM, _LD_IMM64 = 0x05, 0x7A, 0x72, 0xB5, 0x18
 _PSEUDO_MAP_FD = 1
 _STORE = {1: 0x73, 2: 0x6B, 4: 0x63, 8: 0x7B}         # BPF_STX | BPF_MEM | size
 _FUNC_MAP_LOOKUP, _FUNC_MAP_UPDATE = 1, 2
@@ -413,6 +415,7 @@ def _socket_program(layout: dict[str, int], port: int | None = None,
         load(2, 7, "task_struct.tgid"), _insn(_LSH_IMM, 2, imm=32),
         _insn(_LOAD[4], 3, 6, 16), _insn(_OR_REG, 2, 3),         # | ctx->fd
         _insn(_STORE[8], 10, 2, 8 - SOCKET_RECORD_BYTES),
+        *_mark_shared(layout),
         _insn(_MOV_REG, 1, 8), _insn(_CALL, imm=_FUNC_SOCK_FROM_FILE),
         _insn(_JEQ_IMM, 0, off="emit"),
         load(9, 0, "socket.sk"), _insn(_JEQ_IMM, 9, off="emit"),  # r9 = sk
@@ -466,22 +469,42 @@ def _socket_program(layout: dict[str, int], port: int | None = None,
         _insn(_CALL, imm=_FUNC_PROBE_READ_KERNEL),
         "emit",
         *_emit(SOCKET_RECORD_BYTES),
-        *(() if port is None else _count_socket(layout, counts_fd))])
+        *(() if port is None else _count_socket(counts_fd))])
 
 
-def _count_socket(layout: dict[str, int], counts_fd: int) -> list:
-    """The port-limited socket program's tail, at label ``count`` (r8 = file; the record's
-    key word filled): ``counts[key] += 1`` when only one descriptor holds the file, else
-    jump back to ``emit`` (r6 = ctx)."""
-    (field, one), = ((field, one) for field, one in _REF_FIELDS.items()
-                     if ".".join(field) in layout)
+SHARED_BYTE = 29                      # of a record: 1 when several descriptors may hold it
+
+
+def has_shared_mark(layout: dict[str, int]) -> bool:
+    """True when the socket program marks the records of sockets that several descriptors
+    may hold (``SHARED_BYTE``): ``layout`` has a file reference count (``_REF_FIELDS``)."""
+    return any(".".join(field) in layout for field in _REF_FIELDS)
+
+
+def _mark_shared(layout: dict[str, int]) -> list:
+    """``record[SHARED_BYTE] = 1`` when the file's reference count (r8 = file) is above one
+    descriptor's and the iterator's own: another descriptor, or a thread in a system call
+    on it, holds it too; nothing when this kernel's BTF has no such count."""
+    for field, one in _REF_FIELDS.items():
+        if ".".join(field) in layout:
+            return [_load(layout, 2, 8, ".".join(field)),
+                    _insn(_JLE_IMM, 2, off="alone", imm=one + 1),
+                    _insn(_STORE_IMM_B, 10, 0, SHARED_BYTE - SOCKET_RECORD_BYTES, 1),
+                    "alone"]
+    return []
+
+
+def _count_socket(counts_fd: int) -> list:
+    """The port-limited socket program's tail, at label ``count`` (the record's key word
+    and shared mark filled): ``counts[key] += 1`` when only one descriptor holds the socket,
+    else jump back to ``emit`` (r6 = ctx)."""
     key, value = 16 - SOCKET_RECORD_BYTES, 96 - SOCKET_RECORD_BYTES    # in the record
     counts = [_insn(_LD_IMM64, 1, _PSEUDO_MAP_FD, 0, counts_fd), _insn(0)]
     return [
         _insn(_JA, off=_OUT),
         "count",
-        _load(layout, 2, 8, ".".join(field)),
-        _insn(_JGT_IMM, 2, off="emit", imm=one + 1),      # + the iterator's own reference
+        _insn(_LOAD[1], 2, 10, SHARED_BYTE - SOCKET_RECORD_BYTES),
+        _insn(_JNE_IMM, 2, off="emit"),
         *counts, _insn(_MOV_REG, 2, 10), _insn(_ADD_IMM, 2, imm=key),
         _insn(_CALL, imm=_FUNC_MAP_LOOKUP), _insn(_JEQ_IMM, 0, off="new"),
         _insn(_LOAD[8], 2, 0, 0), _insn(_ADD_IMM, 2, imm=1), _insn(_STORE[8], 0, 2, 0),
@@ -496,8 +519,7 @@ def _count_socket(layout: dict[str, int], counts_fd: int) -> list:
 def has_port_program(layout: dict[str, int]) -> bool:
     """True when ``layout`` has what the port-limited socket program reads beside the socket
     fields: one of the file reference counts of ``_REF_FIELDS``."""
-    return has_socket_fields(layout) and any(".".join(field) in layout
-                                             for field in _REF_FIELDS)
+    return has_socket_fields(layout) and has_shared_mark(layout)
 
 
 def _task_program(layout: dict[str, int]) -> bytes:

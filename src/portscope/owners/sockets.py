@@ -39,12 +39,13 @@ from ..backends.linux_netlink import _TCP_STATES, _UDP_STATES, _scoped
 from ..filters import SocketFilter
 from ..sockstat import SocketCounts
 from ..types import Endpoint, Family, Owner, OwnerUnknown, Proto, Socket, State
-from .bpf import SOCKET_RECORD_BYTES
+from .bpf import SHARED_BYTE, SOCKET_RECORD_BYTES
 from .fdscan import _positions
 
 # The record (bpf._socket_program): inode, holder, then netns u32, family u16, kind u8 (6 TCP,
 # 17 UDP, 0 another socket), state u8 (0: in no hash table), sport u16 (host order), dport
-# u16 (network order), the byte holding skc_ipv6only, src4, dst4, src6, dst6,
+# u16 (network order), the byte holding skc_ipv6only, the shared mark (bpf.SHARED_BYTE,
+# read apart), src4, dst4, src6, dst6,
 # bound_dev_if, uid, ack_backlog, max_ack_backlog, rmem_alloc, wmem_alloc, rcv_nxt,
 # copied_seq, write_seq, snd_una, SYN queue length, forward_deficit, cookie.
 RECORD = struct.Struct("=QQIHBBHHB3x4s4s16s16siIIIiIIIIIIiq")
@@ -81,23 +82,21 @@ class HeldSockets:
                  "_skip", "_inodes")
 
     def __init__(self, records: bytes, bit_v6only: int, port: int | None = None,
-                 counted: Mapping[int, int] | None = None) -> None:
+                 counted: Mapping[int, int] | None = None, marked: bool = False) -> None:
         """``records``: what the walk wrote; ``bit_v6only``: the bit of ``skc_ipv6only`` in
         its byte (from BTF); ``port``: the port the walk was limited to, and ``counted``
         its counts of the sockets it wrote no record of (key word as in ``census`` -> how
-        many)."""
+        many); ``marked``: the records of sockets that several descriptors may hold carry
+        ``bpf.SHARED_BYTE`` (only those need to be looked at for repeats)."""
         words = array("Q", records)
         keys = words[_KEY_WORD::_WORDS]
         census = Counter(keys)
         # a socket several descriptors hold is counted and decoded once (its first record)
         inodes = words[0::_WORDS]
         self._skip: set[int] = set()
-        if len(dict.fromkeys(inodes)) != len(inodes):
-            for inode, times in Counter(inodes).items():
-                if times > 1:
-                    for i in _positions(inodes, inode)[1:]:
-                        census[keys[i]] -= 1
-                        self._skip.add(i * SOCKET_RECORD_BYTES)
+        for i in _repeats(records, inodes, marked):
+            census[keys[i]] -= 1
+            self._skip.add(i * SOCKET_RECORD_BYTES)
         census.update(counted or {})
         self.census = Counter({key: count for key, count in census.items()
                                if key >> 48 & 0xFF and count > 0})
@@ -283,6 +282,23 @@ class HeldSockets:
                                 cookie or None, None, None, None))
             if selection[1] is None or selection[1](sock):
                 yield sock
+
+
+def _repeats(records: bytes, inodes: array, marked: bool) -> list[int]:
+    """Indexes of the records whose inode an earlier record has (another descriptor of the
+    same socket): among the marked records only, when the walk marks them (about 20 ms less
+    than a dictionary of every inode at 200,000)."""
+    if marked:
+        first: dict[int, int] = {}
+        repeats = []
+        for i in _found(records[SHARED_BYTE::SOCKET_RECORD_BYTES], 1):
+            if first.setdefault(inodes[i], i) != i:
+                repeats.append(i)
+        return repeats
+    if len(dict.fromkeys(inodes)) == len(inodes):
+        return []
+    return [i for inode, times in Counter(inodes).items() if times > 1
+            for i in _positions(inodes, inode)[1:]]
 
 
 def _found(data: bytes, value: int) -> Iterator[int]:
