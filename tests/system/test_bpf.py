@@ -175,7 +175,8 @@ def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("argv, starts, port", [
-    (["listeners"], True, None), (["who", "8080"], True, 8080),
+    (["listeners"], True, None), (["who", "8080"], True, 8080), (["8080"], True, 8080),
+    (["[::1]:8080", "-t"], True, 8080),
     (["who", "127.0.0.1:8080", "--json"], True, 8080), (["who", "https"], True, 443),
     (["who", "--json", "8080"], True, None), (["who", "/run/x.sock"], True, None),
     (["who", "no-such-service"], True, None), (["list", "-a", "--json"], True, None),

@@ -128,10 +128,11 @@ def _prefetch(argv: list[str]) -> None:
 
 
 def _port_asked(argv: list[str]) -> int | None:
-    """The port that the routed ``who`` command ``argv`` looks up, when its target comes
-    first (``portscope 8080 ...``, ``portscope https --json``): the BPF scan then reads that
-    port's sockets only (``bpf.IterScan``). None otherwise, or for a UNIX path or a target
-    the command will reject: a guess only, ``take_prefetched`` checks it."""
+    """The port that ``argv`` (as the user gave it) looks up with ``who``, when its target
+    comes first (``portscope 8080 ...``, ``portscope who https --json``): the BPF scan then
+    reads that port's sockets only (``bpf.IterScan``). None otherwise, or for a UNIX path or
+    a target the command will reject: a guess only, ``take_prefetched`` checks it."""
+    argv = _route(argv)
     if argv[0] != "who" or len(argv) < 2:
         return None
     target = argv[1]
