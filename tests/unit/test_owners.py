@@ -65,6 +65,20 @@ def test_fd_scan_index_with_many_shared_sockets():
     assert scan.owners(999) == [(5, 7)] and len(scan) == 81
 
 
+def test_fd_scan_looks_for_repeats_among_the_suspects_only_when_told():
+    pairs = array("Q", [7, 30 << 32 | 3, 8, 10 << 32 | 4, 7, 10 << 32 | 3, 9, 1 << 32 | 1,
+                        9, 2 << 32 | 2])
+    # the walk marked 7 (held twice) and 8 (held once, by a thread in a system call): 9,
+    # not a suspect, is taken as held once (its last holder), as a caller that knows says
+    scan = fdscan.FdScan(pairs, [], 0, 3, suspects={7, 8})
+    assert scan.owners(7) == [(10, 3), (30, 3)] and scan.owners(8) == [(10, 4)]
+    assert scan.owners(9) == [(2, 2)]
+    assert fdscan.FdScan(pairs, [], 0, 3).owners(9) == [(1, 1), (2, 2)]
+    # many suspects: every inode is counted
+    many = set(range(100, 140)) | {7}
+    assert fdscan.repeated(pairs[0::2], many) == {7: [0, 2], 9: [3, 4]}
+
+
 def _proc_event(what: int, *fields: int) -> bytes:
     """One connector message as the kernel sends it: nlmsghdr, cn_msg, proc_event."""
     body = struct.pack("=IIQ", what, 0, 123) + struct.pack(f"={len(fields)}i", *fields)

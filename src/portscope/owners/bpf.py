@@ -236,6 +236,15 @@ class IterScan:
         assert self._tasks is not None
         return self._tasks
 
+    def marked(self) -> set[int] | None:
+        """After ``result()``: the inodes of the sockets that several descriptors may hold
+        (their records carry ``SHARED_BYTE``); None when the walk did not mark them
+        (descriptors only, or no reference count in this kernel's BTF)."""
+        if self._records is None or not self._marked:
+            return None
+        from .sockets import marked_inodes
+        return marked_inodes(self._records)
+
     def result(self) -> array:
         """Wait for the whole scan: flat ``array('Q')`` of ``(inode, tgid << 32 | fd)`` for
         every socket descriptor of every visible process.
