@@ -22,7 +22,9 @@ namespace (fastest of 3), summed over the namespaces.
 In the ``loaded`` phase it also checks that the two ways of reading sockets agree: a snapshot
 of every namespace through the per-namespace dumps (first: the dumps give sockets their
 cookies) and one through the BPF walk, every field of every socket of the fixture and of the
-benchmark's namespaces, owners included.
+benchmark's namespaces, owners included; and the same for two port lookups: the probe port,
+and the namespaces' listener port (8080: 201 sockets in each namespace, from the walk
+limited to that port).
 
     sudo venv/bin/python benchmarks/bench_scale.py --json benchmarks/results/scale-namespaces.json
 
@@ -53,6 +55,7 @@ from portscope import SocketFilter, namespaces, take_snapshot  # noqa: E402
 from portscope.backends import linux_netlink  # noqa: E402
 from portscope.owners import bpf  # noqa: E402
 
+NAMESPACE_PORT = 8080         # of the listener in each of the benchmark's namespaces
 HOLDER = textwrap.dedent("""\
     import ctypes, os, resource, socket, struct, sys
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -61,14 +64,14 @@ HOLDER = textwrap.dedent("""\
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     rst = struct.pack("ii", 1, 0)          # SO_LINGER {1, 0}: no TIME_WAIT at teardown
     keep = []
-    count = int(sys.argv[1])
-    for name in sys.argv[2:]:
+    count, PORT = int(sys.argv[1]), int(sys.argv[2])
+    for name in sys.argv[3:]:
         fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
         assert libc.setns(fd, 0x40000000) == 0
         os.close(fd)
-        l = socket.socket(); l.bind(("127.0.0.1", 8080)); l.listen(count + 16); keep.append(l)
+        l = socket.socket(); l.bind(("127.0.0.1", PORT)); l.listen(count + 16); keep.append(l)
         for _ in range(count):
-            c = socket.create_connection(("127.0.0.1", 8080)); a, _ = l.accept()
+            c = socket.create_connection(("127.0.0.1", PORT)); a, _ = l.accept()
             for s in (c, a):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, rst)
             keep += [c, a]
@@ -95,8 +98,8 @@ class Spaces:
         process per group of 10 namespaces (within the descriptor limit)."""
         for at in range(0, len(self.names), 10):
             holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(connections),
-                                       *self.names[at:at + 10]], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True)
+                                       str(NAMESPACE_PORT), *self.names[at:at + 10]],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             self.holders.append(holder)
             if holder.stdout.readline().strip() != "ready":
                 raise RuntimeError("a namespace holder failed")
@@ -148,16 +151,33 @@ def compare_paths(state: dict, names: list[str]) -> dict:
                            s.local.port in ports
                            or (s.remote is not None and s.remote.port in ports))))
 
-    os.environ[bpf.ENV] = "proc"
-    try:
-        dumped = ours(take_snapshot(netns="all"))
-    finally:
-        del os.environ[bpf.ENV]
-    walked = ours(take_snapshot(netns="all"))
+    def both(flt, mine):
+        os.environ[bpf.ENV] = "proc"
+        try:
+            dumped = mine(take_snapshot(flt, netns="all"))
+        finally:
+            del os.environ[bpf.ENV]
+        walked = mine(take_snapshot(flt, netns="all"))
+        return dumped, walked
+
+    dumped, walked = both(SocketFilter(), ours)
+    # port lookups: the fixture's probe port (the host's dump beside the walk) and the
+    # namespaces' listener port (every namespace's sockets on it from the walk's records)
+    port_dumped, port_walked = Counter(), Counter()
+    for port in (state["probe"]["port"], NAMESPACE_PORT):
+        flt = SocketFilter(port_range=(port, port))
+        d, w = both(flt, lambda snapshot: Counter(_fields(s) for s in snapshot.sockets
+                                                  if s.netns in inodes or s.netns == host))
+        port_dumped += d
+        port_walked += w
     return {"sockets_compared": sum(dumped.values()), "equal": dumped == walked,
             "only_dumped": sum((dumped - walked).values()),
             "only_walked": sum((walked - dumped).values()),
-            "examples": [repr(k) for k in list((dumped - walked) + (walked - dumped))[:6]]}
+            "examples": [repr(k) for k in list((dumped - walked) + (walked - dumped))[:6]],
+            "port_sockets_compared": sum(port_dumped.values()),
+            "port_equal": port_dumped == port_walked,
+            "port_examples": [repr(k) for k in list((port_dumped - port_walked)
+                                                    + (port_walked - port_dumped))[:6]]}
 
 
 def commands(portscope: str, port: int) -> dict[str, list[str]]:
@@ -238,7 +258,7 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
-    return 0 if doc["equality"]["equal"] else 1
+    return 0 if doc["equality"]["equal"] and doc["equality"]["port_equal"] else 1
 
 
 def report(doc: dict) -> None:
