@@ -5,6 +5,7 @@ not answer, and the rendering of published ports."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import threading
@@ -246,30 +247,45 @@ def _process(pid: int, name: str, cmdline=(), container=None) -> ProcessInfo:
     return ProcessInfo(pid=pid, name=name, cmdline=tuple(cmdline), container=container)
 
 
-def test_conmon_resolved_from_state_with_the_inner_listener(monkeypatch):
+def _conmon_case(monkeypatch, inner_netns_offset: int) -> tuple:
+    """A podman container whose state names this test's own process as its first one (a
+    real process: its network namespace is read from /proc, whatever other PIDs exist), an
+    inner listener in that namespace (or, with an offset, in another one) and conmon's
+    host listener: ``(resolver, record, attributed inner socket, resolved host socket)``."""
+    pid = os.getpid()
+    netns = os.stat(f"/proc/{pid}/ns/net").st_ino
     record = containers.ContainerRecord(Container(C, "web", "podman", "bb"),
                                         (PortBinding(Proto.TCP, "127.0.0.1", 18080, 8080),),
-                                        frozenset({"10.88.0.7"}), 4242)
+                                        frozenset({"10.88.0.7"}), pid)
     resolver = ContainerResolver(docker_socket=None, podman_roots=[])
     monkeypatch.setattr(resolver, "records", lambda: {C: record})
-    inner = Socket(Proto.TCP, Family.IPV6, Endpoint("::", 8080), None, State.LISTEN, 7, 0, 2,
-                   False, owners=(Owner(4242, 3, _process(4242, "httpd", container=C)),))
+    inner = Socket(Proto.TCP, Family.IPV6, Endpoint("::", 8080), None, State.LISTEN, 7, 0,
+                   netns + inner_netns_offset, False,
+                   owners=(Owner(pid, 3, _process(pid, "httpd", container=C)),))
     host = Socket(Proto.TCP, Family.IPV4, Endpoint("127.0.0.1", 18080), None, State.LISTEN, 8,
                   0, 1, owners=(Owner(100, 5, _process(100, "conmon", ["conmon", "-c", C])),))
     assert resolver.attach(host) is None                  # held back
     attributed = resolver.attach(inner)
-    assert attributed.container == record.container
     (resolved,) = resolver.forwarded()
+    return resolver, record, attributed, resolved
+
+
+def test_conmon_resolved_from_state_with_the_inner_listener(monkeypatch):
+    resolver, record, attributed, resolved = _conmon_case(monkeypatch, 0)
+    assert attributed.container == record.container
     assert resolved.container == record.container
     assert resolved.published == Published(record.container, "10.88.0.7", 8080, "conmon",
                                            attributed.owners)
-    assert columns.published_text(resolved) == "10.88.0.7:8080 httpd/4242"
+    assert columns.published_text(resolved) == f"10.88.0.7:8080 httpd/{os.getpid()}"
     assert columns.container_name(resolved) == "web"
     # the binding is held: no PUBLISHED row; another one without socket gets one
     assert resolver.published_rows(1, {(Proto.TCP, "127.0.0.1", 18080)}) == []
     (row,) = resolver.published_rows(1, set())
     assert row.state is State.PUBLISHED and row.inode == 0 and row.owner_unknown == "dnat"
     assert row.published.forwarder is None and row.published.served_by == attributed.owners
+    # a listener on that port in another namespace than the container's serves nothing
+    _resolver, record, attributed, resolved = _conmon_case(monkeypatch, 1)
+    assert resolved.published == Published(record.container, "10.88.0.7", 8080, "conmon", ())
 
 
 def test_published_text_when_unknown_or_unserved():
