@@ -8,7 +8,7 @@ import io
 import json
 from datetime import datetime, timezone
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from portscope.render import jsonfmt
@@ -58,19 +58,36 @@ def reference(sock: Socket) -> dict:
     return doc
 
 
+def strict(written: str) -> None:
+    """``written`` is strict JSON: ASCII, and no string in it (key or value) holds a lone
+    surrogate, not even as a ``\\ud800`` escape (UTF-8 cannot encode one)."""
+    assert written.isascii()
+    json.dumps(json.loads(written), ensure_ascii=False).encode("utf-8")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(sockets, max_size=4), st.dictionaries(text, st.none() | text | small,
                                                        max_size=2))
+@example([], {"\ud800": "\udcff", "\udcff": None})     # lone surrogates in a key and a value
 def test_hand_written_socket_json_equals_json_dumps(items, extra):
     processes: dict = {}
     addresses: dict = {}
-    for sock in items:
+    for sock in [*items, Socket(Proto.TCP, Family.IPV4, Endpoint("127.0.0.1", 1), None,
+                                State.LISTEN, 1, 0)]:
         written = jsonfmt.socket_json(sock, processes, addresses, extra)
-        expected = {**reference(sock), **extra}
+        # what json.dumps writes of the strict data: every string, keys included, with its
+        # undecodable bytes as \xNN text (escape.undecodable_escaped)
+        expected = {**reference(sock), **jsonfmt.jsonable(extra)}
         assert json.loads(written) == expected
         assert list(json.loads(written)) == list(expected)             # key order too
-        assert written.isascii()                                       # strict: no raw bytes
+        strict(written)
         assert json.dumps(json.loads(written)) == json.dumps(expected)
+
+
+def test_documents_are_strict_in_keys_too():
+    written = jsonfmt.dumps({"\udcff": {"\ud800x": "\udcfe"}})
+    assert json.loads(written) == {"\\xff": {"\\ud800x": "\\xfe"}}
+    strict(json.dumps(json.loads(written)))
 
 
 @settings(max_examples=100, deadline=None)

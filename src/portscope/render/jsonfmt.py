@@ -24,8 +24,9 @@ _encode = json.encoder.encode_basestring_ascii     # the C implementation
 
 def jsonable(value: Any) -> Any:
     """Turn model objects (dataclasses, named tuples, enums, datetimes) into JSON values;
-    strings with undecodable bytes get them as ``\\xNN`` (``escape.undecodable_escaped``),
-    so that the output is strict JSON (no lone surrogates)."""
+    strings with undecodable bytes, mapping keys included, get them as ``\\xNN``
+    (``escape.undecodable_escaped``), so that the output is strict JSON (no lone
+    surrogates)."""
     if isinstance(value, str):
         return undecodable_escaped(value)
     if isinstance(value, enum.Enum):
@@ -37,7 +38,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return {k: jsonable(v) for k, v in value._asdict().items()}
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {undecodable_escaped(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [jsonable(v) for v in value]
     return value
@@ -87,7 +88,8 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
                 extra: Mapping[str, Any] | None = None) -> str:
     """One ``Socket`` as a JSON object text; ``processes`` caches encoded processes (by the
     identity of their ``ProcessInfo``) and ``addresses`` the encoded start of endpoints.
-    ``extra`` adds view-specific keys; a UNIX socket adds ``unix_type``, ``vfs_dev``,
+    ``extra`` adds view-specific keys (made strict like every string: ``jsonable``); a UNIX
+    socket adds ``unix_type``, ``vfs_dev``,
     ``vfs_inode``, ``peer_inode`` and ``peers`` (``[{"inode", "owners"}]``). This runs once per
     socket of a listing: keep it lean."""
     proto, family, local, remote, state, inode, uid, netns, v6only, rq, wq, owners, unknown, \
@@ -107,7 +109,8 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
                 f'"peer_inode": {"null" if peer_inode is None else peer_inode}, '
                 f'"peers": [{listed}]')
     if extra:
-        tail += "".join(f", {json.dumps(k)}: {json.dumps(jsonable(v))}" for k, v in extra.items())
+        tail += "".join(f", {_encode(undecodable_escaped(k))}: {json.dumps(jsonable(v))}"
+                        for k, v in extra.items())
     return (f'{_HEADS[proto, family]}{_endpoint(local, addresses)}, '
             f'"remote": {_endpoint(remote, addresses)}{_STATES[state]}{inode}, "uid": {uid}, '
             f'"netns": {"null" if netns is None else netns}, "v6only": {_V6ONLY[v6only]}, '
