@@ -6,10 +6,12 @@
    events, then ``portscope history PORT`` timed as a library call (``History.holdings``)
    and as a command (a new process, startup included).
 2. ``latency`` (root): ``portscope record`` running, ``listen()`` here, and the time until the
-   recorder prints the event, which it does after the commit (tracepoint-timed).
+   recorder prints the event, which it does after the commit (tracepoint-timed); the
+   recorder watches that port only (under the fixture: also the whole host).
 3. ``cpu``: the fixture (``fixture.py``: ``--listeners`` listeners and ``--conns``
-   connections) up; ``portscope record`` and ``portscope watch`` with a 1 s poll, nothing
-   changing, their CPU read from ``/proc/PID/stat`` over ``--duration`` seconds; beside
+   connections) up; ``portscope record`` and ``portscope watch`` with a 1 s poll, the
+   fixture not changing, their CPU read from ``/proc/PID/stat`` over ``--duration`` seconds
+   (and the events they printed meanwhile: other jobs' changes on a shared host); beside
    them ``ss -tlnp`` run once a second for as long (its CPU from ``wait4``). The latency of
    part 2 is measured again under that load.
 
@@ -117,13 +119,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def latency(samples: int = 20) -> dict:
-    """listen() here -> the recorder printed the committed event (tracepoint-timed)."""
+def latency(samples: int = 20, *, whole: bool = False) -> dict:
+    """listen() here -> the recorder printed the committed event (tracepoint-timed). The
+    recorder watches this port only (``--port``), or with ``whole`` every listener of the
+    host (each report then polls its port; the host's other events are skipped)."""
     port = free_port()
     tmp = tempfile.mkdtemp()
-    proc = subprocess.Popen([*PORTSCOPE, "record", "--db", f"{tmp}/h.db", "--json",
-                             "--port", f"{port}-{port}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    only = [] if whole else ["--port", f"{port}-{port}"]
+    proc = subprocess.Popen([*PORTSCOPE, "record", "--db", f"{tmp}/h.db", "--json", *only],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def next_event(kind: str) -> dict:
+        while True:
+            event = json.loads(proc.stdout.readline())
+            if event["kind"] == kind and event["local"]["port"] == port:
+                return event
+
     try:
         proc.stderr.readline()
         time.sleep(2)
@@ -134,10 +145,10 @@ def latency(samples: int = 20) -> dict:
             s.bind(("127.0.0.1", port))
             t0 = time.perf_counter()
             s.listen()
-            event = json.loads(proc.stdout.readline())
+            event = next_event("opened")
             found.append((time.perf_counter() - t0, event["source"]))
             s.close()
-            json.loads(proc.stdout.readline())       # its close
+            next_event("closed")
             time.sleep(random.uniform(0.2, 0.5))
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -147,21 +158,30 @@ def latency(samples: int = 20) -> dict:
     return {"samples": samples, "median_ms": round(statistics.median(times) * 1000, 1),
             "p90_ms": round(times[int(len(times) * 0.9) - 1] * 1000, 1),
             "max_ms": round(times[-1] * 1000, 1),
-            "sources": sorted({src for _, src in found})}
+            "sources": sorted({src for _, src in found}), "whole_host": whole}
 
 
 def idle_cpu(argv: list[str], duration_s: float, warmup_s: float = 10) -> dict:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        time.sleep(warmup_s)
-        c0, t0 = cpu_s(proc.pid), time.monotonic()
-        time.sleep(duration_s)
-        c1, t1 = cpu_s(proc.pid), time.monotonic()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    """CPU of ``argv`` (``watch --json`` or ``record --json``) over ``duration_s`` after
+    ``warmup_s``, and how many events it printed meanwhile: the host's own changes (other
+    jobs opening and closing listeners), which the idle figure is not free of."""
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
+        try:
+            time.sleep(warmup_s)
+            out.flush()
+            before = os.fstat(out.fileno()).st_size
+            c0, t0 = cpu_s(proc.pid), time.monotonic()
+            time.sleep(duration_s)
+            c1, t1 = cpu_s(proc.pid), time.monotonic()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        out.seek(before)
+        events = sum(1 for line in out if line.strip())
     return {"cpu_s": round(c1 - c0, 2), "wall_s": round(t1 - t0, 1),
-            "percent_of_one_core": round((c1 - c0) / (t1 - t0) * 100, 2)}
+            "percent_of_one_core": round((c1 - c0) / (t1 - t0) * 100, 2),
+            "events_meanwhile": events}
 
 
 def ss_cpu(duration_s: float) -> dict:
@@ -231,13 +251,14 @@ def main() -> int:
             tmp = tempfile.mkdtemp()
             try:
                 out = {
-                    "record": idle_cpu([*PORTSCOPE, "record", "--db", f"{tmp}/h.db", "-q"],
+                    "record": idle_cpu([*PORTSCOPE, "record", "--db", f"{tmp}/h.db", "--json"],
                                        args.duration),
-                    "watch": idle_cpu([*PORTSCOPE, "watch"], args.duration),
+                    "watch": idle_cpu([*PORTSCOPE, "watch", "--json"], args.duration),
                     "ss_tlnp_every_1s": ss_cpu(args.duration),
                 }
                 if os.geteuid() == 0:
                     out["latency_under_load"] = latency()
+                    out["latency_under_load_whole_host"] = latency(whole=True)
                 return out
             finally:
                 shutil.rmtree(tmp)
