@@ -172,6 +172,36 @@ def test_new_sockets_get_their_owners_from_the_named_pid_or_a_walk(tracker):
         unnamed.close()
 
 
+PREFORK = textwrap.dedent("""\
+    import os, socket, sys, time
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    child = os.fork()
+    if child == 0:
+        time.sleep(120)
+        os._exit(0)
+    print(os.fstat(s.fileno()).st_ino, child, flush=True)
+    sys.stdin.readline()
+    os.kill(child, 9)
+""")
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named", "unnamed"])
+def test_a_new_socket_of_a_preforked_server_has_parent_and_child(tracker, named):
+    tracker.update(set())
+    proc = subprocess.Popen([sys.executable, "-c", PREFORK], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        inode, child = map(int, proc.stdout.readline().split())
+        tracker.update({inode}, pids=[proc.pid] if named else [])
+        assert pids(tracker, inode) == sorted([proc.pid, child]) == snapshot_pids(inode)
+        assert tracker.full_scans == 1
+    finally:
+        proc.stdin.close()
+        proc.wait()
+
+
 def test_without_the_connector_every_update_is_a_full_scan(holder):
     tracker = OwnerTracker(events=False)
     tracker.update({holder.keep})

@@ -6,8 +6,10 @@ processes that changed, not every second. ``OwnerTracker`` keeps who holds each 
 (inode -> ``(pid, fd)`` pairs, and each holder's ``ProcessInfo``) and updates it:
 
 - a socket new since the last poll: the descriptors of the processes a tracepoint named for
-  it (the caller of ``listen()``) are read; one that none of them holds is looked for by a
-  scan of every process for the new inodes only (BPF or ``/proc``);
+  it (the caller of ``listen()``) are read, then those of the processes started or exec'd
+  since the last full scan (the connector names them), of those that held a new socket
+  before, and the parents of those that hold it; one that none of them holds is looked
+  for by a scan of every process for the new inodes only (BPF or ``/proc``);
 - the process events connector (``owners/procevents.py``, root): an exiting holder is
   dropped without reading anything; the descriptors of a holder that exec'd (CLOEXEC ones
   are gone, its executable changed), of a child forked by a holder (it inherited them) and
@@ -55,6 +57,8 @@ class OwnerTracker:
         self._owners: dict[int, tuple[Owner, ...]] = {}
         self._held_by: dict[int, set[int]] = {}                     # pid -> inodes
         self._infos: dict[int, ProcessInfo | None] = {}
+        self._young: dict[int, int] = {}        # started or exec'd since the full scan: parent
+        self._creators: set[int] = set()        # live processes that held a new socket
         self._rescan_s = rescan_s
         self._scanned_at = float("-inf")
         self._lost = 0
@@ -127,7 +131,6 @@ class OwnerTracker:
             self._holders[inode], self._owners[inode] = (), ()
             self._changed.add(inode)
         dirty.update(p for p in pids if p not in exited)
-        found: set[int] = set()
         if dirty:
             scan = fdscan.PendingScan(frozenset(inodes), pids=sorted(dirty)).result()
             for pid in dirty:
@@ -137,13 +140,35 @@ class OwnerTracker:
                 pairs = [h for h in self._holders[inode] if h[0] not in dirty]
                 pairs += scan.owners(inode)
                 self._set(inode, tuple(sorted(pairs)))
-            found = new & held
-        if new - found:         # held by a process nobody named: look at every process
-            scan = fdscan.start_scan(frozenset(new - found),
-                                     fdscan.default_workers()).result()
-            for inode in new - found:
-                self._set(inode, tuple(sorted(scan.owners(inode))))
+        if new:
+            self._find_new(new, dirty)
         return self._changed
+
+    def _find_new(self, new: set[int], scanned: set[int]) -> None:
+        """Find the holders of the sockets ``new`` since the last poll (``scanned``: the
+        processes whose descriptors were just read). The processes started or exec'd since
+        the last full scan are read (a server just started; the children a new socket's
+        creator forked), then the parents those holders were forked from; sockets none of
+        them holds are looked for in every process."""
+        young = self._young
+        named = {pid for inode in new for pid, _fd in self._holders[inode]}
+        pids = (set(young) | self._creators | {young[pid] for pid in named if pid in young}
+                ) - scanned
+        while pids:
+            scan = fdscan.PendingScan(frozenset(new), pids=sorted(pids)).result()
+            scanned |= pids
+            holders = set()
+            for inode in scan.inodes():
+                pairs = set(self._holders[inode]) | set(scan.owners(inode))
+                self._set(inode, tuple(sorted(pairs)))
+                holders.update(pid for pid, _fd in pairs)
+            pids = {young[pid] for pid in holders if pid in young} - scanned
+        lost = {inode for inode in new if not self._holders[inode]}
+        if lost:                # held by a process nobody named: look at every process
+            scan = fdscan.start_scan(frozenset(lost), fdscan.default_workers()).result()
+            for inode in lost:
+                self._set(inode, tuple(sorted(scan.owners(inode))))
+        self._creators.update(pid for inode in new for pid, _fd in self._holders[inode])
 
     def _drain(self) -> tuple[set[int], set[int]]:
         """From the connector's reports: the processes whose descriptors must be read again
@@ -153,22 +178,29 @@ class OwnerTracker:
         exited: set[int] = set()
         if self._events is None:
             return dirty, exited
+        young = self._young
         for event in self._events.drain():
             if event.kind == "exit":
                 exited.add(event.pid)
                 dirty.discard(event.pid)
+                young.pop(event.pid, None)
+                self._creators.discard(event.pid)
             elif event.kind == "exec":
+                young.setdefault(event.pid, event.pid)
                 if event.pid in self._held_by:
                     dirty.add(event.pid)
-            elif event.parent in self._held_by or event.parent in dirty:
-                dirty.update((event.pid, event.parent))
+            else:
+                young[event.pid] = event.parent
                 exited.discard(event.pid)       # a reused PID
+                if event.parent in self._held_by or event.parent in dirty:
+                    dirty.update((event.pid, event.parent))
         return dirty, exited
 
     def _full(self, inodes: set[int], now: float) -> set[int]:
         scan = fdscan.start_scan(frozenset(inodes), fdscan.default_workers()).result()
         before = self._owners
         self._holders, self._owners, self._held_by, self._infos = {}, {}, {}, {}
+        self._young = {}
         for inode in inodes:
             self._set(inode, tuple(sorted(scan.owners(inode))))
         self._scanned_at = now
