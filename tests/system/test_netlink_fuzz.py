@@ -145,3 +145,16 @@ def test_random_bytes_raise_backend_error_or_decode(proto, chunks):
     except BackendError:
         return
     assert all(well_formed(s) for s in socks)
+
+
+def test_a_datagram_as_the_last_time_is_not_walked_again_and_a_changed_one_is(canned):
+    from portscope.backends import linux_netlink as netlink
+    from portscope.backends import _netlink_wire as w
+    size = w.NLMSG_INET_DIAG_MSG.size
+    proto, chunks = canned[0][0]
+    assert netlink._receive(iter(chunks), size, chunks) == (chunks, False)
+    for bad in ([chunks[0][:7], *chunks[1:]], [*chunks[:-1], chunks[-1][:7]]):
+        with pytest.raises(BackendError, match="malformed"):      # a cut header
+            netlink._receive(iter(bad), size, chunks)
+    with pytest.raises(BackendError, match="without NLMSG_DONE"):
+        netlink._receive(iter(chunks[:-1]), size, chunks)

@@ -70,8 +70,8 @@ class RawDump:
 
 
 def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None,
-            counts: SocketCounts | None = None, sock: socket.socket | None = None
-            ) -> tuple[RawDump, list[str]]:
+            counts: SocketCounts | None = None, sock: socket.socket | None = None,
+            previous: list | None = None) -> tuple[RawDump, list[str]]:
     """Run the kernel dumps that ``flt`` needs and keep their raw replies.
 
     Args:
@@ -82,6 +82,9 @@ def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None,
         sock: a NETLINK_SOCK_DIAG socket of that namespace to use, and leave open (a poller
             keeps one, so that an unchanged dump comes back byte for byte: the replies carry
             the socket's netlink port id); default: one opened and closed here.
+        previous: the ``replies`` of the same dump through the same socket the last time: a
+            datagram equal to the one at its place then is not walked again (a poller's
+            unchanged dump costs the kernel's work and a comparison).
     Returns:
         ``(RawDump, warnings)``; decode it with ``decode()``.
     Raises:
@@ -110,8 +113,11 @@ def collect(flt: SocketFilter = SocketFilter(), netns: int | None = None,
         if own:
             sock = nlio.open_diag_socket()
         try:
-            for request, proto in requests:
-                _collect_with_retry(sock, request, proto, raw, warnings)
+            for index, (request, proto) in enumerate(requests):
+                prior = previous[index] if previous and index < len(previous) else None
+                _collect_with_retry(sock, request, proto, raw, warnings,
+                                    prior[1] if prior and prior[0] is proto and not prior[2]
+                                    else None)
         finally:
             if own:
                 sock.close()
@@ -147,12 +153,12 @@ def dump(flt: SocketFilter = SocketFilter(), netns: int | None = None,
 
 
 def _collect_with_retry(sock, request: bytes, proto: Proto, raw: RawDump,
-                        warnings: list[str]) -> None:
+                        warnings: list[str], prior: list[bytes] | None = None) -> None:
     # NLM_F_DUMP_INTR: the tables changed during the dump; retry a few times, then keep the
     # last reply (decode drops duplicates from it) and say so.
     for _attempt in range(MAX_DUMP_ATTEMPTS):
         chunks, interrupted = _receive(nlio.request_chunks(sock, request),
-                                       w.NLMSG_INET_DIAG_MSG.size)
+                                       w.NLMSG_INET_DIAG_MSG.size, prior)
         if not interrupted:
             raw.replies.append((proto, chunks, False))
             return
@@ -161,12 +167,16 @@ def _collect_with_retry(sock, request: bytes, proto: Proto, raw: RawDump,
                     "by changes and may be inconsistent")
 
 
-def _receive(datagrams, min_length: int) -> tuple[list[bytes], bool]:
+def _receive(datagrams, min_length: int, prior: list[bytes] | None = None
+             ) -> tuple[list[bytes], bool]:
     """Read datagrams up to NLMSG_DONE (walking message headers only); return them and
     whether the kernel flagged the dump as interrupted.
 
     Every message is checked to lie within its datagram, and each socket message to be at
     least ``min_length`` bytes (its fixed part), so that the decoders read whole messages.
+    A datagram equal to the one at its place in ``prior`` (an uninterrupted reply read
+    here before) was checked then: it is not walked again, and the last of ``prior`` ends
+    the reply as it did.
 
     Raises:
         BackendError: an NLMSG_ERROR reply, or a malformed one (``"netlink sock_diag:
@@ -177,9 +187,14 @@ def _receive(datagrams, min_length: int) -> tuple[list[bytes], bool]:
     error_length = w.NLMSGHDR.size + 4
     chunks = []
     interrupted = False
+    last = len(prior) - 1 if prior else -1
     try:
-        for chunk in datagrams:
+        for index, chunk in enumerate(datagrams):
             chunks.append(chunk)
+            if index <= last and chunk == prior[index]:
+                if index == last:
+                    return chunks, interrupted
+                continue
             size = len(chunk)
             off = 0
             while off < size:

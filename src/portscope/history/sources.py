@@ -493,8 +493,12 @@ class Feed:
         module = backends.load("netlink")
         dumps: dict[tuple[int, bool], tuple[list, list[Socket]]] = {}
         same = full in self._views
-        for netns, raw in self._dump_each(flt, lambda part_flt, netns, sock: module.collect(
-                part_flt, netns, sockstat.read(), sock)[0]):
+        def dump(part_flt: SocketFilter, netns: int, sock: socket.socket):
+            old = self._dumps.get((netns, full))
+            return module.collect(part_flt, netns, sockstat.read(), sock,
+                                  old[0] if old else None)[0]
+
+        for netns, raw in self._dump_each(flt, dump):
             key = (netns, full)
             old = self._dumps.get(key)
             if old is not None and old[0] == raw.replies:

@@ -34,8 +34,9 @@ from ..owners.process import process_info
 from ..owners.procevents import ProcEvents
 from ..types import Owner, ProcessInfo
 
-#: seconds between full owner scans while the connector reports process changes
-RESCAN_S = 60.0
+#: seconds between full owner scans while the connector reports process changes (one costs
+#: about 0.25 s of CPU at 10,000 listeners and 210,000 socket descriptors: 0.2 % of a core)
+RESCAN_S = 120.0
 
 
 class OwnerTracker:
