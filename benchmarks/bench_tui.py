@@ -4,8 +4,8 @@
 1. **Refresh** (listeners view) with N established connections on the host (``fixture.py``,
    default N = 100,000, so 200,000 sockets): one ``portscope`` run (the listener listing,
    wall time of the process) against one TUI refresh measured inside the app, split into
-   the scan (the worker thread's ``take_snapshot``) and the UI work (diff, rows, filter, sort,
-   table update). Goal: refresh <= one ``portscope`` run + 50 ms.
+   the scan (the worker thread's capture: the listeners and their Accepted counts) and the UI
+   work (diff, rows, filter, sort, table update). Goal: refresh <= one ``portscope`` run + 50 ms.
 2. **Key presses** with 10,000 rows in the all view (a fixed snapshot: the latency is UI
    work only): cursor moves and filter keystrokes driven by Textual's pilot, each timed from
    the key to the screen being updated, beside the same with 10 rows (the pilot's own cost),

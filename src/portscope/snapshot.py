@@ -709,14 +709,44 @@ ACCEPTED_STATES = frozenset({State.ESTABLISHED, State.SYN_RECV, State.FIN_WAIT1,
                              State.FIN_WAIT2, State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK})
 
 
+class _Acceptors:
+    """The TCP listeners of some sockets, and the rule telling which of them a connection was
+    accepted from (``accepted_connections``)."""
+
+    def __init__(self, sockets: Sequence[Socket]) -> None:
+        self.sockets = sockets
+        self.listening = [i for i, s in enumerate(sockets)
+                          if s.proto is Proto.TCP and s.state is State.LISTEN]
+        self.by_port: dict[tuple[int | None, int | None], list[int]] = {}
+        for i in self.listening:
+            self.by_port.setdefault((sockets[i].netns, sockets[i].local.port), []).append(i)
+
+    def covering(self, netns: int | None, port: int, address: str) -> list[int]:
+        """The listeners (indexes) whose port is ``port`` and whose address covers
+        ``address`` in namespace ``netns``, in socket order."""
+        sockets = self.sockets
+        return [i for i in self.by_port.get((netns, port), ())
+                if address_covers(sockets[i], address)]
+
+    def pick(self, candidates: list[int], pids: set[int]) -> int:
+        """The listener of ``candidates`` (several: an SO_REUSEPORT group) that accepted a
+        connection held by ``pids``: the first sharing a holder PID, else the first."""
+        if len(candidates) > 1:
+            for i in candidates:
+                if any(o.pid in pids for o in self.sockets[i].owners):
+                    return i
+        return candidates[0]
+
+
 def accepted_connections(sockets: Sequence[Socket]) -> dict[int, list[Socket]]:
     """Pair each TCP listener with the connections ``accept()`` returned from it.
 
-    An accepted socket is a connected TCP socket that a process still holds (TIME_WAIT and
-    other kernel-held leftovers are not counted), with the listener's local port and an address
-    the listener covers (a wildcard listener covers every address of its family; ``::``
-    without v6only covers IPv4 too). When several listeners cover it (an SO_REUSEPORT group), the one sharing a
-    holder PID wins, else the first.
+    An accepted socket is a TCP socket in ``ACCEPTED_STATES`` that a process still holds
+    (a connection waiting in the accept queue, TIME_WAIT and other kernel-held leftovers have
+    no inode and are not counted), with the listener's local port and an address the listener
+    covers (a wildcard listener covers every address of its family; ``::`` without v6only
+    covers IPv4 too). When several listeners cover it (an SO_REUSEPORT group), the one sharing
+    a holder PID wins, else the first.
 
     Args:
         sockets: sockets of one snapshot and one network namespace.
@@ -724,23 +754,92 @@ def accepted_connections(sockets: Sequence[Socket]) -> dict[int, list[Socket]]:
         index of each listener in ``sockets`` -> its connected sockets (every listener has an
         entry, possibly empty).
     """
-    listening = [i for i, s in enumerate(sockets)
-                 if s.proto is Proto.TCP and s.state is State.LISTEN]
-    result: dict[int, list[Socket]] = {i: [] for i in listening}
-    by_port: dict[tuple[int | None, int | None], list[int]] = {}
-    for i in listening:
-        by_port.setdefault((sockets[i].netns, sockets[i].local.port), []).append(i)
+    acceptors = _Acceptors(sockets)
+    result: dict[int, list[Socket]] = {i: [] for i in acceptors.listening}
     for s in sockets:
-        if s.proto is not Proto.TCP or s.remote is None or not s.inode:
-            continue             # not TCP, not connected, or closed (kernel-held TIME_WAIT)
-        candidates = [i for i in by_port.get((s.netns, s.local.port), ())
-                      if address_covers(sockets[i], s.local.address)]
-        if not candidates:
+        if s.proto is not Proto.TCP or s.state not in ACCEPTED_STATES or not s.inode:
             continue
-        pids = {o.pid for o in s.owners}
-        shared = [i for i in candidates if pids & {o.pid for o in sockets[i].owners}]
-        result[(shared or candidates)[0]].append(s)
+        candidates = acceptors.covering(s.netns, s.local.port, s.local.address)
+        if candidates:
+            result[acceptors.pick(candidates, {o.pid for o in s.owners})].append(s)
     return result
+
+
+def listeners_accepted(netns: str | None = None, *, backend: str | None = None
+                       ) -> tuple[Snapshot, dict[int, int]]:
+    """The listeners with their owners, and how many connections each TCP listener accepted:
+    the count of ``accepted_connections`` over every socket of its port (what ``portscope
+    PORT`` shows as Accepted), without building the connections.
+
+    Args:
+        netns, backend: as ``take_snapshot``.
+    Returns:
+        ``(take_snapshot(SocketFilter(states=LISTENER_STATES)), counts)``: ``counts`` maps the
+        index of each TCP listener in the snapshot's sockets to its count (listeners of a
+        namespace that could not be read again are left out; a listener opened during the
+        call may count 0).
+    Raises:
+        as ``take_snapshot``.
+    Source: beside the snapshot, in a thread, per namespace: a LISTEN dump for the listeners'
+    ports, then one netlink dump of the held TCP sockets in ``ACCEPTED_STATES`` on those ports,
+    read for their local endpoint only (``held_connections``); the holders of a connection that
+    several listeners cover (an SO_REUSEPORT group) are then looked for among those listeners'
+    holders only (``/proc/PID/fd``). Another backend than netlink takes a snapshot of the
+    connections after the listeners'.
+    """
+    flt = SocketFilter(states=LISTENER_STATES)
+    name = backend or backends.default_backend()
+    if name != "netlink":
+        snapshot = take_snapshot(flt, backend=name, netns=netns)
+        connections = take_snapshot(SocketFilter(protos=frozenset({Proto.TCP}),
+                                                 states=ACCEPTED_STATES),
+                                    backend=name, netns=netns).sockets
+        return snapshot, {i: len(conns) for i, conns in
+                          accepted_connections([*snapshot.sockets, *connections]).items()}
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1, thread_name_prefix="portscope-accepted") as pool:
+        held = pool.submit(_held_connections, netns)      # its errors re-raised by result()
+        snapshot = take_snapshot(flt, netns=netns)
+        return snapshot, _count_held(snapshot, held.result())
+
+
+def _held_connections(netns: str | None) -> dict[int, dict[tuple[int, str], list[int]]]:
+    """Per namespace inode: ``held_connections`` on the ports of its TCP listeners."""
+    netlink = backends.load("netlink")
+    listening = SocketFilter(protos=frozenset({Proto.TCP}), states=frozenset({State.LISTEN}))
+
+    def work(entry: namespaces.NamespaceEntry) -> dict[tuple[int, str], list[int]]:
+        ports = {s.local.port for s in netlink.dump(listening)[0]}
+        return netlink.held_connections(ports, ACCEPTED_STATES)[0]
+
+    entries = namespaces.select(netns)
+    return {entry.namespace.inode: result for entry, result in
+            zip(entries, namespaces.run_in(entries, work)) if not isinstance(result, OSError)}
+
+
+def _count_held(snapshot: Snapshot, held: dict[int, dict[tuple[int, str], list[int]]]
+                ) -> dict[int, int]:
+    """``listeners_accepted``'s counts from the held connections of each namespace."""
+    acceptors = _Acceptors(snapshot.sockets)
+    counts = {i: 0 for i in acceptors.listening if snapshot.sockets[i].netns in held}
+    shared: list[tuple[list[int], list[int]]] = []     # (candidates, inodes) to tell apart
+    for netns, endpoints in held.items():
+        for (port, address), inodes in endpoints.items():
+            candidates = acceptors.covering(netns, port, address)
+            if len(candidates) == 1:
+                counts[candidates[0]] += len(inodes)
+            elif candidates:
+                shared.append((candidates, inodes))
+    if shared:
+        pids = sorted({o.pid for candidates, _ in shared for i in candidates
+                       for o in snapshot.sockets[i].owners})
+        scan = fdscan.PendingScan(wanted=frozenset(i for _, inodes in shared for i in inodes),
+                                  pids=pids).result()
+        for candidates, inodes in shared:
+            for inode in inodes:
+                counts[acceptors.pick(candidates,
+                                      {pid for pid, _fd in scan.owners(inode)})] += 1
+    return counts
 
 
 def at_address(sockets: Sequence[Socket], address: str | None) -> list[Socket]:

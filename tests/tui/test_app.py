@@ -311,12 +311,29 @@ def accepted_text(table: SocketTable, server: socket.socket) -> str:
     return row_texts(row_for(table, server), table.columns)[index]
 
 
+def port_view_count(port: int) -> str:
+    """The Accepted count ``portscope PORT`` shows for the one listener on ``port``."""
+    from portscope.filters import SocketFilter
+    from portscope.snapshot import accepted_connections, take_snapshot
+    snap = take_snapshot(SocketFilter(port_range=(port, port)))
+    (conns,) = accepted_connections(snap.sockets).values()
+    return str(len(conns))
+
+
 async def test_listeners_view_counts_the_accepted_connections():
     """Three clients connect, two are accepted (the third waits in the accept queue: no
-    descriptor, not accepted); then one accepted connection is closed."""
+    descriptor, not accepted); a dual-stack [::] listener accepts an IPv4 client (on
+    ``::ffff:127.0.0.1``) and an IPv6 one; then one accepted connection is closed. Every
+    count is the one ``portscope PORT`` shows."""
     server, other = listener(), listener()
+    dual = socket.socket(socket.AF_INET6)
+    dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    dual.bind(("::", 0))
+    dual.listen()
     clients = [socket.create_connection(server.getsockname()) for _ in range(3)]
-    accepted = [server.accept()[0] for _ in range(2)]
+    clients += [socket.create_connection(("127.0.0.1", dual.getsockname()[1])),
+                socket.create_connection(("::1", dual.getsockname()[1]))]
+    accepted = [server.accept()[0] for _ in range(2)] + [dual.accept()[0] for _ in range(2)]
     try:
         app = PortscopeApp(interval_s=60)
         async with app.run_test(size=SIZE) as pilot:
@@ -324,11 +341,15 @@ async def test_listeners_view_counts_the_accepted_connections():
             assert all(r.sock.remote is None for r in table.rows), "listeners only"
             assert accepted_text(table, server) == "2"
             assert accepted_text(table, other) == "0"
-            accepted.pop().close()
+            assert accepted_text(table, dual) == "2"
+            for sock in (server, other, dual):
+                assert accepted_text(table, sock) == port_view_count(sock.getsockname()[1])
+            accepted.pop(0).close()
             table = await refreshed(app, pilot)
-            assert accepted_text(table, server) == "1"
+            assert accepted_text(table, server) == "1" == port_view_count(
+                server.getsockname()[1])
     finally:
-        for s in (*accepted, *clients, server, other):
+        for s in (*accepted, *clients, server, other, dual):
             s.close()
 
 

@@ -45,6 +45,17 @@ SKNLGRP_INET_UDP_DESTROY = 2
 SKNLGRP_INET6_TCP_DESTROY = 3
 SKNLGRP_INET6_UDP_DESTROY = 4
 
+# inet_diag request attribute (enum in inet_diag.h): a filter program run on each socket
+INET_DIAG_REQ_BYTECODE = 1
+# its operations (struct inet_diag_bc_op: code, yes, no; a port comparison is followed by a
+# second op whose ``no`` holds the port): on "yes" the program moves on by ``yes`` bytes, on
+# "no" by ``no`` bytes; a socket is taken when the program ends exactly at its end, dropped
+# when it jumps 4 bytes past it. INET_DIAG_BC_JMP always moves by ``no``.
+INET_DIAG_BC_JMP = 1
+INET_DIAG_BC_S_GE = 2
+INET_DIAG_BC_S_LE = 3
+INET_DIAG_BC_OP = struct.Struct("=BBH")
+
 # inet_diag attribute types (enum in inet_diag.h)
 INET_DIAG_PROTOCOL = 10
 INET_DIAG_SKV6ONLY = 11
@@ -62,6 +73,10 @@ NLMSGHDR = struct.Struct("=IHHII")
 NLMSG_INET_DIAG_MSG = struct.Struct("=IHHIIBBBBHH16s16sIQIIIII")
 ATTRS_OFFSET = NLMSG_INET_DIAG_MSG.size          # 16 + 72 = 88
 IDIAG_INODE_OFFSET = ATTRS_OFFSET - 4            # idiag_inode, the last u32 of inet_diag_msg
+# the same message read for a socket's local endpoint and inode only: len type | family |
+# sport src | if | inode
+NLMSG_INET_DIAG_LOCAL = struct.Struct("=IH10xB3xH2x16s16xI24xI")
+assert NLMSG_INET_DIAG_LOCAL.size == ATTRS_OFFSET
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")                         # INET_DIAG_CGROUP_ID's payload
 
@@ -97,13 +112,62 @@ def inet_diag_req_v2(family: int, protocol: int, states: int, sport: int = 0,
                          NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
-def inet_diag_req_v1(states: int, sport: int = 0, ext: int = 0, seq: int = 1) -> bytes:
+def inet_diag_req_v1(states: int, sport: int = 0, ext: int = 0, seq: int = 1,
+                     bytecode: bytes = b"") -> bytes:
     """A legacy TCPDIAG_GETSOCK dump request (``struct inet_diag_req``): TCP over IPv4 and IPv6
-    in one walk of the kernel's hash tables (measured 22-25 % cheaper than two requests)."""
+    in one walk of the kernel's hash tables (measured 22-25 % cheaper than two requests);
+    ``bytecode`` (``port_filter``), when given, is sent as ``INET_DIAG_REQ_BYTECODE``."""
     body = struct.pack("=BBBB", socket.AF_INET, 0, 0, ext) + _sockid(sport) \
         + struct.pack("=II", states, 0)
+    if bytecode:
+        body += NLATTR.pack(NLATTR.size + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), TCPDIAG_GETSOCK,
                          NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def port_filter(ranges: list[tuple[int, int]]) -> bytes:
+    """An ``INET_DIAG_REQ_BYTECODE`` program taking the sockets whose local port lies in one
+    of ``ranges`` (sorted, disjoint, inclusive ``(low, high)``): a balanced search over them,
+    so that each socket costs about log2(len(ranges)) + 2 comparisons in the kernel (a chain of
+    one test per port measured 10x the cost of the dump's walk at 300 ports).
+
+    Each leaf is ``port >= low`` and ``port <= high`` (else: drop), then a jump to the end
+    (take); an inner node tests ``port <= high`` of the last range of its left half and goes
+    on in the left half (yes) or the right one (no). Every "yes" moves to the next op, as the
+    kernel's checker (``inet_diag_bc_audit``) walks them.
+
+    Raises:
+        ValueError: no range, or so many that a jump exceeds the op's 16-bit ``no``.
+    """
+    op = INET_DIAG_BC_OP.pack
+    leaf, node = 2 * 8 + 4, 8
+
+    def size(count: int) -> int:
+        return count * leaf + (count - 1) * node
+
+    if not ranges:
+        raise ValueError("port_filter needs at least one range")
+    total = size(len(ranges))
+    if total + 4 > 0xFFFF:
+        raise ValueError(f"port_filter: {len(ranges)} ranges do not fit in one program")
+    out = bytearray()
+
+    def emit(part: list[tuple[int, int]]) -> None:
+        at = len(out)
+        if len(part) == 1:
+            low, high = part[0]
+            drop = total + 4 - at
+            out.extend(op(INET_DIAG_BC_S_GE, 8, drop) + op(0, 0, low)
+                       + op(INET_DIAG_BC_S_LE, 8, drop - 8) + op(0, 0, high)
+                       + op(INET_DIAG_BC_JMP, 4, total - at - 16))
+            return
+        half = len(part) // 2
+        out.extend(op(INET_DIAG_BC_S_LE, 8, node + size(half)) + op(0, 0, part[half - 1][1]))
+        emit(part[:half])
+        emit(part[half:])
+
+    emit(ranges)
+    return bytes(out)
 
 
 def _sockid(sport: int) -> bytes:

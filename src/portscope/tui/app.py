@@ -27,7 +27,6 @@ from textual.widgets import Footer, Input, Static
 from .. import namespaces
 from ..errors import AccessDenied, HistoryError, KillRefused, PortscopeError
 from ..render.columns import endpoint_text, safe
-from ..snapshot import accepted_connections
 from ..types import Snapshot
 from . import model
 from .detail import TIME_FORMAT, detail_text
@@ -104,9 +103,9 @@ class PortscopeApp(App):
 
     Args:
         source: where snapshots come from (default ``LiveSource(netns)``; ``FixedSource``
-            replays given ones): ``capture(view)``, ``port_snapshot(port, netns)``,
-            ``scope(snapshot)``, ``ranges()``, ``service_name(port, proto)`` and
-            ``history(port)``.
+            replays given ones): ``capture(view)`` (a snapshot and its Accepted counts),
+            ``port_snapshot(port, netns)``, ``scope(snapshot)``, ``ranges()``,
+            ``service_name(port, proto)`` and ``history(port)``.
         interval_s: seconds between refreshes (0.5-60).
         view: the first view's name (``listeners``, ``all``, ``connections``, ``udp``,
             ``unix``, ``processes``).
@@ -207,7 +206,7 @@ class PortscopeApp(App):
     def _scan(self, view: View) -> None:
         started = self.clock()
         try:
-            snapshot = self.source.capture(view)
+            snapshot, accepted = self.source.capture(view)
         except (PortscopeError, OSError) as exc:
             self.call_from_thread(self._scan_failed, str(exc))
             return
@@ -215,10 +214,7 @@ class PortscopeApp(App):
         sockets = [s for s in snapshot.sockets if view.wants(s)]
         previous = self._previous if view is self.view else None
         marks, closed, current = model.changes(previous, sockets, snapshot.taken_at)
-        counts = {}
-        if view.name in ("listeners", "all") and any(s.remote for s in snapshot.sockets):
-            accepted = accepted_connections(snapshot.sockets)
-            counts = {model.socket_key(snapshot.sockets[i]): len(c) for i, c in accepted.items()}
+        counts = {model.socket_key(snapshot.sockets[i]): n for i, n in accepted.items()}
         if view.grouped:
             rows = model.group_by_process([*sockets, *closed], marks)
             columns = model.process_columns()

@@ -11,8 +11,8 @@ from ..filters import SocketFilter
 from ..ports import HostPortRanges, host_port_ranges
 from ..services import service_name
 from ..render.columns import safe
-from ..snapshot import ACCEPTED_STATES, take_snapshot
-from ..types import LISTENER_STATES, Proto, Snapshot
+from ..snapshot import accepted_connections, listeners_accepted, take_snapshot
+from ..types import Proto, Snapshot
 from .model import View
 
 TYPE_CHECKING = False
@@ -65,23 +65,27 @@ class LiveSource:
             return f"all netns ({len(snapshot.namespaces)})"
         return f"netns {safe(self.netns)}"
 
-    def capture(self, view: View) -> Snapshot:
-        """The sockets ``view`` shows: for the listeners view the listeners and the
-        connections they may have accepted (``ACCEPTED_STATES``: counted in its Accepted
-        column; no TIME_WAIT, no SYN_SENT), UDP only for the UDP view, UNIX domain sockets
-        for the UNIX view, else every TCP and UDP socket.
+    def capture(self, view: View) -> tuple[Snapshot, dict[int, int]]:
+        """The sockets ``view`` shows, and its Accepted column: index of each TCP listener in
+        the snapshot -> the connections accepted from it (empty: no column).
+
+        The listeners view takes the listeners only and counts their connections without
+        building them (``listeners_accepted``: cheap on a busy host); the UDP view takes UDP
+        sockets, the UNIX view UNIX domain sockets, the others every TCP and UDP socket (the
+        all view counts from its own connections).
 
         Raises: as ``take_snapshot`` (BackendError, AccessDenied).
         """
         if view.name == "listeners":
-            flt = SocketFilter(states=LISTENER_STATES | ACCEPTED_STATES)
-        elif view.name == "udp":
+            return listeners_accepted(self.netns)
+        if view.name == "udp":
             flt = SocketFilter(protos=frozenset({Proto.UDP}))
         elif view.name == "unix":
             flt = SocketFilter(protos=frozenset({Proto.UNIX}))
         else:
             flt = SocketFilter()
-        return take_snapshot(flt, netns=self.netns)
+        snapshot = take_snapshot(flt, netns=self.netns)
+        return snapshot, _accepted_in(view, snapshot)
 
     def ranges(self) -> HostPortRanges:
         """This host's port ranges (``/proc/sys/net/ipv4``), for the explanations."""
@@ -136,14 +140,24 @@ class FixedSource:
         """The scope text given at creation."""
         return self._scope
 
-    def capture(self, view: View) -> Snapshot:
-        """The next snapshot (the app keeps the sockets ``view`` wants)."""
+    def capture(self, view: View) -> tuple[Snapshot, dict[int, int]]:
+        """The next snapshot (the app keeps the sockets ``view`` wants), and its Accepted
+        column from the connections in it (``_accepted_in``)."""
         self._served = min(self._served + 1, len(self._snapshots) - 1)
-        return self._snapshots[self._served]
+        snapshot = self._snapshots[self._served]
+        return snapshot, _accepted_in(view, snapshot)
 
     def port_snapshot(self, port: int, netns: int | None) -> Snapshot:
         """The sockets of the snapshot served last on ``port`` in namespace ``netns``."""
         return _only(self._snapshots[max(self._served, 0)], port, netns)
+
+
+def _accepted_in(view: View, snapshot: Snapshot) -> dict[int, int]:
+    """For the listeners and all views of a snapshot holding connections: index of each TCP
+    listener -> its connections in it (``accepted_connections``); else empty."""
+    if view.name not in ("listeners", "all") or not any(s.remote for s in snapshot.sockets):
+        return {}
+    return {i: len(conns) for i, conns in accepted_connections(snapshot.sockets).items()}
 
 
 def _only(snapshot: Snapshot, port: int, netns: int | None) -> Snapshot:
