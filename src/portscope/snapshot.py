@@ -82,7 +82,7 @@ class SnapshotStream:
         """Diagnostics, one line each; final once the stream was iterated."""
         if not self.missing_owners:
             return list(self._warnings)
-        return [*self._warnings, missing_owners_note(self.missing_owners, self.unreadable_pids,
+        return [*self._warnings, missing_owners_note(self.missing_owners, self.unreadable,
                                                      self.backend)]
 
     @property
@@ -176,11 +176,12 @@ class SnapshotStream:
                         unreadable_pids=self.unreadable_pids, unreadable=self.unreadable)
 
 
-def missing_owners_note(sockets: int, unreadable_pids: int, backend: str) -> str:
+def missing_owners_note(sockets: int, unreadable: frozenset[int], backend: str) -> str:
     """The one stderr line for ``sockets`` socket(s) without a visible owner: why (privilege,
-    hidepid, a sandbox or LSM for root: ``owners.visibility.obstacle``) and what shows them."""
-    if unreadable_pids or visibility.hidden_from_caller() is not None:
-        why = visibility.obstacle(unreadable_pids)
+    hidepid, a sandbox or LSM for root, naming a few of the ``unreadable`` PIDs:
+    ``owners.visibility.obstacle``) and what shows them."""
+    if unreadable or visibility.hidden_from_caller() is not None:
+        why = visibility.obstacle(unreadable)
     elif backend == "psutil":
         why = "the psutil backend names no holder for them" + (
             "" if os.geteuid() == 0 else f" (hidden from this user: {visibility.remedy()})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -51,6 +52,13 @@ def test_root_in_a_sandbox_is_not_told_to_run_as_root(holder):
     assert listing.returncode == 0, listing.stderr
     assert "have no visible owner" in listing.stderr
     assert "run as root" not in listing.stderr and "sandbox or LSM" in listing.stderr
+    # the processes out of root's sight are named (a few, lowest PID first), on one line
+    (line,) = [x for x in listing.stderr.splitlines() if "no visible owner" in x]
+    named = re.search(r"could not be read even as root \(a sandbox or LSM denies it\): "
+                      r"pid (\d+) \(([^)]*)\)(, pid \d+ \([^)]*\)){0,2}( and \d+ more)?$", line)
+    assert named, line
+    with open(f"/proc/{named.group(1)}/comm") as f:
+        assert named.group(2) == f.read().strip()
     explained = subprocess.run([*cmd, "explain", port, "--json"], capture_output=True,
                                text=True, timeout=60, env=env)
     doc = json.loads(explained.stdout)

@@ -100,3 +100,39 @@ def test_proc_events_keep_processes_and_drop_threads():
                                      procevents.ProcEvent("exec", 11),
                                      procevents.ProcEvent("exit", 11)]
     assert procevents.parse(buf[:30]) == []                          # cut short
+
+
+def test_unreadable_processes_are_named_escaped_and_counted():
+    """``visibility.named_pids`` of real processes: a child that named itself with a terminal
+    escape and a newline is named escaped, a PID above pid_max (no process can have it) by
+    number, and past three the rest are counted; the root message names them on one line."""
+    import ctypes
+    import os
+    import time
+
+    from portscope.owners import visibility
+    libc = ctypes.CDLL(None, use_errno=True)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                              # child: rename itself, say so, wait to be read
+        libc.prctl(15, b"ev\x1b[31mil\n", 0, 0, 0)   # PR_SET_NAME
+        os.write(write_end, b"x")
+        time.sleep(30)
+        os._exit(0)
+    no_pid = 2 ** 22 + 1                      # above the kernel's PID_MAX_LIMIT
+    try:
+        os.read(read_end, 1)
+        named = visibility.named_pids({pid, no_pid})
+        assert named == f"pid {pid} (ev\\x1b[31mil\\x0a), pid {no_pid}"
+        assert visibility.named_pids({os.getpid(), pid, no_pid, 1, 2}, limit=3).endswith(
+            " and 2 more")
+        assert visibility.named_pids({pid}, limit=1) == f"pid {pid} (ev\\x1b[31mil\\x0a)"
+        if os.geteuid() == 0 and visibility.hidden_from_caller() is None:
+            line = visibility.obstacle(frozenset({pid}))
+            assert line.endswith(f"denies it): pid {pid} (ev\\x1b[31mil\\x0a)")
+            assert "\n" not in line and "\x1b" not in line
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(read_end)
+        os.close(write_end)

@@ -8,15 +8,24 @@ sandbox or security module (seccomp, AppArmor, SELinux, a user namespace) that d
 "Run as root" is said only when privilege is the obstacle.
 
 Sources: ``/proc/self/mountinfo`` (the super options of the topmost ``/proc`` mount),
-``kill(pid, 0)`` (a process that exists but is hidden answers EPERM).
+``kill(pid, 0)`` (a process that exists but is hidden answers EPERM), ``/proc/PID/stat`` (the
+name of a process whose descriptors root may not read).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
+
+# the one place for escaping process text (stdlib only): a name read here goes into a
+# warning line that reaches a terminal as is
+from ..render.escape import safe
+from .process import read_stat
 
 PROC = "/proc"
 PRIVILEGE_HINT = "run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+#: how many processes a message names (the others are counted)
+NAMED_PIDS = 3
 
 
 def proc_hidepid(mountinfo: str = f"{PROC}/self/mountinfo") -> tuple[str, int | None] | None:
@@ -60,21 +69,38 @@ def hidden_from_caller() -> str | None:
     return hidepid
 
 
-def obstacle(unreadable: int) -> str:
+def obstacle(unreadable: Collection[int]) -> str:
     """Why owners could not be read, with the remedy, as one phrase: ``"3 process(es) could
-    not be read (run as root, ...)"``, the hidepid mount, or a sandbox or LSM for root.
+    not be read (run as root, ...)"``, the hidepid mount, or for root a sandbox or LSM, naming
+    the processes (``named_pids``: few, and not expected to be out of root's sight).
 
     Args:
-        unreadable: how many processes' descriptors were refused (0 when they were hidden).
+        unreadable: the PIDs whose descriptors were refused (empty when they were hidden).
     """
     hidepid = hidden_from_caller()
     if hidepid is not None:
         return (f"/proc is mounted with hidepid={hidepid}, which hides other users' processes "
                 "from this user (run as root, or as a member of the mount's gid= group)")
     if os.geteuid() == 0:
-        return (f"{unreadable} process(es) could not be read even as root (a sandbox or LSM "
-                "denies it)")
-    return f"{unreadable} process(es) could not be read ({PRIVILEGE_HINT})"
+        return (f"{len(unreadable)} process(es) could not be read even as root (a sandbox or "
+                "LSM denies it)" + (f": {named_pids(unreadable)}" if unreadable else ""))
+    return f"{len(unreadable)} process(es) could not be read ({PRIVILEGE_HINT})"
+
+
+def named_pids(pids: Collection[int], limit: int = NAMED_PIDS) -> str:
+    """The first ``limit`` of ``pids`` (lowest first) with their names, then how many more:
+    ``"pid 1 (process_api), pid 7 (agent) and 2 more"``. A name is the process's ``comm``
+    (``/proc/PID/stat``, readable where its descriptors are not), escaped for a terminal
+    (``render.escape.safe``); a process whose name cannot be read (gone) is named by PID."""
+    ordered = sorted(pids)
+    names = []
+    for pid in ordered[:limit]:
+        try:
+            names.append(f"pid {pid} ({safe(read_stat(pid)[0])})")
+        except (OSError, ValueError, IndexError):   # gone, or a stat line cut short
+            names.append(f"pid {pid}")
+    more = len(ordered) - limit
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
 def remedy() -> str:

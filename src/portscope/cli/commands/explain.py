@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     hidden = sum(1 for section in explanation.sections for s in section.sockets
                  if s.owner_unknown is OwnerUnknown.PERMISSION)
     if hidden:
-        common.warn(missing_owners_note(hidden, snapshot.unreadable_pids, snapshot.backend))
+        common.warn(missing_owners_note(hidden, snapshot.unreadable, snapshot.backend))
     from ...render import explain as render
     if args.json:
         print(jsonfmt.dumps(render.explanation_json(explanation)))
