@@ -23,7 +23,7 @@ In the ``loaded`` phase it also checks that the two ways of reading sockets agre
 of every namespace through the per-namespace dumps (first: the dumps give sockets their
 cookies) and one through the BPF walk, every field of every socket of the fixture and of the
 benchmark's namespaces, owners included; and the same for two port lookups: the probe port,
-and the namespaces' listener port (8080: 201 sockets in each namespace, from the walk
+and the namespaces' listener port (8080: 101 sockets on it in each namespace, from the walk
 limited to that port).
 
     sudo venv/bin/python benchmarks/bench_scale.py --json benchmarks/results/scale-namespaces.json
