@@ -137,7 +137,7 @@ def _port_asked(argv: list[str]) -> int | None:
         return None
     target = argv[1]
     if target.isascii() and target.isdigit():       # the usual case, without an import
-        return int(target) if 1 <= int(target) <= 65535 else None
+        return int(target) if len(target) <= 5 and 1 <= int(target) <= 65535 else None
     from .. import ports, services, unixsock
     if target.startswith("-") or unixsock.is_unix_target(target):
         return None
