@@ -275,3 +275,19 @@ def test_a_poll_for_reported_ports_dumps_only_those_and_the_next_poll_all():
             other.kill()
             other.wait()
         feed.close()
+
+
+def test_a_change_in_one_reply_keeps_the_items_of_the_others(holder):
+    feed = Feed(SocketFilter(port_range=(holder.port, holder.port)), exact=False)
+    udp = socket.socket(type=socket.SOCK_DGRAM)
+    try:
+        feed.snapshot_view()
+        before, _, _ = feed.snapshot_view()
+        (tcp,) = before
+        udp.bind(("127.0.0.1", holder.port))
+        after, _, _ = feed.snapshot_view()
+        assert after[tcp] is before[tcp]            # the TCP reply was not decoded again
+        assert [k.proto for k in after if k != tcp] == [Proto.UDP]
+    finally:
+        udp.close()
+        feed.close()

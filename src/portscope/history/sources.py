@@ -37,7 +37,7 @@ from ..backends import _netlink_io as nlio
 from ..backends import _netlink_wire as wire
 from ..filters import SocketFilter
 from ..snapshot import take_snapshot
-from ..types import LISTENER_STATES, Family, OwnerUnknown, ProcessInfo, Proto, Socket, State
+from ..types import LISTENER_STATES, Family, OwnerUnknown, ProcessInfo, Proto, State
 from .diff import (CONNECTED_STATES, Event, EventKind, Item, Key, Source, View, diff_views,
                    view)
 from .tracker import OwnerTracker
@@ -365,8 +365,9 @@ class Feed:
                 and (backend or backends.default_backend()) == "netlink"):
             self._tracker = OwnerTracker()
         self._diag: dict[int, socket.socket] = {}   # netns inode -> its sock_diag socket
-        # (netns inode, with BOUND_INACTIVE) -> the dump's replies and its sockets
-        self._dumps: dict[tuple[int, bool], tuple[list, list[Socket]]] = {}
+        # (netns inode, with BOUND_INACTIVE) -> the dump's replies, and per reply its sockets
+        # and their view (None: to be made again, the owners changed)
+        self._dumps: dict[tuple[int, bool], tuple[list, list[list]]] = {}
         self._views: dict[bool, dict[Key, Item]] = {}     # the last view of each kind
         self._merged: tuple | None = None      # a quiet poll's view: (polled, bound, merged)
         self._tracked_bound: dict[Key, Item] | None = None
@@ -491,8 +492,9 @@ class Feed:
         per namespace), ``OwnerTracker``."""
         taken_at = datetime.now(timezone.utc)
         module = backends.load("netlink")
-        dumps: dict[tuple[int, bool], tuple[list, list[Socket]]] = {}
+        dumps: dict[tuple[int, bool], tuple[list, list[list]]] = {}
         same = full in self._views
+
         def dump(part_flt: SocketFilter, netns: int, sock: socket.socket):
             old = self._dumps.get((netns, full))
             return module.collect(part_flt, netns, sockstat.read(), sock,
@@ -500,31 +502,47 @@ class Feed:
 
         for netns, raw in self._dump_each(flt, dump):
             key = (netns, full)
-            old = self._dumps.get(key)
-            if old is not None and old[0] == raw.replies:
-                dumps[key] = old
-            else:
-                dumps[key] = raw.replies, list(module.decode(raw))
+            replies, parts = self._dumps.get(key, ([], []))
+            if len(replies) != len(raw.replies):
                 same = False
+            dumps[key] = raw.replies, []
+            for index, reply in enumerate(raw.replies):     # one per request: TCP, UDP4, 6
+                if index < len(replies) and replies[index] == reply:
+                    dumps[key][1].append(parts[index])
+                else:
+                    dumps[key][1].append([list(module.decode(module.RawDump(
+                        raw.flt, netns, [reply]))), None])
+                    same = False
         if dumps.keys() != {k for k in self._dumps if k[1] is full}:
             same = False
         self._dumps = {**{k: v for k, v in self._dumps.items() if k[1] is not full}, **dumps}
         for inode in self._diag.keys() - {k[0] for k, _ in self._dumps.items()}:
             self._diag.pop(inode).close()
-        sockets = [s for _replies, part in dumps.values() for s in part]
         inodes = None
         if not same or self._tracked_bound is not self._bound:
             # the carried BOUND_INACTIVE sockets stay tracked between their dumps
-            inodes = {s.inode for s in sockets} | {k.inode for k in self._bound}
+            inodes = {s.inode for _replies, parts in dumps.values() for part in parts
+                      for s in part[0]} | {k.inode for k in self._bound}
             self._tracked_bound = self._bound
-        if self._tracker.update(inodes, pids):
-            self._views.clear()         # every kind's view has the old owners
+        changed = self._tracker.update(inodes, pids)
+        if changed:
+            self._views.clear()         # the views of replies with those sockets: anew
+            for _replies, parts in self._dumps.values():
+                for part in parts:
+                    if part[1] is not None and any(s.inode in changed for s in part[0]):
+                        part[1] = None
         elif same:
             return self._views[full], taken_at
-        joined = snapshot._join(sockets, self._tracker, OwnerUnknown.VANISHED)
-        if self._flt.needs_owners:
-            joined = filter(self._flt.match_owners, joined)
-        current = self._views[full] = view(joined)
+        current: dict[Key, Item] = {}
+        for _replies, parts in dumps.values():
+            for part in parts:          # the view of a reply that changed, or of all
+                if part[1] is None:
+                    joined = snapshot._join(part[0], self._tracker, OwnerUnknown.VANISHED)
+                    if self._flt.needs_owners:
+                        joined = filter(self._flt.match_owners, joined)
+                    part[1] = view(joined)
+                current.update(part[1])
+        self._views[full] = current
         return current, taken_at
 
     def _dump_each(self, flt: SocketFilter, dump: Callable) -> list[tuple[int, object]]:
