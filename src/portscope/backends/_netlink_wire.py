@@ -208,6 +208,7 @@ UNIX_DIAG_VFS = 1
 UNIX_DIAG_PEER = 2
 UNIX_DIAG_ICONS = 3
 UNIX_DIAG_RQLEN = 4
+UNIX_DIAG_SHUTDOWN = 6
 UNIX_DIAG_UID = 7
 
 # nlmsghdr + struct unix_diag_msg: family type state pad | ino | cookie[2]
@@ -215,6 +216,13 @@ NLMSG_UNIX_DIAG_MSG = struct.Struct("=IHHIIBBBxIQ")
 UNIX_ATTRS_OFFSET = NLMSG_UNIX_DIAG_MSG.size      # 16 + 16 = 32
 UNIX_DIAG_VFS_STRUCT = struct.Struct("=II")       # udiag_vfs_ino, udiag_vfs_dev
 UNIX_DIAG_RQLEN_STRUCT = struct.Struct("=II")     # udiag_rqueue, udiag_wqueue
+# The attributes a reply ends with (Linux >= 5.3 fills them in this order): PEER (a connected
+# socket's), RQLEN, SHUTDOWN (a u8, padded) and UID, each header read as one u32, to be
+# compared with UNIX_TAIL_HEADERS
+UNIX_TAIL = struct.Struct("=IIIIIIBxxxII")
+UNIX_TAIL_HEADERS = tuple(U32.unpack(NLATTR.pack(length, kind))[0] for length, kind in (
+    (8, UNIX_DIAG_PEER), (12, UNIX_DIAG_RQLEN), (5, UNIX_DIAG_SHUTDOWN), (8, UNIX_DIAG_UID)))
+UNIX_PEER_BYTES = 8
 
 
 def unix_diag_req(show: int, states: int = 0xFFFFFFFF, seq: int = 1) -> bytes:

@@ -533,6 +533,9 @@ def decode_unix(chunks: list[bytes], netns: int | None = None, dedup: bool = Fal
     attr = w.NLATTR.unpack_from
     pair = w.UNIX_DIAG_VFS_STRUCT.unpack_from
     u32 = w.U32.unpack_from
+    tail = w.UNIX_TAIL.unpack_from
+    tail_bytes, peer_bytes = w.UNIX_TAIL.size, w.UNIX_PEER_BYTES
+    peer_head, rq_head, shutdown_head, uid_head = w.UNIX_TAIL_HEADERS
     name_attr, vfs_attr, peer_attr, icons_attr, rqlen_attr, uid_attr = (
         w.UNIX_DIAG_NAME, w.UNIX_DIAG_VFS, w.UNIX_DIAG_PEER, w.UNIX_DIAG_ICONS,
         w.UNIX_DIAG_RQLEN, w.UNIX_DIAG_UID)
@@ -563,13 +566,26 @@ def decode_unix(chunks: list[bytes], netns: int | None = None, dedup: bool = Fal
                         continue
                     seen.add((inode, cookie))
                 local = unnamed
-                dev = vfs = peer = None
+                dev = vfs = None
                 pending: tuple[int, ...] = ()
-                rq = wq = 0
-                uid = -1
-                while pos + 4 <= end:
+                # the usual last attributes read at once at their place (a quarter of the
+                # decoding time); the loop reads those before them, or all when they differ.
+                # PEER is taken here only when nothing precedes it: else the bytes before
+                # RQLEN may be another attribute's payload
+                stop = end - tail_bytes
+                head0, peer, head1, rq, wq, head2, _shutdown, head3, uid = tail(chunk, stop) \
+                    if stop >= pos else (0, 0, 0, 0, 0, 0, 0, 0, -1)
+                if head1 != rq_head or head2 != shutdown_head or head3 != uid_head:
+                    rq = wq = 0
+                    uid = -1
+                    stop = end
+                    peer = None
+                elif head0 != peer_head or stop != pos:     # the loop ends at RQLEN
+                    stop += peer_bytes
+                    peer = None
+                while pos + 4 <= stop:
                     alen, akind = attr(chunk, pos)
-                    if alen < 4 or pos + alen > end:
+                    if alen < 4 or pos + alen > stop:
                         raise BackendError(f"netlink sock_diag: malformed UNIX socket attribute "
                                            f"of {alen} bytes")
                     start = pos + 4
