@@ -238,7 +238,8 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     port = flt.single_port if (module.NAME == "netlink" and unix_select is None
                                and Proto.UNIX not in flt.protos) else None
     pending: fdscan.BpfScan | fdscan.PendingScan | None = (
-        fdscan.BpfScan(workers=workers, port=port) if walked else None)
+        fdscan.BpfScan(workers=workers, port=port,
+                       records=bool(flt.protos & {Proto.TCP, Proto.UDP})) if walked else None)
     entries = namespaces.select(netns, netns_by_pid=pending.netns_by_pid if pending else None)
     namespaces.require_entry(entries)
     cheap = flt.single_port is not None or unix_select is not None or (

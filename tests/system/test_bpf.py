@@ -180,6 +180,8 @@ def test_layout_cache_is_root_only_and_keyed(monkeypatch, tmp_path):
     (["who", "127.0.0.1:8080", "--json"], True, 8080), (["who", "https"], True, 443),
     (["who", "--json", "8080"], True, None), (["who", "/run/x.sock"], True, None),
     (["who", "no-such-service"], True, None), (["list", "-a", "--json"], True, None),
+    (["list", "-x", "-a", "--json"], True, None), (["list", "-xa"], True, None),
+    (["list", "-x", "-t"], True, None), (["@name"], True, None),
     (["list", "-n"], False, None), (["list", "-tn"], False, None),
     (["list", "--no-owners"], False, None), (["list", "--backend", "psutil"], False, None),
     (["who", "-h"], False, None), (["services", "443"], False, None),
@@ -191,8 +193,15 @@ def test_cli_prefetches_the_scan_only_for_commands_that_scan(argv, starts, port)
     if port is not None:                   # a scan of one port serves no other question
         assert bpf.take_prefetched() is None
         cli._prefetch(argv)
-    scan = bpf.take_prefetched(port)
+    # UNIX sockets alone (-x, a path, @name): descriptors only, no TCP/UDP records
+    unix_only = any(a in ("-x", "-xa") for a in argv) and "-t" not in argv \
+        or argv[-1][:1] in "/@"
+    if starts:                              # a scan of the other kind is dropped
+        assert bpf.take_prefetched(port, records=unix_only) is None
+        cli._prefetch(argv)
+    scan = bpf.take_prefetched(port, records=not unix_only)
     assert (scan is not None) == starts
     if scan is not None:
+        assert scan.records_asked == (not unix_only)
         assert len(scan.result()) % 2 == 0 and scan.tasks().visible
         assert scan.port == port           # this kernel reads one port's sockets

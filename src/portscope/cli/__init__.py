@@ -124,7 +124,28 @@ def _prefetch(argv: list[str]) -> None:
             return                              # -n (no owners), -h or -V, alone or combined
     from ..owners import bpf
     if bpf.usable():
-        bpf.prefetch(_port_asked(argv))
+        bpf.prefetch(_port_asked(argv), not _unix_only(argv))
+
+
+def _unix_only(argv: list[str]) -> bool:
+    """True when ``argv`` (as the user gave it) asks for UNIX sockets alone: ``-x`` without
+    ``-t`` or ``-u`` (alone or combined: ``-xa``), or a UNIX path or ``@name`` target; the
+    walk then reads descriptors only. A guess only, ``take_prefetched`` checks it."""
+    unix = inet = False
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            unix |= arg == "--unix"
+            inet |= arg in ("--tcp", "--udp")
+        elif arg.startswith("-"):
+            unix |= "x" in arg
+            inet |= "t" in arg or "u" in arg
+    if unix:
+        return not inet
+    argv = _route(argv)
+    from .. import unixsock
+    return argv[0] == "who" and len(argv) > 1 and unixsock.is_unix_target(argv[1])
 
 
 def _port_asked(argv: list[str]) -> int | None:

@@ -315,12 +315,13 @@ class BpfScan:
     """
 
     def __init__(self, wanted: frozenset[int] | None = None, workers: int = 0,
-                 port: int | None = None) -> None:
+                 port: int | None = None, records: bool = True) -> None:
         """``port``: read socket records of that local port only (``bpf.IterScan``); the
-        owners found are then those of the sockets on it (and of some others)."""
+        owners found are then those of the sockets on it (and of some others). ``records``:
+        False reads descriptors only (no ``held_sockets``)."""
         self._wanted = wanted
         self._workers = workers
-        self._iter = bpf.take_prefetched(port) or bpf.IterScan(port)
+        self._iter = bpf.take_prefetched(port, records) or bpf.IterScan(port, records)
 
     def netns_by_pid(self) -> dict[int, int] | None:
         """PID -> network namespace inode of every visible process (``namespaces.discover``
