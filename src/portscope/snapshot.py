@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import backends, containers, namespaces, sockstat, unixsock
 from .backends.base import Backend, RawBackend
-from .owners import bpf, fdscan, visibility
+from .owners import bpf, fdscan, process, visibility
 from .errors import BackendError, BackendUnavailable
 from .filters import SocketFilter, address_covers
 from .types import (LISTENER_STATES, Family, NetNamespace, Owner, OwnerUnknown, ProcessInfo,
@@ -248,6 +248,10 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     lazy = raw and scan_owners and not cheap
     if lazy and pending is None:
         pending = fdscan.PendingScan(workers=workers)
+    # a full listing: the holders' details are read on the other CPU meanwhile (those of
+    # every process the walk visits), once, not by each process writing a share of it
+    infos = process.InfoReader(sorted(pending.netns_by_pid() or ())) \
+        if walked and lazy and workers else None
     # As root, the BPF descriptor walk has read every socket a process holds, in every
     # namespace (or every socket on the port asked for): the dumps are then only for what it
     # cannot have (see _dump_beside). (Not for a listener query: its dumps are cheap, and the
@@ -267,7 +271,8 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     held = pending.held_sockets(port) if (walked and (lazy or port) and module.NAME == "netlink"
                                           and flt.protos & {Proto.TCP, Proto.UDP}) else None
     if held is not None:
-        return _open_beside(held, pending, module, entries, flt, taken_at, published, early)
+        return _open_beside(held, pending, module, entries, flt, taken_at, published, early,
+                            infos)
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
@@ -301,11 +306,12 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     if raw:
         if lazy:
             scan = pending.result()
+            index = fdscan.OwnerIndex(scan, infos.result() if infos else None)
         else:      # a small dump: scan the descriptors for its inodes only
             wanted = frozenset(i for part in dumps for i in module.inodes(part)) \
                 | unix.wanted()
             scan = pending.result(wanted) if pending is not None else _scan_for(wanted, workers)
-        index = fdscan.OwnerIndex(scan)
+            index = fdscan.OwnerIndex(scan)
         missing = _missing_reason(scan)
 
         def shares(k: int, n: int) -> Iterator[Socket]:
@@ -330,10 +336,12 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
 
 def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
                  entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
-                 taken_at: datetime, published: bool, early=None) -> SnapshotStream:
+                 taken_at: datetime, published: bool, early=None,
+                 infos: process.InfoReader | None = None) -> SnapshotStream:
     """``open_snapshot`` of a full listing (or of one port) from the TCP and UDP sockets the
     BPF walk read, and dumps of the rest (UNIX sockets are dumped as without it); ``early``:
-    the caller's own namespace dumped already (``collect``'s result), taken whole."""
+    the caller's own namespace dumped already (``collect``'s result), taken whole; ``infos``:
+    the holders' details being read."""
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
@@ -363,7 +371,7 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
         return (s for s in sockets if not s.inode or s.inode not in walked)
 
     scan = pending.result()
-    index = fdscan.OwnerIndex(scan)
+    index = fdscan.OwnerIndex(scan, infos.result() if infos else None)
     missing = _missing_reason(scan)
 
     def shares(k: int, n: int) -> Iterator[Socket]:

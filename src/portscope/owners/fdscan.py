@@ -88,13 +88,16 @@ class OwnerIndex:
     """Socket inode -> its owners (``Owner`` tuples), from an ``FdScan``.
 
     ``ProcessInfo`` is read from ``/proc`` once per PID, and only for PIDs whose sockets are
-    asked for. ``get`` runs once per socket of a snapshot: keep it lean.
+    asked for, unless ``infos`` (PID -> ``ProcessInfo``, None for an exited process) holds
+    them already (``process.InfoReader``). ``get`` runs once per socket of a snapshot: keep it
+    lean.
     """
 
-    def __init__(self, scan: FdScan) -> None:
+    def __init__(self, scan: FdScan, infos: dict[int, ProcessInfo | None] | None = None
+                 ) -> None:
         self._scan = scan
         self._index = scan._index
-        self._infos: dict[int, ProcessInfo | None] = {}
+        self._infos: dict[int, ProcessInfo | None] = infos or {}
 
     def _info(self, pid: int) -> ProcessInfo | None:
         info = self._infos[pid] = process_info(pid)

@@ -90,3 +90,36 @@ def process_info(pid: int) -> ProcessInfo | None:
                        user=None if uid is None else user_name(uid), uid=uid,
                        started_at=started_at(start), unit=unit,
                        container=None if container is None else container.id)
+
+
+class InfoReader:
+    """``process_info`` of ``pids`` read by a forked child on another CPU while the caller goes
+    on (a large listing: the caller decodes the dumps meanwhile, and each process that then
+    writes a share of the listing would otherwise read every holder again: about 30 ms per
+    500 processes). The child pickles its result into a memfd and exits.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self._fd = os.memfd_create("portscope-infos", os.MFD_CLOEXEC)
+        self._child = os.fork()
+        if self._child == 0:
+            status = 1
+            try:
+                import pickle
+                data = memoryview(pickle.dumps({pid: process_info(pid) for pid in pids}))
+                while data:
+                    data = data[os.write(self._fd, data):]
+                status = 0
+            finally:
+                os._exit(status)
+
+    def result(self) -> dict[int, ProcessInfo | None]:
+        """Wait for the child: PID -> ``ProcessInfo`` (None: exited); empty when the child
+        failed (the caller then reads what it needs itself)."""
+        import pickle
+        try:
+            _, status = os.waitpid(self._child, 0)
+            size = os.fstat(self._fd).st_size
+            return pickle.loads(os.pread(self._fd, size, 0)) if status == 0 and size else {}
+        finally:
+            os.close(self._fd)
