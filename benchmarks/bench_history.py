@@ -180,6 +180,9 @@ def idle_cpu(argv: list[str], duration_s: float, warmup_s: float = 10) -> dict:
             c0, t0 = cpu_s(proc.pid), time.monotonic()
             time.sleep(duration_s)
             c1, t1 = cpu_s(proc.pid), time.monotonic()
+            if proc.poll() is not None:        # an exited process would read as idle
+                raise SystemExit(f"{argv[2:4]} exited with {proc.returncode}: "
+                                 f"{proc.stderr.read().decode()[-2000:]}")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
