@@ -344,7 +344,7 @@ def _has_cap_net_bind_service(uid: int) -> bool:
     if uid != os.geteuid():
         return uid == 0
     try:
-        with open("/proc/self/status") as f:
+        with open("/proc/self/status", errors="surrogateescape") as f:
             for line in f:
                 if line.startswith("CapEff:"):
                     return bool(int(line.split()[1], 16) >> CAP_NET_BIND_SERVICE & 1)

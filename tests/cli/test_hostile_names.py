@@ -5,9 +5,9 @@ Two real processes in a private network namespace:
 - one renamed (PR_SET_NAME) to ``=1+1`` with ``@SUM(A1)`` as argv[0]: a spreadsheet would run
   both as formulas (CWE-1236); CSV cells must start with ``'``;
 - one whose executable lives in a directory named with byte 0xFF (not UTF-8) and whose name
-  and argv carry bidi controls (U+202E, U+2066), a zero-width space and ESC: terminals must
-  see them escaped, JSON and SARIF must be strict (no lone surrogate ``\\udcff``) and show the
-  byte as ``\\xff``, the same way everywhere.
+  (ending in byte 0xFF too) and argv carry bidi controls (U+202E, U+2066), a zero-width space
+  and ESC: terminals must see them escaped, JSON and SARIF must be strict (no lone surrogate
+  ``\\udcff``) and show the byte as ``\\xff``, the same way everywhere.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from holders import PRELUDE
 from netns import netns  # noqa: F401  (the fixture)
 from terminal import run_on_terminal
 
-BIDI_NAME = "e\u202el\u2066x\u200bz"           # 13 bytes: fits comm's 15
+BIDI_NAME = "e\u202el\u2066x\u200bz"           # 13 bytes (+ 0xFF: 14): fits comm's 15
 BIDI_ARG = "argv\u202ecod\u2069\u2067\x1b[31m"
 RAW = ("\u202e", "\u2066", "\u2067", "\u2069", "\u200b", "\x1b", "\udcff")
 FORMULA_HOLDER = """
@@ -32,8 +32,9 @@ _libc.prctl(15, b"=1+1")                        # PR_SET_NAME
 l = socket.socket(); l.bind(("0.0.0.0", 8080)); l.listen()
 ready()
 """
+BIDI_COMM = BIDI_NAME.encode() + b"\xff"        # and a byte that is not UTF-8
 BIDI_HOLDER = f"""
-_libc.prctl(15, {BIDI_NAME.encode()!r})
+_libc.prctl(15, {BIDI_COMM!r})
 l = socket.socket(); l.bind(("0.0.0.0", 8081)); l.listen()
 ready()
 """

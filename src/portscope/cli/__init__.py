@@ -168,6 +168,13 @@ def _port_asked(argv: list[str]) -> int | None:
         return None
 
 
+def _say(what: str, exc: BaseException) -> None:
+    """One line on stderr: ``portscope: WHAT: message``, the message escaped
+    (``render.escape.safe``: it may quote a process name, a path or the user's input)."""
+    from ..render.escape import safe
+    print(f"portscope: {what}: {safe(str(exc))}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run portscope with ``argv`` (default ``sys.argv[1:]``); return the exit code.
 
@@ -196,19 +203,19 @@ def _run(argv: list[str]) -> int:
         args = build_parser(argv[0]).parse_args(argv)
         return args.run(args)
     except InvalidInput as exc:
-        print(f"portscope: error: {exc}", file=sys.stderr)
+        _say("error", exc)
         return ExitStatus.USAGE
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
     except AccessDenied as exc:
-        print(f"portscope: access denied: {exc}", file=sys.stderr)
+        _say("access denied", exc)
         return ExitStatus.ACCESS
     except (KillRefused, ProcessGone) as exc:
-        print(f"portscope: refused: {exc}", file=sys.stderr)
+        _say("refused", exc)
         return ExitStatus.REFUSED
     except (BackendError, BaselineError, HistoryError, PortscopeError) as exc:
-        print(f"portscope: error: {exc}", file=sys.stderr)
+        _say("error", exc)
         return ExitStatus.RUNTIME
     except Exception as exc:  # noqa: BLE001 - the one catch-all: a bug, said in one line
-        print(f"portscope: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _say(f"internal error: {type(exc).__name__}", exc)
         return ExitStatus.RUNTIME

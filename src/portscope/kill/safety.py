@@ -66,10 +66,11 @@ def _may_signal(target: Target) -> bool:
     """The kernel's permission rule for kill(2): CAP_KILL, or the sender's real or effective
     uid equals the target's real or saved uid."""
     try:
-        with open("/proc/self/status") as f:
+        # the Name: line is the process's own bytes: surrogateescape, never a decode error
+        with open("/proc/self/status", errors="surrogateescape") as f:
             status = f.read()
         caps = int(status.split("\nCapEff:", 1)[1].split()[0], 16)
-        with open(f"/proc/{target.pid}/status") as f:
+        with open(f"/proc/{target.pid}/status", errors="surrogateescape") as f:
             theirs = f.read().split("\nUid:", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return True              # gone (or no such fields): nothing to deny

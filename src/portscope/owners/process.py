@@ -45,7 +45,7 @@ def read_stat(pid: int) -> tuple[str, str, int, int, int]:
         data = f.read()
     # comm may contain spaces and parentheses: it ends at the last ')'
     head, _, rest = data.rpartition(b")")
-    comm = head.partition(b"(")[2].decode("utf-8", "replace")
+    comm = head.partition(b"(")[2].decode("utf-8", "surrogateescape")
     fields = rest.split()
     return comm, fields[0].decode(), int(fields[1]), int(fields[6]), int(fields[19])
 
@@ -59,7 +59,7 @@ def started_at(starttime_ticks: int) -> datetime:
 def _read_text(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+            return f.read().decode("utf-8", "surrogateescape")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
 
