@@ -536,6 +536,39 @@ def test_cmdline_is_stored_as_the_program_name_unless_asked(tmp_path, recorders)
             assert held.process.cmdline is None
 
 
+HOSTILE = "import ctypes, sys; ctypes.CDLL(None).prctl(15, b'\\xff=1+1\\x1b[2J', 0, 0, 0); " \
+          "exec(sys.argv[3])"
+
+
+def test_a_hostile_process_name_is_recorded_and_shown_escaped(tmp_path, recorders, cli):
+    """An undecodable byte and a terminal escape in the holder's name and arguments: the
+    recorder keeps running (SQLite takes UTF-8 only), history's JSON stays strict, the table
+    shows the bytes escaped."""
+    db = str(tmp_path / "h.db")
+    port = free_port()
+    rec = recorders(db, port, "--cmdline", "full")
+    p = subprocess.Popen([sys.executable, "-c", HOSTILE, str(port), "0.8", HOLD,
+                          b"--token=\xfe\x1b]0;x\x07"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        time.sleep(0.6)
+        assert p.wait(timeout=10) == 0
+        time.sleep(0.6)
+    finally:
+        p.kill()
+        p.wait()
+    assert rec.stop() == 0, rec.stderr
+    assert [e["kind"] for e in rec.lines] == ["opened", "closed"]
+    result = cli("history", str(port), "--db", db, "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)["holdings"]
+    assert row["process"]["pid"] == p.pid and row["process"]["name"] == "\\xff=1+1\x1b[2J"
+    assert row["process"]["cmdline"][-1] == "--token=\\xfe\x1b]0;x\x07"
+    table = cli("history", str(port), "--db", db)
+    assert table.returncode == 0 and "\\xff=1+1\\x1b[2J" in table.stdout
+    assert "\x1b" not in table.stdout
+
+
 # ------------------------------------------------------------------------------------ watch
 
 def test_watch_json_lines_parse_and_match_ss(cli):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..errors import HistoryError
+from ..render.escape import undecodable_escaped
 from ..types import Family, ProcessInfo, Proto, State
 from .diff import Event, EventKind, Item, Key, Source
 
@@ -523,13 +524,13 @@ class Writer:
 
     def _process_row(self, p: ProcessInfo) -> tuple:
         if self._cmdline == "full" and p.cmdline is not None:
-            cmdline = json.dumps(list(p.cmdline))
+            cmdline = json.dumps([_text(arg) for arg in p.cmdline])
         elif self._cmdline == "name" and p.cmdline:
-            cmdline = json.dumps([os.path.basename(p.cmdline[0])])
+            cmdline = json.dumps([_text(os.path.basename(p.cmdline[0]))])
         else:
             cmdline = None
-        return (p.pid, _ts(p.started_at), p.ppid, p.name, p.exe, cmdline, p.user, p.uid,
-                p.unit, p.container)
+        return (p.pid, _ts(p.started_at), p.ppid, _text(p.name), _text(p.exe), cmdline,
+                _text(p.user), p.uid, _text(p.unit), _text(p.container))
 
     def _add_holders(self, span_id: int, owners: Iterable[ProcessInfo], event: Event) -> None:
         self._conn.executemany(
@@ -550,8 +551,8 @@ class Writer:
                 "remote_address, remote_port, state, uid, v6only, connections, opened_at, "
                 "opened_after, open_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                 "?, ?) ON CONFLICT DO NOTHING",
-                (key_text, key.netns, str(key.proto), str(item.family), key.address, key.port,
-                 key.inode, key.remote_address, key.remote_port, str(item.state), item.uid,
+                (key_text, key.netns, str(key.proto), str(item.family), _text(key.address),
+                 key.port, key.inode, _text(key.remote_address), key.remote_port, str(item.state), item.uid,
                  None if item.v6only is None else int(item.v6only), item.connections, at,
                  after, source))
             if not cur.rowcount:
@@ -646,6 +647,12 @@ def _statements(script: str) -> list[str]:
                 statements.append(pending.strip())
             pending = ""
     return statements
+
+
+def _text(value: str | None) -> str | None:
+    """A text column's value: SQLite takes UTF-8 only, so the undecodable bytes of a process
+    name, path or argument (kept by ``surrogateescape``) are stored as ``\\xNN`` text."""
+    return None if value is None else undecodable_escaped(value)
 
 
 def _key_text(key: Key) -> str:

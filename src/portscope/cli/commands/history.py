@@ -4,7 +4,6 @@ database."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ... import history
@@ -12,7 +11,7 @@ from ...errors import InvalidInput
 from ...history.when import parse_moment
 from ...ports import parse_port
 from ...render import history as render
-from ...render import listing
+from ...render import jsonfmt, listing
 from .. import common
 from ..status import ExitStatus
 
@@ -74,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                "at": parse_moment(args.at).isoformat() if args.at else None,
                "since": since and since.isoformat(), "until": until and until.isoformat(),
                "holdings": [render.holding_json(h) for h in rows]}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(jsonfmt.dumps(doc) + "\n")
     else:
         fmt = common.output_format(args)
         listing.write_rows(sys.stdout, render.HOLDING_HEADERS,
