@@ -21,6 +21,8 @@ from portscope.history.tracker import OwnerTracker
 from portscope.snapshot import take_snapshot
 from portscope.types import Proto
 
+from .test_history import listen
+
 # Two listeners: ``keep`` inheritable across exec, ``drop`` close-on-exec (Python's default).
 HOLDER = textwrap.dedent("""\
     import os, socket, sys, time
@@ -224,14 +226,6 @@ def test_a_quiet_poll_returns_the_same_view_and_a_change_a_new_one(holder):
         assert sorted(p.pid for p in item.owners) == sorted([holder.pid, child])
     finally:
         feed.close()
-
-
-def listen(port: int) -> socket.socket:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
-    s.listen()
-    return s
 
 
 def two_free_ports() -> int:
