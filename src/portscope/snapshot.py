@@ -19,7 +19,7 @@ from .backends.base import Backend, RawBackend
 from .owners import bpf, fdscan, process, visibility
 from .errors import BackendError, BackendUnavailable
 from .filters import SocketFilter, address_covers
-from .types import (LISTENER_STATES, Family, NetNamespace, Owner, OwnerUnknown, ProcessInfo,
+from .types import (LISTENER_STATES, Family, NetNamespace, Owner, OwnerUnknown,
                     Proto, Snapshot, Socket, State)
 
 if TYPE_CHECKING:

@@ -7,7 +7,6 @@ Each test runs in a private network namespace, whose port ranges are the kernel'
 
 from __future__ import annotations
 
-import json
 
 from netns import netns  # noqa: F401  (the fixture)
 

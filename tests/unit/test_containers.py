@@ -15,7 +15,7 @@ import pytest
 from portscope import containers
 from portscope.containers import runtimes
 from portscope.containers import (BoltFile, CgroupRef, ContainerResolver, PortBinding,
-                                  parse_cgroup, parse_cgroup_path, parse_conmon,
+                                  parse_cgroup, parse_conmon,
                                   parse_docker_proxy)
 from portscope.render import columns
 from portscope.types import (Container, Endpoint, Family, Owner, ProcessInfo, Proto, Published,

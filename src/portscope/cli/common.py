@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from .. import backends
 from ..errors import InvalidInput
-from ..filters import ALL_FAMILIES, ALL_PROTOS, SocketFilter
+from ..filters import ALL_FAMILIES, ALL_PROTOS
 from ..ports import shown
 from ..snapshot import SnapshotStream
 from ..types import Family, Proto, Snapshot, State

@@ -21,7 +21,6 @@ or not portscope's is refused with ``HistoryError`` and never rewritten.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os

@@ -38,7 +38,7 @@ from ..backends._netlink_wire import BSWAP16
 from ..backends.linux_netlink import _TCP_STATES, _UDP_STATES, _scoped
 from ..filters import SocketFilter
 from ..sockstat import SocketCounts
-from ..types import Endpoint, Family, Owner, OwnerUnknown, Proto, Socket, State
+from ..types import Endpoint, Family, Owner, OwnerUnknown, Proto, Socket
 from .bpf import SHARED_BYTE, SOCKET_RECORD_BYTES
 from .fdscan import _positions, repeated
 
