@@ -215,7 +215,6 @@ UNIX_DIAG_UID = 7
 NLMSG_UNIX_DIAG_MSG = struct.Struct("=IHHIIBBBxIQ")
 UNIX_ATTRS_OFFSET = NLMSG_UNIX_DIAG_MSG.size      # 16 + 16 = 32
 UNIX_DIAG_VFS_STRUCT = struct.Struct("=II")       # udiag_vfs_ino, udiag_vfs_dev
-UNIX_DIAG_RQLEN_STRUCT = struct.Struct("=II")     # udiag_rqueue, udiag_wqueue
 # The attributes a reply ends with (Linux >= 5.3 fills them in this order): PEER (a connected
 # socket's), RQLEN, SHUTDOWN (a u8, padded) and UID, each header read as one u32, to be
 # compared with UNIX_TAIL_HEADERS
@@ -236,19 +235,6 @@ def unix_diag_req(show: int, states: int = 0xFFFFFFFF, seq: int = 1) -> bytes:
                        0xFFFFFFFF)
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY,
                          NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
-
-
-def unix_attrs(buf, start: int, end: int) -> dict[int, tuple[int, int]]:
-    """The attributes of one unix_diag message: type -> ``(payload offset, payload length)``."""
-    found = {}
-    unpack = NLATTR.unpack_from
-    while start + 4 <= end:
-        length, kind = unpack(buf, start)
-        if length < 4:
-            break
-        found[kind & 0x3FFF] = (start + 4, length - 4)
-        start += (length + 3) & ~3
-    return found
 
 
 def kernel_dev_to_user(dev: int) -> int:

@@ -537,13 +537,17 @@ class Feed:
         for _replies, parts in dumps.values():
             for part in parts:          # the view of a reply that changed, or of all
                 if part[1] is None:
-                    joined = snapshot._join(part[0], self._tracker, OwnerUnknown.VANISHED)
-                    if self._flt.needs_owners:
-                        joined = filter(self._flt.match_owners, joined)
-                    part[1] = view(joined)
+                    part[1] = self._tracked_view(part[0])
                 current.update(part[1])
         self._views[full] = current
         return current, taken_at
+
+    def _tracked_view(self, sockets: list) -> dict[Key, Item]:
+        """The view of ``sockets`` with the tracker's owners, kept to the owner filters."""
+        joined = snapshot._join(sockets, self._tracker, OwnerUnknown.VANISHED)
+        if self._flt.needs_owners:
+            joined = filter(self._flt.match_owners, joined)
+        return view(joined)
 
     def _dump_each(self, flt: SocketFilter, dump: Callable) -> list[tuple[int, object]]:
         """``dump(filter, netns inode, sock_diag socket)`` run inside each namespace polled
@@ -598,10 +602,7 @@ class Feed:
         if changed - fresh:
             self._views.clear()     # other sockets' owners changed too: a whole poll
             return None
-        joined = snapshot._join(sockets, self._tracker, OwnerUnknown.VANISHED)
-        if self._flt.needs_owners:
-            joined = filter(self._flt.match_owners, joined)
-        current = {**kept, **view(joined)}
+        current = {**kept, **self._tracked_view(sockets)}
         self._views = {False: current}
         return current, taken_at
 

@@ -776,9 +776,6 @@ def parse_btf(data: bytes) -> dict[str, int]:
             found.setdefault((wanted[name], kind), len(positions) - 1)
         at += 12 + extra[kind] + per_item[kind] * (info & 0xFFFF)
 
-    def field_name(offset: int) -> str:
-        return data[strings_at + offset:data.index(b"\0", strings_at + offset)].decode()
-
     def kind_of(type_id: int) -> tuple[int, int, int]:
         _, info, size_or_type = unpack(data, positions[type_id])
         return info >> 24 & 0x1F, info, size_or_type
