@@ -367,7 +367,28 @@ def _callers_sockets(unaccepted: bool = True):
         stack.enter_context(l.accept()[0])
         h.shutdown(socket.SHUT_WR)                 # FIN_WAIT2 once its FIN is acknowledged
         assert c and a
+        _settle(port)
         yield port
+
+
+_PASSING = frozenset({State.FIN_WAIT1, State.CLOSING, State.LAST_ACK, State.SYN_SENT,
+                      State.SYN_RECV})
+
+
+def _settle(port: int, timeout_s: float = 10.0) -> None:
+    """Wait until no TCP socket on ``port`` is in a state it leaves by itself within
+    moments (a FIN not yet acknowledged, say), so that two snapshots taken one after the
+    other see the same states."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        passing = [s for s in linux_netlink.dump(SocketFilter(protos=frozenset({Proto.TCP})))[0]
+                   if s.state in _PASSING and port in (
+                       s.local.port, s.remote.port if s.remote else None)]
+        if not passing:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"sockets on port {port} still changing after {timeout_s} s: {passing}")
+        time.sleep(0.02)
 
 
 def test_a_port_lookup_reads_the_callers_namespace_by_its_dump(monkeypatch):
