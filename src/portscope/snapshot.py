@@ -326,7 +326,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         wanted = frozenset(s.inode for s in sockets if s.inode) | unix.wanted()
         scan = pending.result(wanted) if pending is not None else _scan_for(wanted, workers)
         index = fdscan.OwnerIndex(scan)
-        stream = itertools.chain(_join(sockets, index, _missing_reason(scan)),
+        stream = itertools.chain(join_owners(sockets, index, _missing_reason(scan)),
                                  unix.sockets(index, _missing_reason(scan), resolver.container))
     return SnapshotStream(stream, flt, taken_at, name, warnings, covered,
                           frozenset(scan.unreadable), resolver, published,
@@ -414,7 +414,7 @@ def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEn
     a count that changed meanwhile) it is dumped whole.
     """
     own = namespaces.own_inode()
-    foreign = _foreign_filter(entries, flt)
+    foreign = foreign_filter(entries, flt)
 
     def work(entry: namespaces.NamespaceEntry):
         inode = entry.namespace.inode
@@ -483,13 +483,17 @@ def _dump_beside(module, held: HeldSockets, entries: list[namespaces.NamespaceEn
     return namespaces.run_in(entries, work)
 
 
-def _foreign_filter(entries: list[namespaces.NamespaceEntry], flt: SocketFilter
-                    ) -> SocketFilter:
-    """The filter for namespaces other than the caller's. Finding BOUND_INACTIVE sockets walks
-    the kernel's bind hash, which all namespaces share: 45 ms per namespace on a host with
-    200,000 bound ports, against 0.3 ms for its listeners. A listener view of several
-    namespaces asks for them in the caller's own only (a view of one namespace, --netns
-    NAME, has them)."""
+def foreign_filter(entries: list[namespaces.NamespaceEntry], flt: SocketFilter
+                   ) -> SocketFilter:
+    """The filter to dump the namespaces other than the caller's with, when ``entries``
+    (``namespaces.select``'s) are dumped by ``flt``: ``flt`` itself, or, for a listener view
+    of several namespaces (``flt.states`` within ``LISTENER_STATES`` and holding
+    BOUND_INACTIVE), ``flt`` without BOUND_INACTIVE. Pure: reads nothing.
+
+    Finding BOUND_INACTIVE sockets walks the kernel's bind hash, which all namespaces share:
+    45 ms per namespace on a host with 200,000 bound ports, against 0.3 ms for its
+    listeners. A listener view of several namespaces asks for them in the caller's own only
+    (a view of one namespace, --netns NAME, has them)."""
     if (len(entries) > 1 and flt.states is not None and flt.states <= LISTENER_STATES
             and State.BOUND_INACTIVE in flt.states):
         return dataclasses.replace(flt, states=flt.states - {State.BOUND_INACTIVE})
@@ -517,7 +521,7 @@ def _listeners_in(pid: int, pids: list[int], proto: Proto, port: int) -> list[So
         return []                   # not allowed in (no CAP_SYS_ADMIN), or it ended
     sockets = result[0]
     scan = fdscan.PendingScan(wanted=frozenset(s.inode for s in sockets), pids=pids).result()
-    return list(_join(sockets, fdscan.OwnerIndex(scan), _missing_reason(scan)))
+    return list(join_owners(sockets, fdscan.OwnerIndex(scan), _missing_reason(scan)))
 
 
 def _scan_for(wanted: frozenset[int], workers: int) -> fdscan.FdScan:
@@ -543,7 +547,7 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
     own = namespaces.own_inode()
     if module.NAME == "netlink":
         work = module.collect if raw else module.dump
-        foreign = _foreign_filter(entries, flt)
+        foreign = foreign_filter(entries, flt)
         # Each namespace's socket counts (sockstat, read from inside it) tell which dumps
         # would come back empty: those are not asked for (see sockstat.py).
         return namespaces.run_in(entries, lambda e: early if early is not None and (
@@ -668,9 +672,22 @@ def _missing_reason(scan: fdscan.FdScan) -> OwnerUnknown:
     return OwnerUnknown.VANISHED
 
 
-def _join(sockets: list[Socket], owners: fdscan.OwnerIndex, missing: OwnerUnknown
-          ) -> Iterator[Socket]:
-    """Attach every holder to each socket, or the reason none is visible."""
+def join_owners(sockets: list[Socket], owners: fdscan.OwnerIndex,
+                missing: OwnerUnknown) -> Iterator[Socket]:
+    """``sockets`` (as dumped: no owners) with their holders attached, lazily, in order.
+
+    Args:
+        sockets: ``Socket`` records from a backend's dump (no owners yet).
+        owners: socket inode -> holders, through ``get(inode) -> tuple[Owner, ...]`` (empty
+            when none): an ``fdscan.OwnerIndex`` (a descriptor scan) or anything with its
+            ``get`` (``history.tracker.OwnerTracker``).
+        missing: the ``owner_unknown`` of a socket whose inode has no holder in ``owners``
+            (``PERMISSION`` or ``VANISHED``; see ``_missing_reason``).
+    Returns:
+        each socket with ``owners`` set (a tuple of ``Owner``), and ``owner_unknown`` None
+        when it has holders, ``missing`` when it has none, ``KERNEL`` when its inode is 0
+        (held by the kernel with no descriptor: TIME_WAIT, orphans). Pure: reads nothing.
+    """
     new = tuple.__new__
     kernel = OwnerUnknown.KERNEL
     for s in sockets:

@@ -544,19 +544,19 @@ class Feed:
 
     def _tracked_view(self, sockets: list) -> dict[Key, Item]:
         """The view of ``sockets`` with the tracker's owners, kept to the owner filters."""
-        joined = snapshot._join(sockets, self._tracker, OwnerUnknown.VANISHED)
+        joined = snapshot.join_owners(sockets, self._tracker, OwnerUnknown.VANISHED)
         if self._flt.needs_owners:
             joined = filter(self._flt.match_owners, joined)
         return view(joined)
 
     def _dump_each(self, flt: SocketFilter, dump: Callable) -> list[tuple[int, object]]:
         """``dump(filter, netns inode, sock_diag socket)`` run inside each namespace polled
-        (others than the caller's get ``snapshot._foreign_filter``'s filter): ``(netns
+        (others than the caller's get ``snapshot.foreign_filter``'s filter): ``(netns
         inode, its result)`` for those that could be entered (one that is gone or refused
         is left uncovered, as by ``take_snapshot``)."""
         entries = namespaces.select(self._netns)
         namespaces.require_entry(entries)
-        foreign = snapshot._foreign_filter(entries, flt)
+        foreign = snapshot.foreign_filter(entries, flt)
         own = namespaces.own_inode()
 
         def work(entry: namespaces.NamespaceEntry):
