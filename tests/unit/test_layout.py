@@ -86,6 +86,20 @@ def test_import_portscope_loads_no_heavy_or_optional_library():
     assert loaded == []
 
 
+def test_commands_without_sockets_do_not_load_snapshot():
+    """``render.listing`` and ``cli.common`` name ``SnapshotStream`` for type checkers only:
+    a command that writes rows, not sockets (``services``), does not pay for ``snapshot``
+    and the backends it loads."""
+    code = ("import sys, io, contextlib, portscope.render.listing, portscope.cli.common\n"
+            "from portscope.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    code = main(['services', '80'])\n"
+            "print(code, 'http' in out.getvalue(), 'portscope.snapshot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["0", "True", "False"]
+
+
 def test_public_names_still_load_lazily():
     code = ("import sys, portscope\n"
             "assert 'portscope.kill' not in sys.modules\n"

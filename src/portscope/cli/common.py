@@ -14,9 +14,11 @@ from .. import backends
 from ..errors import InvalidInput
 from ..filters import ALL_FAMILIES, ALL_PROTOS
 from ..ports import shown
-from ..snapshot import SnapshotStream
 from ..types import Family, Proto, Snapshot, State
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:               # not at run time: commands without sockets skip snapshot
+    from ..snapshot import SnapshotStream
 T = TypeVar("T")
 
 

@@ -13,9 +13,12 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
-from ..snapshot import SnapshotStream
 from ..types import Snapshot, Socket
 from . import columns as cols
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:               # snapshot is imported by the callers that make a stream
+    from ..snapshot import SnapshotStream
 
 TABLE_MAX_ROWS = 2000   # beyond this a terminal gets plain aligned text (a rich table is slow)
 #: a netlink dump this large (about 15,000 sockets) is decoded and written as JSON by two
@@ -115,6 +118,7 @@ def write_listing(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterabl
     """
     if fmt == "json":
         from . import jsonfmt
+        from ..snapshot import SnapshotStream   # loaded already where a stream was made
         if (isinstance(meta, SnapshotStream) and sockets is meta and meta.divisible
                 and meta.dump_bytes >= SHARED_JSON_BYTES and not extras and fork_allowed()):
             write_json_in_two(out, meta, fields)
