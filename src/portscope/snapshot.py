@@ -53,7 +53,7 @@ class SnapshotStream:
                  backend: str, warnings: list[str], covered: Sequence[NetNamespace],
                  unreadable: frozenset[int], resolver: containers.ContainerResolver | None = None,
                  published: bool = False,
-                 shares: Callable[[int, int], Iterator[Socket]] | None = None,
+                 shares: Callable[..., Iterator[Socket | str]] | None = None,
                  dump_bytes: int = 0) -> None:
         self._sockets = sockets
         self._shares = None if published else shares
@@ -96,22 +96,40 @@ class SnapshotStream:
         """True when ``share()`` can split the stream (a decoded-on-the-fly netlink dump)."""
         return self._shares is not None
 
-    def share(self, index: int, count: int) -> Iterator[Socket]:
+    def share(self, index: int, count: int, unix_rows: Callable | None = None
+              ) -> Iterator[Socket | str]:
         """Share ``index`` of ``count`` disjoint parts of the stream, for rendering in several
         processes; together the shares hold every socket once (a forwarder's listener comes
         at the end of the share that holds it). Use either the shares or the whole stream.
+
+        ``unix_rows``: a writer's encoder of joined UNIX sockets (``jsonfmt.UnixRows``,
+        called with the join, the owner index, the ``owner_unknown`` of a socket without a
+        visible holder, the container lookup and the share): the UNIX sockets then come as
+        the texts it yields (``str``), unless the filter selects by owner.
 
         Raises:
             ValueError: the stream is not ``divisible``.
         """
         if self._shares is None:
             raise ValueError("this snapshot stream cannot be divided")
-        return self._walk(self._shares(index, count))
+        if unix_rows is None or self._flt.needs_owners:
+            return self._walk(self._shares(index, count))
+        made: list = []
+
+        def encoder(*args):
+            made.append(unix_rows(*args))
+            return made[-1]
+
+        return self._walk(self._shares(index, count, encoder), made)
 
     def __iter__(self) -> Iterator[Socket]:
         return self._walk(self._sockets)
 
-    def _walk(self, sockets: Iterator[Socket]) -> Iterator[Socket]:
+    def _walk(self, sockets: Iterator[Socket | str], encoded: Sequence = ()
+              ) -> Iterator[Socket | str]:
+        """``sockets`` filtered by owner, with container attribution, and counted; a ``str``
+        (a socket's text, from one of the ``encoded`` encoders, which count their own sockets
+        without owner) is passed on."""
         match = self._flt.match_owners if self._flt.needs_owners else None
         permission = OwnerUnknown.PERMISSION
         missing = partial = 0
@@ -121,6 +139,9 @@ class SnapshotStream:
         present: set[tuple[Proto, str, int | None]] = set()
         with _gc_paused():
             for s in sockets:
+                if s.__class__ is str:
+                    yield s
+                    continue
                 if match is not None and not match(s):
                     continue
                 if s.owner_unknown is permission:
@@ -146,7 +167,7 @@ class SnapshotStream:
                 if host is not None and any(ns.inode == host for ns in self.namespaces):
                     yield from self._published_rows(resolver, host, present)
                 self._warnings.extend(w for w in resolver.warnings if w not in self._warnings)
-        self.missing_owners += missing
+        self.missing_owners += missing + sum(rows.missing_owners for rows in encoded)
         self.partial_owners += partial
 
     def share_result(self) -> tuple[int, list[str]]:
@@ -314,11 +335,12 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
             index = fdscan.OwnerIndex(scan)
         missing = _missing_reason(scan)
 
-        def shares(k: int, n: int) -> Iterator[Socket]:
+        def shares(k: int, n: int, unix_rows=None) -> Iterator[Socket | str]:
             return itertools.chain(itertools.chain.from_iterable(
                 module.decode(module.split(part, n)[k], index, missing, OwnerUnknown.KERNEL,
                               resolver) for part in dumps),
-                unix.sockets(index, missing, resolver.container, (k, n)))
+                unix.sockets(index, missing, resolver.container, (k, n)) if unix_rows is None
+                else unix_rows(unix, index, missing, resolver.container, (k, n)))
 
         stream = shares(0, 1)
     else:
@@ -374,12 +396,13 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
     index = fdscan.OwnerIndex(scan, infos.result() if infos else None)
     missing = _missing_reason(scan)
 
-    def shares(k: int, n: int) -> Iterator[Socket]:
+    def shares(k: int, n: int, unix_rows=None) -> Iterator[Socket | str]:
         return itertools.chain(
             held.decode(flt, take, index, missing, (k, n)),
             *(rest(module.decode(module.split(part, n)[k], index, missing, kernel, resolver),
                    beside) for part, beside in dumps),
-            unix.sockets(index, missing, resolver.container, (k, n)))
+            unix.sockets(index, missing, resolver.container, (k, n)) if unix_rows is None
+            else unix_rows(unix, index, missing, resolver.container, (k, n)))
 
     return SnapshotStream(shares(0, 1), flt, taken_at, module.NAME, warnings, covered,
                           frozenset(scan.unreadable), resolver, published, shares,

@@ -90,6 +90,31 @@ class UnixJoin:
             found.update(self.peer_inodes(s))
         return found
 
+    def joined(self, share: tuple[int, int] = (0, 1)
+               ) -> Iterator[tuple[Socket, Sequence[int], Endpoint | None]]:
+        """Share ``k`` of ``n`` (consecutive slices) of the selected sockets, each with what
+        the join adds but owners: ``(socket, peer inodes, remote)``, the inodes of every socket
+        it talks to (``peer_inodes``: its peer first) and, when it has a peer, that peer's name
+        (``""`` for an unnamed one), else None. ``sockets`` builds on it, and so does the JSON
+        writer of a large listing (``render.jsonfmt.UnixRows``)."""
+        k, n = share
+        chosen = self.selected[k * len(self.selected) // n:(k + 1) * len(self.selected) // n]
+        names = self._names
+        back, waiting_at = self._back, self._waiting_at
+        unnamed = tuple.__new__(Endpoint, ("", None))
+        for s in chosen:
+            info = s[16]
+            inode = s[5]
+            peer = info[3] or waiting_at.get(inode)
+            if not peer:
+                yield s, self.peer_inodes(s), None
+                continue
+            found = back.get(inode, peer)
+            if not info[4] and (found == peer or found == [peer]):
+                yield s, (peer,), names.get(peer) or unnamed     # the common case
+            else:
+                yield s, self.peer_inodes(s), names.get(peer) or unnamed
+
     def sockets(self, owners: Mapping[int, tuple[Owner, ...]] | None = None,
                 missing: OwnerUnknown | None = None, container_of=None,
                 share: tuple[int, int] = (0, 1)) -> Iterator[Socket]:
@@ -106,36 +131,33 @@ class UnixJoin:
             sockets with ``owners`` (or ``owner_unknown``), ``remote`` (the peer's name, ``""``
             for an unnamed one, when connected) and ``unix.peers``.
         """
-        k, n = share
-        chosen = self.selected[k * len(self.selected) // n:(k + 1) * len(self.selected) // n]
         get = owners.get if owners is not None else None
-        names = self._names
-        back, waiting_at = self._back, self._waiting_at
-        new = tuple.__new__
-        unnamed = new(Endpoint, ("", None))
-        kernel = OwnerUnknown.KERNEL
-        for s in chosen:
-            (proto, family, local, _remote, state, inode, uid, netns, _v6only, rq, wq, held,
-             unknown, cookie, container, _published, info) = s
-            peer = info[3] or waiting_at.get(inode)
-            found = back.get(inode, peer)
-            if peer and not info[4] and (found == peer or found == [peer]):
-                # the common case: one peer, found both ways
-                peers = (new(Peer, (peer, get(peer, ()) if get else ())),)
-            else:
-                peers = tuple([new(Peer, (i, get(i, ()) if get else ()))
-                               for i in self.peer_inodes(s)])
-            remote = (names.get(peer) or unnamed) if peer else None
-            if get is not None:
-                held = get(inode, ()) if inode else ()
-                unknown = None if held else (missing if inode else kernel)
-            if held and container_of is not None and held[0][2].container is not None:
-                container = container_of(held[0][2].container, held[0][0])
-            yield new(Socket, (proto, family, local, remote, state, inode, uid, netns, None, rq,
-                               wq, held, unknown, cookie, container, None,
-                               new(UnixInfo, (info[0], info[1], info[2], info[3], info[4],
-                                              peers))))
+        for s, peers, remote in self.joined(share):
+            yield join_one(s, peers, remote, get, missing, container_of)
 
+
+def join_one(s: Socket, peers: Sequence[int], remote: Endpoint | None,
+             get: Callable[..., tuple[Owner, ...]] | None, missing: OwnerUnknown | None,
+             container_of=None) -> Socket:
+    """One socket of ``UnixJoin.joined`` (with its peer inodes and ``remote``) joined: see
+    ``UnixJoin.sockets`` (``get``: its ``owners.get``, or None)."""
+    new = tuple.__new__
+    (proto, family, local, _remote, state, inode, uid, netns, _v6only, rq, wq, held,
+     unknown, cookie, container, _published, info) = s
+    if get is None:
+        peers = tuple([new(Peer, (i, ())) for i in peers])
+    elif len(peers) == 1:
+        peers = (new(Peer, (peers[0], get(peers[0], ()))),)
+    else:
+        peers = tuple([new(Peer, (i, get(i, ()))) for i in peers])
+    if get is not None:
+        held = get(inode, ()) if inode else ()
+        unknown = None if held else (missing if inode else OwnerUnknown.KERNEL)
+    if held and container_of is not None and held[0][2].container is not None:
+        container = container_of(held[0][2].container, held[0][0])
+    return new(Socket, (proto, family, local, remote, state, inode, uid, netns, None, rq, wq,
+                        held, unknown, cookie, container, None,
+                        new(UnixInfo, (info[0], info[1], info[2], info[3], info[4], peers))))
 
 
 # ---------------------------------------------------------------------------------------------

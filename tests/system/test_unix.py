@@ -10,9 +10,11 @@ pipe.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import socket
 import subprocess
 
 import pytest
@@ -21,6 +23,8 @@ from netns import netns  # noqa: F401  (fixture)
 
 from portscope import Proto, SocketFilter, State, take_snapshot
 from portscope.backends import linux_netlink, linux_procfs
+from portscope.render import jsonfmt
+from portscope.snapshot import open_snapshot
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/ns/net"), reason="Linux only")
 
@@ -148,6 +152,48 @@ def test_peers_resolved_both_ways(ux):
     assert [p.inode for p in listener.unix.peers] == [ux["waiting"]]
     assert [p.inode for p in by_inode[ux["waiting"]].unix.peers] == [ux["listener"]]
     assert by_inode[ux["waiting"]].remote.address == ux["path"]
+
+
+@pytest.mark.usefixtures("fd_scan")
+def test_json_rows_are_the_joined_sockets_json(ux):
+    """The JSON writer's own join (``jsonfmt.UnixRows``: no joined sockets built) writes the
+    text ``socket_json`` writes of the joined sockets, byte for byte, whole and in two
+    shares: for every kind the holder has (clients in other processes, a socketpair across
+    fork, a client waiting in the accept queue, a datagram socket with a client, an abstract
+    listener) and a socket two descriptors hold (written as joined)."""
+    a, b = socket.socketpair()
+    dup = os.dup(a.fileno())
+    try:
+        stream = open_snapshot(SocketFilter(protos=frozenset({Proto.UNIX})), netns="host")
+        assert stream.divisible
+
+        def text(k, n, rows, lead="\n  "):
+            out = io.StringIO()
+            jsonfmt.write_items(out, stream.share(k, n, rows), lead=lead)
+            return out.getvalue()
+
+        def same(written: str, expected: str) -> None:
+            """Equal, and where not, the first row that differs shown (not a diff of what
+            may be megabytes: the host may hold many other sockets)."""
+            rows, wanted = written.split(",\n  "), expected.split(",\n  ")
+            differ = next((i for i, (x, y) in enumerate(zip(rows, wanted)) if x != y), None)
+            assert differ is None or rows[differ] == wanted[differ]
+            assert len(rows) == len(wanted)
+
+        joined = text(0, 1, None)
+        same(text(0, 1, jsonfmt.UnixRows), joined)
+        same(text(0, 2, jsonfmt.UnixRows) + text(1, 2, jsonfmt.UnixRows, ",\n  "), joined)
+        by_inode = {s["inode"]: s for s in json.loads("[" + joined + "]")}
+        fixture = {ux["listener"], ux["abstract"], ux["dgram"], ux["dgram_client"],
+                   ux["waiting"], *ux["pair"], *ux["accepted"], *ux["clients"].values()}
+        assert fixture <= set(by_inode)
+        shared = by_inode[os.fstat(a.fileno()).st_ino]
+        assert sorted(o["fd"] for o in shared["owners"]) == sorted([a.fileno(), dup])
+        assert [o["pid"] for p in shared["peers"] for o in p["owners"]] == [os.getpid()]
+    finally:
+        os.close(dup)
+        a.close()
+        b.close()
 
 
 _SS_ROW = re.compile(r"^(\S+)\s+(\S+)\s+\d+\s+\d+\s+(.*?)\s+(\d+)\s+(.*?)\s+(\d+)\s*$")

@@ -26,7 +26,7 @@ from .process import PROC, process_info
 
 _SOCKET_PREFIX = "socket:["
 _HEADER = struct.Struct("=QQQQQ")  # counts of pairs, unreadable PIDs, chunks; vanished, scanned
-_FD_MASK = 0xFFFFFFFF               # an owner is packed as pid << 32 | fd
+FD_MASK = 0xFFFFFFFF                # an owner is packed as pid << 32 | fd
 
 
 class FdScan:
@@ -56,7 +56,7 @@ class FdScan:
         if len(self._index) != self._count:
             for inode, found in repeated(inodes, suspects).items():
                 # PID order, whatever the worker split; once each (threads sharing a table)
-                self._shared[inode] = sorted({(owners[i] >> 32, owners[i] & _FD_MASK)
+                self._shared[inode] = sorted({(owners[i] >> 32, owners[i] & FD_MASK)
                                               for i in found})
                 self._index[inode] = -1
         self.unreadable = unreadable
@@ -77,7 +77,7 @@ class FdScan:
             return []
         if packed < 0:
             return list(self._shared[inode])
-        return [(packed >> 32, packed & _FD_MASK)]
+        return [(packed >> 32, packed & FD_MASK)]
 
     def inodes(self) -> set[int]:
         """Every socket inode some process holds."""
@@ -91,17 +91,28 @@ class OwnerIndex:
     asked for, unless ``infos`` (PID -> ``ProcessInfo``, None for an exited process) holds
     them already (``process.InfoReader``). ``get`` runs once per socket of a snapshot: keep it
     lean.
+
+    Attributes:
+        packed: socket inode -> its one holder packed as ``pid << 32 | fd`` (``FD_MASK``), or
+            -1 when several descriptors hold it (``get`` lists them); read-only. A writer of a
+            large listing reads it instead of ``get``: no tuples are built.
     """
 
     def __init__(self, scan: FdScan, infos: dict[int, ProcessInfo | None] | None = None
                  ) -> None:
         self._scan = scan
-        self._index = scan._index
+        self._index = self.packed = scan._index
         self._infos: dict[int, ProcessInfo | None] = infos or {}
 
     def _info(self, pid: int) -> ProcessInfo | None:
         info = self._infos[pid] = process_info(pid)
         return info
+
+    def info(self, pid: int) -> ProcessInfo | None:
+        """The ``ProcessInfo`` of ``pid`` (read from ``/proc/PID`` once), None when it exited."""
+        infos = self._infos
+        return infos[pid] if pid in infos else self._info(pid)
+
 
     def get(self, inode: int, default: tuple[Owner, ...] = ()) -> tuple[Owner, ...]:
         """The owners of ``inode``; ``default`` when none (processes that exited since the scan
@@ -121,7 +132,7 @@ class OwnerIndex:
         info = infos[pid] if pid in infos else self._info(pid)
         if info is None:
             return default
-        return (tuple.__new__(Owner, (pid, packed & _FD_MASK, info)),)
+        return (tuple.__new__(Owner, (pid, packed & FD_MASK, info)),)
 
 
 def repeated(inodes: array, suspects: set[int] | None = None) -> dict[int, list[int]]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
 from ..snapshot import SnapshotStream
-from ..types import Endpoint, Family, ProcessInfo, Proto, Snapshot, Socket, State, UnixType
+from ..types import (Endpoint, Family, OwnerUnknown, ProcessInfo, Proto, Snapshot, Socket,
+                     State, UnixType)
 from .escape import undecodable_escaped
 
 SCHEMA_VERSION = 1
@@ -122,6 +123,119 @@ def socket_json(s: Socket, processes: dict[int, str], addresses: dict[str, str],
             f'{tail}}}')
 
 
+class UnixRows:
+    """The JSON object texts of one share of a ``unixsock.UnixJoin``'s selected sockets,
+    joined with their owners: the same text as ``socket_json`` of ``UnixJoin.sockets``, made
+    without building the joined sockets (a large listing of UNIX sockets: about half the
+    time). Each holder's text is made from its process's, encoded once; a socket with
+    several holders, or held by a process in a container, is joined and written as
+    ``socket_json`` does.
+
+    Args:
+        join: the UNIX sockets (``unixsock.UnixJoin``).
+        owners: the snapshot's ``fdscan.OwnerIndex``.
+        missing: ``owner_unknown`` of a socket with an inode and no visible holder.
+        container_of: ``(container id, pid) -> Container``, or None.
+        share: ``(k, n)``: the k-th of n consecutive slices of the selection.
+
+    Iterate once; ``missing_owners`` then counts the sockets left without a holder for lack
+    of permission (as ``SnapshotStream`` counts them).
+    """
+
+    def __init__(self, join, owners, missing: OwnerUnknown | None, container_of,
+                 share: tuple[int, int]) -> None:
+        self._join, self._owners, self._missing = join, owners, missing
+        self._container_of, self._share = container_of, share
+        self.missing_owners = 0
+
+    def __iter__(self) -> Iterator[str]:
+        from ..owners.fdscan import FD_MASK
+        from ..unixsock import join_one
+        owners, container_of = self._owners, self._container_of
+        packed_of = owners.packed.get
+        processes: dict[int, str] = {}
+        addresses: dict[str, str] = {}
+        holders: dict[int, tuple[str, str] | None] = {}     # pid -> text around its fd
+
+        def held(inode: int) -> str | None:
+            """The ``owners`` array's items of ``inode``, None for a socket to be joined."""
+            packed = packed_of(inode)
+            if packed is None:
+                return ""
+            if packed < 0:
+                return None                                 # several holders
+            pid = packed >> 32
+            around = holders.get(pid, False)
+            if around is False:
+                info = owners.info(pid)
+                if info is None:
+                    around = None       # exited since the scan: not a holder
+                elif info.container is not None and container_of is not None:
+                    around = ("", "")   # its socket names a container: joined
+                else:
+                    encoded = processes.get(id(info)) or processes.setdefault(
+                        id(info), process_json(info))
+                    around = (f'{{"pid": {pid}, "fd": ', f', "process": {encoded}}}')
+                holders[pid] = around
+            if around is None:
+                return ""
+            if not around[0]:
+                return None
+            return f"{around[0]}{packed & FD_MASK}{around[1]}"
+
+        def endpoint(ep: Endpoint | None) -> str:
+            text = names[ep] = _endpoint(ep, addresses)
+            return text
+
+        names: dict[Endpoint | None, str] = {}
+        name_of = names.get
+        missing = self._missing
+        unknown_missing = ("null" if missing is None else _encode(missing.value))
+        count_missing = missing is OwnerUnknown.PERMISSION
+        get = owners.get
+        for s, peers, remote in self._join.joined(self._share):
+            inode = s[5]
+            mine = held(inode) if inode else ""
+            if len(peers) == 1:
+                theirs = held(peers[0])
+                if mine is None or theirs is None:
+                    yield socket_json(join_one(s, peers, remote, get, missing, container_of),
+                                      processes, addresses)
+                    continue
+                listed = f'{{"inode": {peers[0]}, "owners": [{theirs}]}}'
+            else:
+                texts = [held(i) for i in peers]
+                if mine is None or None in texts:
+                    yield socket_json(join_one(s, peers, remote, get, missing, container_of),
+                                      processes, addresses)
+                    continue
+                listed = ", ".join(f'{{"inode": {i}, "owners": [{t}]}}'
+                                   for i, t in zip(peers, texts))
+            if mine:
+                unknown = "null"
+            elif inode:
+                unknown = unknown_missing
+                self.missing_owners += count_missing
+            else:
+                unknown = '"kernel"'
+            (_proto, _family, local, _remote, state, inode, uid, netns, _v6only, rq, wq, _held,
+             _unknown, cookie, _container, _published, info) = s
+            utype, vfs_dev, vfs_inode, peer_inode = info[0], info[1], info[2], info[3]
+            yield (f'{{"proto": "unix", "family": "unix", "local": '
+                   f'{name_of(local) or endpoint(local)}, '
+                   f'"remote": {name_of(remote) or endpoint(remote)}'
+                   f'{_STATES[state]}{inode}, "uid": {uid}, '
+                   f'"netns": {"null" if netns is None else netns}, "v6only": null, '
+                   f'"rx_queue_bytes": {rq}, "tx_queue_bytes": {wq}, "owners": [{mine}], '
+                   f'"owner_unknown": {unknown}, '
+                   f'"cookie": {"null" if cookie is None else cookie}, "container": null, '
+                   f'"published": null{_UNIX_TYPES[utype]}'
+                   f'{"null" if vfs_dev is None else vfs_dev}, '
+                   f'"vfs_inode": {"null" if vfs_inode is None else vfs_inode}, '
+                   f'"peer_inode": {"null" if peer_inode is None else peer_inode}, '
+                   f'"peers": [{listed}]}}')
+
+
 def write_head(out: TextIO, meta: Snapshot | SnapshotStream,
                fields: Mapping[str, Any] | None = None) -> None:
     """The start of a listing, up to the opening of ``"sockets": [``."""
@@ -133,25 +247,30 @@ def write_head(out: TextIO, meta: Snapshot | SnapshotStream,
     out.write(json.dumps(head)[:-1] + ', "sockets": [')
 
 
-def write_items(out: TextIO, sockets: Iterable[Socket],
+def write_items(out: TextIO, sockets: Iterable[Socket | str],
                 extras: Mapping[int, Mapping[str, Any]] | None = None,
                 lead: str = "\n  ") -> int:
     """Write sockets as the items of the ``sockets`` array; the first is preceded by
-    ``lead``, the others by a comma. Returns how many were written."""
+    ``lead``, the others by a comma. An item that is a ``str`` is a socket's JSON text
+    already (``UnixRows``). Returns how many were written."""
     processes: dict[int, str] = {}
     addresses: dict[str, str] = {}
-    batch = []
+    batch: list[str] = []
     separator = lead
     count = 0
-    for count, s in enumerate(sockets, 1):
-        batch.append(separator + socket_json(s, processes, addresses,
-                                             extras.get(count - 1) if extras else None))
-        separator = ",\n  "
+    for s in sockets:
+        batch.append(s if s.__class__ is str else socket_json(
+            s, processes, addresses, extras.get(count + len(batch)) if extras else None))
         if len(batch) >= 2048:
-            out.write("".join(batch))
+            out.write(separator)
+            out.write(",\n  ".join(batch))
+            separator = ",\n  "
+            count += len(batch)
             batch.clear()
-    out.write("".join(batch))
-    return count
+    if batch:
+        out.write(separator)
+        out.write(",\n  ".join(batch))
+    return count + len(batch)
 
 
 def write_tail(out: TextIO, meta: Snapshot | SnapshotStream) -> None:

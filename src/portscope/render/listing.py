@@ -70,26 +70,23 @@ def write_json_in_two(out: TextIO, stream: SnapshotStream, fields: dict | None) 
         status = 1
         try:
             with open(items, "w", encoding="utf-8", closefd=False) as f:
-                jsonfmt.write_items(f, stream.share(1, 2), lead=",\n  ")
+                jsonfmt.write_items(f, stream.share(1, 2, jsonfmt.UnixRows), lead=",\n  ")
             os.write(stats, json.dumps(stream.share_result()).encode())
             status = 0
         finally:
             os._exit(status)
     try:
-        written = jsonfmt.write_items(out, stream.share(0, 2))
+        written = jsonfmt.write_items(out, stream.share(0, 2, jsonfmt.UnixRows))
         out.flush()
         _, status = os.waitpid(child, 0)
         child = 0
         if status != 0:
-            jsonfmt.write_items(out, stream.share(1, 2), lead=",\n  " if written else "\n  ")
+            jsonfmt.write_items(out, stream.share(1, 2, jsonfmt.UnixRows),
+                                lead=",\n  " if written else "\n  ")
         else:
             size = os.fstat(items).st_size
-            offset = 1 if size and not written else 0     # its first item opens with a comma
-            out.flush()     # then bytes, through the stream (a reader gone is its business)
-            while offset < size:
-                chunk = os.pread(items, min(size - offset, 1 << 20), offset)
-                out.buffer.write(chunk)
-                offset += len(chunk)
+            out.flush()
+            _copy_out(out, items, 1 if size and not written else 0, size)  # 1: a comma
             stream.add_share_result(*json.loads(os.pread(stats, os.fstat(stats).st_size, 0)))
         jsonfmt.write_tail(out, stream)
     finally:
@@ -98,6 +95,29 @@ def write_json_in_two(out: TextIO, stream: SnapshotStream, fields: dict | None) 
             os.waitpid(child, 0)
         os.close(items)
         os.close(stats)
+
+
+def _copy_out(out: TextIO, fd: int, offset: int, size: int) -> None:
+    """Bytes ``offset`` to ``size`` of file ``fd`` to ``out`` (flushed): copied by the kernel
+    (sendfile) where ``out`` is a descriptor that takes it, else read and written through
+    ``out.buffer`` (a reader gone is then the stream's business: ``cli.streams``)."""
+    try:
+        target: int | None = out.fileno()
+    except (AttributeError, OSError, ValueError):      # io.UnsupportedOperation: a ValueError
+        target = None
+    while offset < size:
+        if target is not None:
+            try:
+                sent = os.sendfile(target, fd, offset, size - offset)
+            except OSError:     # EPIPE: the reader left; EINVAL: a target it cannot write
+                sent = 0
+            if sent:
+                offset += sent
+                continue
+            target = None
+        chunk = os.pread(fd, min(size - offset, 1 << 20), offset)
+        out.buffer.write(chunk)
+        offset += len(chunk)
 
 
 def write_listing(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterable[Socket],
@@ -123,6 +143,8 @@ def write_listing(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterabl
                 and meta.dump_bytes >= SHARED_JSON_BYTES and not extras and fork_allowed()):
             write_json_in_two(out, meta, fields)
         else:
+            if sockets is meta and isinstance(meta, SnapshotStream) and meta.divisible:
+                sockets = meta.share(0, 1, jsonfmt.UnixRows)
             jsonfmt.write_snapshot(out, meta, sockets, extras=extras, fields=fields)
         return
     if len(meta.namespaces) > 1:
