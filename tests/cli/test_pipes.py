@@ -10,6 +10,7 @@ in the one, at the first write in the other.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,34 @@ def test_closed_descriptor_is_not_reused(netns, fd):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result
     assert not any(word in result.stderr for word in NOISE), result.stderr
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_the_command_ends_at_once_with_its_output_whole(netns, tmp_path, unbuffered):
+    """``portscope`` ends with ``os._exit`` once it has answered (``cli.run``): what sat in
+    the stdout buffer still reaches a regular file whole, the exit code is main's, and the
+    listing it kept to the end (``common.keep``) is not lost."""
+    netns.holder(HOLD)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    path = tmp_path / "listing.json"
+    with open(path, "w") as out:
+        done = subprocess.run([*netns.prefix(), sys.executable, "-m", "portscope", "list",
+                               "-a", "--json"], stdout=out, stderr=subprocess.PIPE, text=True,
+                              env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(path.read_text())
+    assert {(s["proto"], s["local"]["port"], s["state"]) for s in doc["sockets"]} >= {
+        ("tcp", 8080, "LISTEN"), ("tcp", 8080, "ESTABLISHED"), ("udp", 5353, "UNCONN")}
+    missing = subprocess.run([*netns.prefix(), sys.executable, "-m", "portscope", "9"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 1 and "no socket on local port 9" in missing.stderr
+
+
+def test_keep_keeps_only_when_the_process_ends_at_once():
+    """``common.keep`` holds nothing for a caller of ``cli.main`` in its own process."""
+    from portscope.cli import common
+    assert common._kept is None
+    common.keep(object())
+    assert common._kept is None

@@ -216,6 +216,26 @@ def warn(message: str) -> None:
     print(f"portscope: {message}", file=sys.stderr)
 
 
+#: what one-shot commands leave behind when the process ends at once (``keep``)
+_kept: list[object] | None = None
+
+
+def end_at_once() -> None:
+    """From now on, ``keep`` keeps: the process will end with ``os._exit`` once the command
+    has answered (``cli.run``, the ``portscope`` command)."""
+    global _kept
+    _kept = []
+
+
+def keep(value: object) -> None:
+    """Leave ``value`` (a command's large snapshot) alive to the end of a process that ends at
+    once (``end_at_once``): freeing it object by object, then tearing down the interpreter,
+    would cost about 25 ms at 50,000 sockets for nothing. A caller of ``cli.main`` in its own
+    process keeps nothing."""
+    if _kept is not None:
+        _kept.append(value)
+
+
 def report_warnings(snapshot: Snapshot | SnapshotStream) -> None:
     """Print the snapshot's warnings on stderr, one line each."""
     for message in snapshot.warnings:

@@ -64,4 +64,5 @@ def run(args: argparse.Namespace) -> int:
     listing.write_listing(sys.stdout, stream, stream, columns, fmt=common.output_format(args),
                           header=not args.no_header)
     common.report_warnings(stream)
+    common.keep(stream)
     return ExitStatus.OK
