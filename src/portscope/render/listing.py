@@ -139,13 +139,12 @@ def write_listing(out: TextIO, meta: Snapshot | SnapshotStream, sockets: Iterabl
     if fmt == "json":
         from . import jsonfmt
         from ..snapshot import SnapshotStream   # loaded already where a stream was made
-        if (isinstance(meta, SnapshotStream) and sockets is meta and meta.divisible
-                and meta.dump_bytes >= SHARED_JSON_BYTES and not extras and fork_allowed()):
-            write_json_in_two(out, meta, fields)
-        else:
-            if sockets is meta and isinstance(meta, SnapshotStream) and meta.divisible:
-                sockets = meta.share(0, 1, jsonfmt.UnixRows)
-            jsonfmt.write_snapshot(out, meta, sockets, extras=extras, fields=fields)
+        if isinstance(meta, SnapshotStream) and sockets is meta and meta.divisible:
+            if meta.dump_bytes >= SHARED_JSON_BYTES and not extras and fork_allowed():
+                write_json_in_two(out, meta, fields)
+                return
+            sockets = meta.share(0, 1, jsonfmt.UnixRows)
+        jsonfmt.write_snapshot(out, meta, sockets, extras=extras, fields=fields)
         return
     if len(meta.namespaces) > 1:
         columns = (cols.netns_column(meta.namespaces), *columns)
