@@ -33,10 +33,10 @@ def can_use_netns() -> bool:
 
 
 class NetNS:
-    """A private network namespace named ``pstest-<pid>-<n>``."""
+    """A private network namespace named ``pstest-<pid>-<n>``, followed by ``suffix``."""
 
-    def __init__(self) -> None:
-        self.name = f"pstest-{os.getpid()}-{next(_COUNTER)}"
+    def __init__(self, suffix: str = "") -> None:
+        self.name = f"pstest-{os.getpid()}-{next(_COUNTER)}{suffix}"
         self.holders: list[Holder] = []
         subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
         try:
@@ -88,7 +88,7 @@ class NetNS:
     def holder(self, code: str, *, user: tuple[int, int] | None = None) -> Holder:
         """Start a holder (see tests/holders.py) inside the namespace; as ``user`` = (uid,
         gid) after entering it. Stopped by ``close()``."""
-        enter = (f"_nsfd = os.open('/run/netns/{self.name}', os.O_RDONLY)\n"
+        enter = (f"_nsfd = os.open({'/run/netns/' + self.name!r}, os.O_RDONLY)\n"
                  "assert _libc.setns(_nsfd, 0x40000000) == 0   # CLONE_NEWNET\n"
                  "os.close(_nsfd)\n")
         if user:   # then dumpable again, as a process started as that user would be

@@ -8,6 +8,11 @@ Two real processes in a private network namespace:
   (ending in byte 0xFF too) and argv carry bidi controls (U+202E, U+2066), a zero-width space
   and ESC: terminals must see them escaped, JSON and SARIF must be strict (no lone surrogate
   ``\\udcff``) and show the byte as ``\\xff``, the same way everywhere.
+
+And a network namespace named with ESC and U+202E (``ip netns add`` takes any name without
+``/``): every line naming it, on stdout and on stderr, shows them escaped, including the
+warning about a namespace that cannot be entered (portscope under a seccomp filter refusing
+``setns``, as systemd's ``RestrictNamespaces=`` does).
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 
 import pytest
 
+import seccomp
+from conftest import run_cli
 from holders import PRELUDE
-from netns import netns  # noqa: F401  (the fixture)
+from netns import NetNS, can_use_netns, netns  # noqa: F401  (the fixture)
 from terminal import run_on_terminal
 
 BIDI_NAME = "e\u202el\u2066x\u200bz"           # 13 bytes (+ 0xFF: 14): fits comm's 15
@@ -150,3 +158,73 @@ def test_json_and_sarif_are_strict(hostile, args):
     text = json.dumps(doc, ensure_ascii=False)
     assert "bin\\\\xff/python3" in text, text[:2000]       # the byte, escaped as in text
     assert BIDI_NAME in text or args[0] == "audit", "JSON keeps names exact"
+
+
+NETNS_SUFFIX = "-x\x1b[31m\u202ered"            # ESC[31m, then right-to-left
+NETNS_SHOWN = "-x\\x1b[31m\\u202ered"
+
+
+@pytest.fixture
+def hostile_netns():
+    """A namespace named ``pstest-PID-N`` + ``NETNS_SUFFIX`` with a TCP listener on port
+    8082; deleted after the test whatever happens."""
+    if not can_use_netns():
+        pytest.skip("needs root and ip(8) to create network namespaces")
+    ns = NetNS(NETNS_SUFFIX)
+    try:
+        ns.holder("""
+            l = socket.socket(); l.bind(("0.0.0.0", 8082)); l.listen()
+            ready()
+        """)
+        yield ns
+    finally:
+        ns.close()
+
+
+def assert_named_escaped(result, name: str, where) -> None:
+    """Neither stream of ``result`` holds the name's raw characters; one of them shows it
+    escaped."""
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, \
+        (where, result.stderr)
+    assert_escaped(result.stdout, ("stdout", where))
+    assert_escaped(result.stderr, ("stderr", where))
+    shown = name.replace(NETNS_SUFFIX, NETNS_SHOWN)
+    assert shown in result.stdout + result.stderr, (where, result)
+
+
+# (arguments, exit code): the namespace's column, explain's words, check's suggested command
+# (--netns NAME), an unknown name (the error line)
+NAMING_RUNS = [(["list", "-l", "--netns", "all"], 0), (["explain", "8082", "--netns", "all"], 0),
+               (["check", "0.0.0.0:8082", "--netns", "NAME"], 1),
+               (["list", "--netns", "NAME?"], 2)]
+
+
+@pytest.mark.parametrize("args,code", NAMING_RUNS, ids=[" ".join(a) for a, _ in NAMING_RUNS])
+def test_a_namespace_name_is_shown_escaped(hostile_netns, args, code):
+    name = hostile_netns.name
+    args = [a.replace("NAME", name) for a in args]
+    result = run_cli(*args)
+    assert result.returncode == code, result
+    assert_named_escaped(result, name, args)
+
+
+def test_a_namespace_that_cannot_be_entered_is_named_escaped(hostile_netns):
+    """setns refused (EPERM): each view warns that the namespace could not be read, in one
+    escaped line."""
+    import errno
+    sandboxed = seccomp.portscope_refusing("setns", errno.EPERM, probe="""
+        fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+        if libc.setns(fd, 0x40000000) != 0:         # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), "setns")
+    """)
+    name = hostile_netns.name
+    inode = os.stat(f"/run/netns/{name}").st_ino
+    for args, code in ((["list", "-a", "--netns", name], 0), (["--netns", "all"], 0),
+                       (["8082", "--netns", name], 1)):
+        result = subprocess.run([*sandboxed, *args], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == code, (args, result)
+        assert_named_escaped(result, name, args)
+        assert (f"portscope: network namespace {name.replace(NETNS_SUFFIX, NETNS_SHOWN)}"
+                f" ({inode}) could not be read: Operation not permitted\n"
+                in result.stderr), (args, result.stderr)

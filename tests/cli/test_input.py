@@ -66,3 +66,11 @@ def test_bad_option_is_said_in_the_users_words(cli, args, words):
     assert "parse_" not in lines[0] and "usage:" not in lines[0], lines[0]
     assert all(word in lines[0] for word in words), (lines[0], words)
     assert result.stdout == ""
+
+
+def test_an_unrecognized_argument_is_quoted_escaped(cli):
+    """argparse quotes what it did not recognize as it is: the line escapes it."""
+    result = cli("list", "--x\x1b[31m\u202e")
+    assert result.returncode == 2, result
+    assert result.stderr == ("portscope: error: unrecognized arguments: --x\\x1b[31m\\u202e "
+                             "(see portscope --help)\n")

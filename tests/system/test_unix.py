@@ -18,6 +18,7 @@ import socket
 import subprocess
 
 import pytest
+import seccomp
 from holders import start_holder
 from netns import netns  # noqa: F401  (fixture)
 
@@ -252,38 +253,18 @@ def test_private_namespace_matches_ss_and_proc(netns):
         {i: v[0] for i, v in ss.items()}
 
 
-# Runs ARGV under a seccomp filter that refuses socket(AF_NETLINK, ...) with EAFNOSUPPORT, as
-# some sandboxes do: what the filter does is checked first, then portscope runs under it.
-NO_NETLINK = """
-    import ctypes, errno, json, os, platform, socket, struct, sys
-    arch, nr = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}[platform.machine()]
-    insn = struct.Struct("=HBBI")
-    program = b"".join(insn.pack(*i) for i in (
-        (0x20, 0, 0, 4), (0x15, 0, 5, arch),             # seccomp_data.arch
-        (0x20, 0, 0, 0), (0x15, 0, 3, nr),               # .nr == socket
-        (0x20, 0, 0, 16), (0x15, 0, 1, socket.AF_NETLINK),   # .args[0]
-        (0x06, 0, 0, 0x00050000 | errno.EAFNOSUPPORT),   # SECCOMP_RET_ERRNO
-        (0x06, 0, 0, 0x7FFF0000)))                       # SECCOMP_RET_ALLOW
-    code = ctypes.create_string_buffer(program, len(program))
-    fprog = struct.pack("=HxxxxxxQ", len(program) // 8, ctypes.addressof(code))
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(38, 1, 0, 0, 0) == 0                 # PR_SET_NO_NEW_PRIVS
-    assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, ctypes.get_errno()
-    try:
-        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)
-        sys.exit("the filter let a netlink socket through")
-    except OSError as exc:
-        assert exc.errno == errno.EAFNOSUPPORT, exc
-    os.execv(sys.executable, [sys.executable, "-m", "portscope", *sys.argv[1:]])
-"""
+def no_netlink() -> list[str]:
+    """The argv prefix running portscope where socket(AF_NETLINK, ...) fails with
+    EAFNOSUPPORT, as in some sandboxes (tests/seccomp.py)."""
+    import errno
+    import socket
+    return seccomp.portscope_refusing(
+        "socket", errno.EAFNOSUPPORT, arg0=socket.AF_NETLINK,
+        probe="import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)")
 
 
 def test_without_netlink_unix_sockets_come_from_proc_net_unix(netns):
-    import platform
-    import sys
-    import textwrap
-    if platform.machine() not in ("x86_64", "aarch64"):
-        pytest.skip("the seccomp filter knows x86_64 and aarch64 only")
+    sandboxed = no_netlink()
     h = netns.holder("""
         l = socket.socket(socket.AF_UNIX); l.bind(b"\\0psux-fallback"); l.listen()
         c = socket.socket(socket.AF_UNIX); c.connect(b"\\0psux-fallback"); a, _ = l.accept()
@@ -291,7 +272,7 @@ def test_without_netlink_unix_sockets_come_from_proc_net_unix(netns):
         ready(inodes=[os.fstat(s.fileno()).st_ino for s in (l, c, a, p, q)])
     """)
     args = ["list", "-x", "-a", "--json", "--netns", "host"]
-    refused = netns.run(sys.executable, "-c", textwrap.dedent(NO_NETLINK), *args)
+    refused = netns.run(*sandboxed, *args)
     assert refused.returncode == 0, refused.stderr
     assert "UNIX sockets read from /proc/net/unix" in refused.stderr
     doc = json.loads(refused.stdout)
@@ -305,8 +286,7 @@ def test_without_netlink_unix_sockets_come_from_proc_net_unix(netns):
         assert [o["pid"] for o in by_inode[inode]["owners"]] == [h.pid]
         assert by_inode[inode]["peer_inode"] is None and by_inode[inode]["peers"] == []
     # an abstract name is found by its name there too (a socket file needs netlink's inodes)
-    named = netns.run(sys.executable, "-c", textwrap.dedent(NO_NETLINK), "@psux-fallback",
-                      "--json", "--netns", "host")
+    named = netns.run(*sandboxed, "@psux-fallback", "--json", "--netns", "host")
     assert named.returncode == 0, named.stderr
     assert {s["inode"] for s in json.loads(named.stdout)["sockets"]} == {listener, accepted}
     # the same command with netlink: the same sockets, and their peers

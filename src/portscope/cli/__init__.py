@@ -49,12 +49,15 @@ exit codes: 0 yes/success, 1 no (e.g. nothing on that port), 2 usage error, 3 ru
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with every parse error one line on stderr and exit 2. An option value is
+    """argparse, with every parse error one line on stderr, escaped (``render.escape.safe``:
+    argparse quotes unrecognized arguments as they are), and exit 2. An option value is
     rejected in the user's words (what was wrong, what is valid) by its ``type=``, a parser
     wrapped in ``common.option_type``."""
 
     def error(self, message: str):
-        self.exit(ExitStatus.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from ..render.escape import safe
+        self.exit(ExitStatus.USAGE,
+                  f"{self.prog}: error: {safe(message)} (see {self.prog} --help)\n")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

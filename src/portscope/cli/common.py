@@ -14,6 +14,7 @@ from .. import backends
 from ..errors import InvalidInput
 from ..filters import ALL_FAMILIES, ALL_PROTOS
 from ..ports import shown
+from ..render.escape import safe
 from ..types import Family, Proto, Snapshot, State
 
 TYPE_CHECKING = False
@@ -205,15 +206,19 @@ def pid_max() -> int:
 
 
 def confirm(question: str) -> bool:
-    """Ask ``question`` on stderr and read the answer from stdin: True for y or yes."""
-    sys.stderr.write(question)
+    """Ask ``question`` on stderr (escaped, as by ``warn``) and read the answer from stdin:
+    True for y or yes."""
+    sys.stderr.write(safe(question))
     sys.stderr.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def warn(message: str) -> None:
-    """One diagnostic line on stderr."""
-    print(f"portscope: {message}", file=sys.stderr)
+    """One diagnostic line on stderr, ``portscope: MESSAGE``: every diagnostic goes through
+    here, so ``message`` is escaped here (``render.escape.safe``) whatever it quotes: a
+    network namespace's name (any bytes ``ip netns add`` took), a process name, a path, the
+    user's input. An escaped part stays as it is (escaping twice changes nothing)."""
+    print(f"portscope: {safe(message)}", file=sys.stderr)
 
 
 #: what one-shot commands leave behind when the process ends at once (``keep``)

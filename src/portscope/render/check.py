@@ -70,4 +70,4 @@ def write_diagnosis(out: TextIO, diagnosis: BindDiagnosis, *, header: bool = Tru
     else:
         out.write(f"trial: skipped ({trial.note}); the answer rests on the rules\n")
     for fix in diagnosis.fixes:
-        out.write(f"fix: {fix}\n")
+        out.write(f"fix: {cols.safe(fix)}\n")

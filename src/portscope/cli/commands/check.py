@@ -111,8 +111,8 @@ def run_unix(args: argparse.Namespace) -> int:
         elif not args.yes and not sys.stdin.isatty():
             message = "refusing without a terminal to ask on: pass --yes to proceed"
             code = ExitStatus.REFUSED
-        elif not args.yes and not common.confirm(f"remove stale socket file "
-                                           f"{render.cols.safe(path)}? [y/N] "):
+        elif not args.yes and not common.confirm(f"remove stale socket file {path}? "
+                                                 "[y/N] "):
             message = "declined: nothing removed"
             code = ExitStatus.NO
         else:

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable
 
 from ...render import jsonfmt
-from ...render.columns import safe
 from .. import common
 from ..status import ExitStatus
 
@@ -140,7 +139,7 @@ def _finisher(args: argparse.Namespace, port: int, address: str | None, signal_n
                                               plan_doc, message=message, refused=refused,
                                               **done)))
         elif message:
-            common.warn(("refused: " if refused else "") + safe(message))
+            common.warn(("refused: " if refused else "") + message)
         return code
 
     return finish

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...render.columns import safe
 from .. import common
 from ..status import ExitStatus
 
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
                               header=not args.no_header)
     if not entries:
         port = int(args.query) if args.query.isdigit() else None     # lookup took it
-        common.warn(f"no registry entry for {safe(repr(args.query))}"
+        common.warn(f"no registry entry for {args.query!r}"
                     + ("" if port is None else f": {render.port_facts(port, ranges)}"))
         return ExitStatus.NO
     return ExitStatus.OK
