@@ -3,7 +3,9 @@
 One holder process (tests/holders.py) opens TCP listeners and connections on 127.0.0.1 and
 [::1], a [::] dual-stack listener (v6only 0) and an IPv6-only one (v6only 1), bound and
 connected UDP sockets, a TCP socket that is only bound (BOUND_INACTIVE), a listener shared with
-a forked child, and a TIME_WAIT left by closing the active side of a loopback connection. Each
+a forked child; beside them, a TIME_WAIT left by closing the active side of a loopback
+connection, made again right before each set of dumps (``Fixture.with_time_wait``: one lasts
+60 s, and a slow run may take longer than that from the first dump to the last). Each
 backend's dump is then compared on exactly those sockets (the host may hold many others).
 Last, psutil's per-process fallback runs in a child that dropped to nobody.
 """
@@ -30,12 +32,12 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/ns/net"), reason=
 
 HOLDER = """
     out = []
-    def add(s, state, fd=True, remote=True):
+    def add(s, state, remote=True):
         out.append(dict(
             proto="tcp" if s.type == socket.SOCK_STREAM else "udp",
             family="ipv4" if s.family == socket.AF_INET else "ipv6",
             local=list(s.getsockname()[:2]), remote=list(s.getpeername()[:2]) if remote else None,
-            state=state, fd=s.fileno() if fd else None))
+            state=state, fd=s.fileno()))
     def tcp(family, address, v6only=None):
         s = socket.socket(family)
         if v6only is not None:
@@ -67,15 +69,6 @@ HOLDER = """
     uc = udp(socket.AF_INET, "127.0.0.1"); uc.connect(u4.getsockname())
     add(uc, "ESTABLISHED")
     conns = [pair(l4, "127.0.0.1"), pair(l6, "::1"), pair(dual, "127.0.0.1")]  # last: mapped
-
-    # TIME_WAIT: the client closes first (the active close), then the server.
-    tw_listener = tcp(socket.AF_INET, "127.0.0.1"); tw_listener.listen()
-    tw_client = socket.create_connection(tw_listener.getsockname())
-    tw_server, _ = tw_listener.accept()
-    add(tw_client, "TIME_WAIT", fd=False)
-    tw_client.close()
-    assert tw_server.recv(1) == b""
-    tw_server.close(); tw_listener.close()
     ready(kid=kid, shared=shared.getsockname()[1], shared_fd=shared.fileno(), sockets=out)
 """
 
@@ -87,18 +80,26 @@ def key(sock) -> tuple:
 
 
 class Fixture:
-    """The holder's sockets: ``expected`` keys -> (fd in the holder, holder PIDs)."""
+    """The holder's sockets, and a TIME_WAIT when made ``with_time_wait``: ``expected`` keys
+    -> (fd in the holder, holder PIDs); the TIME_WAIT has neither (None, no PID)."""
 
-    def __init__(self, info: dict, pid: int) -> None:
-        self.pid, self.kid = pid, info["kid"]
+    def __init__(self, info: dict, pid: int, time_wait: tuple | None = None) -> None:
+        self.info, self.pid, self.kid = info, pid, info["kid"]
         self.expected: dict[tuple, tuple[int | None, frozenset[int]]] = {}
         for s in info["sockets"]:
             k = (s["proto"], s["family"], tuple(s["local"]),
                  tuple(s["remote"]) if s["remote"] else None, s["state"])
-            self.expected[k] = (s["fd"], frozenset({pid}) if s["fd"] is not None else frozenset())
+            self.expected[k] = (s["fd"], frozenset({pid}))
         shared = ("tcp", "ipv4", ("127.0.0.1", info["shared"]), None, "LISTEN")
         self.expected[shared] = (info["shared_fd"], frozenset({pid, self.kid}))
+        if time_wait is not None:
+            self.expected[time_wait] = (None, frozenset())
         self.tuples = {k[0:1] + k[2:4] for k in self.expected}
+
+    def with_time_wait(self) -> Fixture:
+        """This fixture with a TIME_WAIT made now (``make_time_wait``): a dump taken next
+        finds it, however long the run has taken so far."""
+        return Fixture(self.info, self.pid, make_time_wait())
 
     def mine(self, sockets) -> dict[tuple, object]:
         """The sockets of this fixture, by key (others with the same endpoints are kept too:
@@ -110,10 +111,25 @@ class Fixture:
         return {k for k in self.expected if k[4] != state_not}
 
 
-def _wait_for_time_wait(fx: Fixture, timeout_s: float = 10.0) -> None:
-    """Wait until the client side is in TIME_WAIT and the server side has gone (LAST_ACK ->
-    closed), asking the kernel for those two ports only."""
-    (tw,) = [k for k in fx.expected if k[4] == "TIME_WAIT"]
+def make_time_wait() -> tuple:
+    """A TIME_WAIT on 127.0.0.1, made now: the client closes first (the active close), then
+    the server. Returns its key once the kernel shows it (it lasts 60 s, TCP_TIMEWAIT_LEN)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        tw = ("tcp", "ipv4", client.getsockname(), client.getpeername(), "TIME_WAIT")
+        client.close()
+        assert server.recv(1) == b""
+        server.close()
+    _wait_for_time_wait(tw)
+    return tw
+
+
+def _wait_for_time_wait(tw: tuple, timeout_s: float = 10.0) -> None:
+    """Wait until the client side of ``tw`` is in TIME_WAIT and the server side has gone
+    (LAST_ACK -> closed), asking the kernel for those two ports only."""
     tcp = frozenset({Proto.TCP})
     deadline = time.monotonic() + timeout_s
     while True:
@@ -136,38 +152,48 @@ def fx():
         pytest.skip("no IPv6 loopback")
     holder = start_holder(HOLDER)
     try:
-        fixture = Fixture(holder.info, holder.pid)
-        _wait_for_time_wait(fixture)
-        yield fixture
+        yield Fixture(holder.info, holder.pid)
     finally:
         holder.stop()
 
 
 @pytest.fixture(scope="module")
-def dumps(fx):
+def dumps_fx(fx):
+    """``fx`` with the TIME_WAIT that ``dumps`` find (made when they are taken)."""
+    return fx.with_time_wait()
+
+
+@pytest.fixture(scope="module")
+def dumps(dumps_fx):
     """Each backend's full dump, restricted to the fixture's sockets."""
-    return {module.NAME: fx.mine(module.dump()[0])
+    return {module.NAME: dumps_fx.mine(module.dump()[0])
             for module in (linux_netlink, linux_procfs, psutil_backend)}
 
 
 @pytest.fixture(scope="module")
-def snapshots(fx):
+def snapshots_fx(fx):
+    """``fx`` with the TIME_WAIT that ``snapshots`` find (made when they are taken)."""
+    return fx.with_time_wait()
+
+
+@pytest.fixture(scope="module")
+def snapshots(snapshots_fx):
     """A full snapshot through each backend, restricted to the fixture's sockets."""
-    return {name: fx.mine(portscope.take_snapshot(backend=name).sockets)
+    return {name: snapshots_fx.mine(portscope.take_snapshot(backend=name).sockets)
             for name in ("netlink", "procfs", "psutil")}
 
 
-def test_netlink_sees_the_whole_fixture(fx, dumps):
-    assert set(dumps["netlink"]) == fx.keys()
+def test_netlink_sees_the_whole_fixture(dumps_fx, dumps):
+    assert set(dumps["netlink"]) == dumps_fx.keys()
 
 
-def test_procfs_and_psutil_agree_with_netlink_but_bound_inactive(fx, dumps):
-    assert set(dumps["procfs"]) == fx.keys(state_not="BOUND_INACTIVE")
-    assert set(dumps["psutil"]) == fx.keys(state_not="BOUND_INACTIVE")
+def test_procfs_and_psutil_agree_with_netlink_but_bound_inactive(dumps_fx, dumps):
+    assert set(dumps["procfs"]) == dumps_fx.keys(state_not="BOUND_INACTIVE")
+    assert set(dumps["psutil"]) == dumps_fx.keys(state_not="BOUND_INACTIVE")
 
 
-def test_bound_inactive_is_in_netlink_only(fx, dumps):
-    (idle,) = [k for k in fx.expected if k[4] == "BOUND_INACTIVE"]
+def test_bound_inactive_is_in_netlink_only(dumps_fx, dumps):
+    (idle,) = [k for k in dumps_fx.expected if k[4] == "BOUND_INACTIVE"]
     assert dumps["netlink"][idle].inode != 0
     assert not [k for k in dumps["procfs"] if k[2] == idle[2]]
     assert not [k for k in dumps["psutil"] if k[2] == idle[2]]
@@ -195,10 +221,10 @@ def test_ipv4_mapped_address_text(dumps):
     assert mapped[0] in dumps["procfs"] and mapped[0] in dumps["psutil"]
 
 
-def test_snapshot_owners_agree_between_netlink_and_procfs(fx, snapshots):
+def test_snapshot_owners_agree_between_netlink_and_procfs(snapshots_fx, snapshots):
     for name in ("netlink", "procfs"):
         got = snapshots[name]
-        for k, (_fd, holders) in fx.expected.items():
+        for k, (_fd, holders) in snapshots_fx.expected.items():
             if name == "procfs" and k[4] == "BOUND_INACTIVE":
                 continue
             assert {o.pid for o in got[k].owners} == holders, (name, k)
@@ -209,9 +235,10 @@ def test_snapshot_owners_agree_between_netlink_and_procfs(fx, snapshots):
          if k[4] != "BOUND_INACTIVE"}
 
 
-def test_psutil_gives_every_real_holder(fx, snapshots):
+def test_psutil_gives_every_real_holder(snapshots_fx, snapshots):
+    assert set(snapshots["psutil"]) == snapshots_fx.keys(state_not="BOUND_INACTIVE")
     for k, sock in snapshots["psutil"].items():
-        fd, holders = fx.expected[k]
+        fd, holders = snapshots_fx.expected[k]
         if not holders:
             assert sock.owners == () and sock.owner_unknown is OwnerUnknown.KERNEL
             continue
@@ -220,7 +247,7 @@ def test_psutil_gives_every_real_holder(fx, snapshots):
         owner = sock.owners[0]
         info = owner.process
         assert info.pid == owner.pid and info.uid == os.getuid() == sock.uid
-        assert info.ppid in (os.getpid(), fx.pid)
+        assert info.ppid in (os.getpid(), snapshots_fx.pid)
         assert info.started_at is not None and info.started_at.utcoffset().total_seconds() == 0
         assert info.cmdline and info.name and info.user
         assert sock.inode == 0 and sock.owner_unknown is None
