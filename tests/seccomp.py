@@ -5,8 +5,8 @@ netlink sockets, systemd's ``RestrictNamespaces=`` and container profiles refuse
 seccomp filter refusing ``call`` with errno ``err`` (with ``arg0``: only when its first
 argument is that), checks that the filter works (``probe``, Python code making the call, must
 raise that ``OSError``), then executes ``python -m portscope`` with the arguments that follow
-the prefix, which inherits the filter. Skips the test on machines other than x86_64 and
-aarch64.
+the prefix, which inherits the filter (``SETNS_PROBE`` probes ``setns``). Skips the test on
+machines other than x86_64 and aarch64.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ try:
 except OSError as exc:
     assert exc.errno == {err}, exc
 os.execv(sys.executable, [sys.executable, "-m", "portscope", *sys.argv[1:]])
+"""
+
+
+#: a ``probe`` for ``setns``: entering this process's own network namespace again
+SETNS_PROBE = """
+fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+if libc.setns(fd, 0x40000000) != 0:             # CLONE_NEWNET
+    raise OSError(ctypes.get_errno(), "setns")
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import gc
 import itertools
 import os
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import backends, containers, namespaces, sockstat, unixsock
 from .backends.base import Backend, RawBackend
 from .owners import bpf, fdscan, process, visibility
-from .errors import BackendError, BackendUnavailable
+from .errors import AccessDenied, BackendError, BackendUnavailable
 from .filters import SocketFilter, address_covers
 from .types import (LISTENER_STATES, Family, NetNamespace, Owner, OwnerUnknown,
                     Proto, Snapshot, Socket, State)
@@ -227,7 +228,8 @@ def _gc_paused():
 def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
                   netns: str | None = None, published: bool = False,
-                  unix_select: unixsock.Selector | None = None) -> SnapshotStream:
+                  unix_select: unixsock.Selector | None = None,
+                  must_enter: bool = False) -> SnapshotStream:
     """Start a snapshot and return it as a stream of sockets (see ``take_snapshot``).
 
     The socket dumps and the fd scan happen here (the scan in forked workers while the kernel
@@ -236,12 +238,13 @@ def open_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
     """
     with _gc_paused():
         return _open_snapshot(flt or SocketFilter(), backend, owners, workers, netns, published,
-                              unix_select)
+                              unix_select, must_enter)
 
 
 def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers: int | None,
                    netns: str | None, published: bool,
-                   unix_select: unixsock.Selector | None = None) -> SnapshotStream:
+                   unix_select: unixsock.Selector | None = None,
+                   must_enter: bool = False) -> SnapshotStream:
     taken_at = datetime.now(timezone.utc)
     name = backend or backends.default_backend()
     module = backends.load(name)
@@ -293,7 +296,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
                                           and flt.protos & {Proto.TCP, Proto.UDP}) else None
     if held is not None:
         return _open_beside(held, pending, module, entries, flt, taken_at, published, early,
-                            infos)
+                            infos, must_enter)
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
@@ -305,8 +308,7 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
             uncovered += 1       # the backend reads only the caller's namespace
             continue
         if isinstance(result, OSError):
-            warnings.append(f"network namespace {_ns_label(entry.namespace)} could not be "
-                            f"read: {result.strerror or result}")
+            warnings.append(_not_entered(entry.namespace, result, must_enter))
             continue
         part, part_warnings = result
         dumps.append(part)
@@ -317,7 +319,8 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
                 if name == "procfs" else "reads only this network namespace")
         warnings.append(f"the {name} backend {what}: {uncovered} other(s) not covered "
                         "(--backend netlink covers them)")
-    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings, unix_select)
+    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings, unix_select,
+                                             must_enter)
                              if Proto.UNIX in flt.protos else [], flt, unix_select)
     if not scan_owners:
         stream: Iterator[Socket] = itertools.chain(itertools.chain.from_iterable(
@@ -359,11 +362,12 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
 def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
                  entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
                  taken_at: datetime, published: bool, early=None,
-                 infos: process.InfoReader | None = None) -> SnapshotStream:
+                 infos: process.InfoReader | None = None,
+                 must_enter: bool = False) -> SnapshotStream:
     """``open_snapshot`` of a full listing (or of one port) from the TCP and UDP sockets the
     BPF walk read, and dumps of the rest (UNIX sockets are dumped as without it); ``early``:
     the caller's own namespace dumped already (``collect``'s result), taken whole; ``infos``:
-    the holders' details being read."""
+    the holders' details being read; ``must_enter``: as ``take_snapshot``'s."""
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
@@ -372,15 +376,15 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since it was found: nothing to cover
         if isinstance(result, OSError):
-            warnings.append(f"network namespace {_ns_label(entry.namespace)} could not be "
-                            f"read: {result.strerror or result}")
+            warnings.append(_not_entered(entry.namespace, result, must_enter))
             continue
         parts, taken, part_flt, part_warnings = result
         dumps.extend(parts)
         take[entry.namespace.inode] = (taken, part_flt)
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
-    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings)
+    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings,
+                                             must_enter=must_enter)
                              if Proto.UNIX in flt.protos else [], flt, None)
     resolver = containers.ContainerResolver(listeners_in=_listeners_in)
     kernel = OwnerUnknown.KERNEL
@@ -557,6 +561,23 @@ def _ns_label(ns: NetNamespace) -> str:
     return f"{ns.name} ({ns.inode})" if ns.name else str(ns.inode)
 
 
+def _not_entered(ns: NetNamespace, error: OSError, must_enter: bool,
+                 what: str = "network namespace") -> str:
+    """The warning line for namespace ``ns``, left out because ``error`` (setns refused: no
+    CAP_SYS_ADMIN, a seccomp filter such as systemd's ``RestrictNamespaces=``) kept the
+    dump out of it; ``what``: which of its sockets.
+
+    Raises:
+        AccessDenied: with that line, when ``must_enter``; but for EINVAL: its file is no
+            namespace any more (``ip netns del`` unmounts it before unlinking it), it was
+            deleted since it was found and holds nothing.
+    """
+    message = f"{what} {_ns_label(ns)} could not be read: {error.strerror or error}"
+    if must_enter and error.errno != errno.EINVAL:
+        raise AccessDenied(message)
+    return message
+
+
 def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: SocketFilter,
                raw: bool, early=None) -> list:
     """Per namespace: ``(raw dump or socket list, warnings)``, the OSError that kept us out,
@@ -591,11 +612,13 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
 
 def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
                     covered: list[NetNamespace], warnings: list[str],
-                    select: unixsock.Selector | None = None) -> list[Socket]:
+                    select: unixsock.Selector | None = None,
+                    must_enter: bool = False) -> list[Socket]:
     """The UNIX sockets of every covered namespace (those whose inet dump succeeded), by the
     backend's ``dump_unix``; a namespace whose UNIX sockets cannot be read is said in
-    ``warnings``. With ``select``, netlink decodes only the sockets it takes and those their
-    join needs (``decode_unix_related``). A kernel without ``unix_diag`` (CONFIG_UNIX_DIAG
+    ``warnings`` (with ``must_enter``: raises ``AccessDenied``, see ``_not_entered``). With
+    ``select``, netlink decodes only the sockets it takes and those their join needs
+    (``decode_unix_related``). A kernel without ``unix_diag`` (CONFIG_UNIX_DIAG
     off) gets the ``/proc/net/unix`` backend's instead, and a warning; unless ``select`` is
     a socket file (found by its inode, which ``/proc/net/unix`` does not give: it would find
     nothing and call a live file stale)."""
@@ -612,7 +635,8 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
                                          "without unix_diag (CONFIG_UNIX_DIAG)") from None
             warnings.append(f"{exc}: UNIX sockets read from /proc/net/unix (no peers, no "
                             "socket file inodes)")
-            return _dump_unix_each(backends.load("procfs"), entries, covered, warnings)
+            return _dump_unix_each(backends.load("procfs"), entries, covered, warnings,
+                                   must_enter=must_enter)
     else:
         results = []
         for entry in entries:
@@ -628,8 +652,8 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since its inet dump
         if isinstance(result, OSError):
-            warnings.append(f"UNIX sockets of network namespace {_ns_label(entry.namespace)} "
-                            f"could not be read: {result.strerror or result}")
+            warnings.append(_not_entered(entry.namespace, result, must_enter,
+                                         "UNIX sockets of network namespace"))
             continue
         found.append(result[0])
         warnings.extend(result[1])
@@ -643,7 +667,8 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
 def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,
                   owners: bool = True, workers: int | None = None,
                   netns: str | None = None, published: bool = False,
-                  unix_select: unixsock.Selector | None = None) -> Snapshot:
+                  unix_select: unixsock.Selector | None = None,
+                  must_enter: bool = False) -> Snapshot:
     """Take a snapshot: sockets and every process holding them.
 
     Args:
@@ -665,6 +690,11 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
             ``flt``); owners are then scanned for them and their peers only. Every UNIX
             socket is still dumped (peers are found among them all), but netlink decodes
             only the selected ones and those related to them.
+        must_enter: a namespace of ``netns`` that cannot be entered (setns refused: no
+            CAP_SYS_ADMIN, a seccomp filter such as systemd's ``RestrictNamespaces=``) raises
+            ``AccessDenied`` naming it, instead of being left out with a warning: for a
+            caller that acts on what it finds, or would answer "none" (``kill``). One that
+            vanished since it was found is still left out (it holds nothing).
     Returns:
         a ``Snapshot``; ``complete`` is False when some processes' descriptors could not be read,
         and those sockets carry ``owner_unknown="permission"``. With owners, sockets carry
@@ -676,14 +706,16 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
         ValueError: unknown backend; InvalidInput: unknown namespace name or PID.
         BackendUnavailable: the backend cannot run here.
         BackendError: the kernel interface failed.
-        AccessDenied: other namespaces were asked for without CAP_SYS_ADMIN.
+        AccessDenied: other namespaces were asked for without CAP_SYS_ADMIN; with
+            ``must_enter``, one could not be entered.
     Privileges: sockets are visible to every user; owners only for processes whose
     ``/proc/PID/fd`` the caller may read (root, or the same user for dumpable processes), or
     all of them through BPF (CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON); entering other
     network namespaces needs CAP_SYS_ADMIN.
     """
     stream = open_snapshot(flt, backend=backend, owners=owners, workers=workers, netns=netns,
-                           published=published, unix_select=unix_select)
+                           published=published, unix_select=unix_select,
+                           must_enter=must_enter)
     return stream.to_snapshot(list(stream))
 
 

@@ -212,11 +212,7 @@ def test_a_namespace_that_cannot_be_entered_is_named_escaped(hostile_netns):
     """setns refused (EPERM): each view warns that the namespace could not be read, in one
     escaped line."""
     import errno
-    sandboxed = seccomp.portscope_refusing("setns", errno.EPERM, probe="""
-        fd = os.open("/proc/self/ns/net", os.O_RDONLY)
-        if libc.setns(fd, 0x40000000) != 0:         # CLONE_NEWNET
-            raise OSError(ctypes.get_errno(), "setns")
-    """)
+    sandboxed = seccomp.portscope_refusing("setns", errno.EPERM, probe=seccomp.SETNS_PROBE)
     name = hostile_netns.name
     inode = os.stat(f"/run/netns/{name}").st_ino
     for args, code in ((["list", "-a", "--netns", name], 0), (["--netns", "all"], 0),

@@ -1,9 +1,11 @@
 """"Cannot see" is never "none": descriptors that could not be read, processes that hidepid
-hides and sockets whose holders are out of sight are said as such, with the obstacle that is
-really there (privilege, hidepid, a sandbox for root), and an incomplete answer does not pass.
+hides, sockets whose holders are out of sight and network namespaces that cannot be entered
+are said as such, with the obstacle that is really there (privilege, hidepid, a sandbox for
+root), and an incomplete answer does not pass.
 
 Real unprivileged runs (setpriv), a real user namespace (``unshare -U -r``: root inside, no
-privilege outside) and a real /proc mounted with hidepid in a private mount namespace."""
+privilege outside), a real /proc mounted with hidepid in a private mount namespace and a real
+seccomp filter refusing setns (tests/seccomp.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ import sys
 
 import pytest
 
-from netns import alive, netns  # noqa: F401  (the fixture)
+import seccomp
+from netns import NetNS, alive, can_use_netns, netns  # noqa: F401  (the fixture)
+from portscope.render.escape import safe
 
 NOBODY = [shutil.which("setpriv") or "setpriv", "--reuid=nobody", "--regid=nogroup",
           "--clear-groups"]
@@ -150,3 +154,74 @@ def test_hidepid_as_root_sees_everything(netns):
     doc = json.loads(result.stdout)
     assert doc["complete"] is True and "hidepid" not in result.stderr
     assert [o["pid"] for s in doc["sockets"] for o in s["owners"]] == [h.pid]
+
+
+# --- a network namespace that cannot be entered (setns refused) -----------------------------
+
+REFUSED_SUFFIX = "-k\x1b[2J"                     # the error line must show it escaped
+
+
+@pytest.fixture
+def refused_netns(tmp_path):
+    """A namespace named with ESC, in which one holder listens on TCP 8084, a socket file and
+    an abstract UNIX name: ``(namespace, holder, socket file path, @name)``."""
+    if not can_use_netns():
+        pytest.skip("needs root and ip(8) to create network namespaces")
+    ns = NetNS(REFUSED_SUFFIX)
+    try:
+        path = str(tmp_path / "held.sock")
+        abstract = f"@pstest-refused-{os.getpid()}"
+        bound = "\0" + abstract[1:]
+        h = ns.holder(f"""
+            l = socket.socket(); l.bind(("0.0.0.0", 8084)); l.listen()
+            f = socket.socket(socket.AF_UNIX); f.bind({path!r}); f.listen()
+            a = socket.socket(socket.AF_UNIX); a.bind({bound!r}); a.listen()
+            ready()
+        """)
+        yield ns, h, path, abstract
+    finally:
+        ns.close()
+
+
+def test_a_namespace_that_cannot_be_entered_is_not_empty(refused_netns):
+    """Under a seccomp filter refusing setns (systemd's ``RestrictNamespaces=``), kill, free
+    and audit of that namespace are access denied (exit 4): one escaped line naming it,
+    nothing on stdout, never "no process to signal" or a port of the wrong namespace; kill
+    signals nothing."""
+    import errno
+    ns, h, path, abstract = refused_netns
+    bound = "\0" + abstract[1:]
+    sandboxed = seccomp.portscope_refusing("setns", errno.EPERM, probe=seccomp.SETNS_PROBE)
+    inode = os.stat(f"/run/netns/{ns.name}").st_ino
+    unread = f"network namespace {ns.name} ({inode}) could not be read: Operation not permitted"
+    entered = f"--netns {ns.name}: cannot enter that network namespace: Operation not permitted"
+    runs = [(["kill", "8084", "--netns", ns.name, "--yes"], unread),
+            (["kill", "8084", "--netns", ns.name, "--dry-run"], unread),
+            (["kill", "-t", "8084", "--netns", ns.name, "--yes", "--json"], unread),
+            (["kill", abstract, "--netns", ns.name, "--yes"], unread),
+            (["kill", path, "--netns", ns.name, "--yes", "--force"], unread),
+            (["kill", path, "--yes"], None),     # every namespace: one of them is named
+            (["free", "--netns", ns.name], entered),
+            (["audit", "--netns", ns.name], entered),
+            (["audit", "--netns", ns.name, "--allow-incomplete", "--json"], entered)]
+    for args, line in runs:
+        result = subprocess.run([*sandboxed, *args], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 4, (args, result)
+        assert result.stdout == "", (args, result.stdout)
+        assert "\x1b" not in result.stderr, (args, result.stderr)
+        if line is None:
+            assert re.fullmatch(r"portscope: access denied: network namespace .+ could not be "
+                                r"read: Operation not permitted \(--netns host: look in this "
+                                r"namespace only\)\n", result.stderr), (args, result.stderr)
+        else:
+            assert result.stderr == f"portscope: access denied: {safe(line)}\n", \
+                (args, result.stderr)
+        assert alive(h.pid), args
+    still = ns.python(f"""
+        import socket
+        socket.create_connection(("127.0.0.1", 8084), timeout=5).close()
+        socket.socket(socket.AF_UNIX).connect({path!r})
+        socket.socket(socket.AF_UNIX).connect({bound!r})
+    """)
+    assert still.returncode == 0, still.stderr

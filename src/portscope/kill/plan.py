@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .. import namespaces
-from ..errors import InvalidInput
+from ..errors import AccessDenied, InvalidInput
 from ..filters import SocketFilter
 from ..owners.process import read_stat, started_at
 from ..snapshot import at_address, take_snapshot
@@ -134,7 +134,9 @@ def plan_kill(port: int, address: str | None = None, *,
     Raises:
         ValueError: port out of range, unknown protocol.
         InvalidInput: malformed address; ``netns`` is ``"all"`` or names no namespace.
-        AccessDenied: ``netns`` names another namespace and the caller may not enter it.
+        AccessDenied: ``netns`` names another namespace and the caller may not enter it
+            (no CAP_SYS_ADMIN, or setns refused by a sandbox): nothing is planned, never an
+            empty plan for a namespace that was not read.
         BackendError: the scan failed.
     """
     if not isinstance(port, int) or not 1 <= port <= 65535:
@@ -145,7 +147,7 @@ def plan_kill(port: int, address: str | None = None, *,
     if netns == "all":
         raise InvalidInput(namespaces.ONE_ONLY)
     snapshot = take_snapshot(SocketFilter(protos=chosen, port_range=(port, port)),
-                             netns=netns)
+                             netns=netns, must_enter=True)
     on_port = at_address([s for s in snapshot.sockets if s.local.port == port], address)
     in_scope = [s for s in on_port if _in_scope(s, port, include_connected)]
     kernel_held = tuple(s for s in on_port if not s.owners and s.state in KERNEL_HELD_STATES)
@@ -176,21 +178,35 @@ def plan_kill_unix(target: str, *, include_connected: bool = False,
     Returns:
         a ``KillPlan`` (``port`` 0, ``address`` the target, ``protos`` {unix}) with an open
         pidfd per live holder (close it).
+    Raises:
+        AccessDenied: a namespace looked in could not be entered (see ``_unix_lookup``).
     """
-    from .. import unixsock
-    snapshot, _file = unixsock.lookup(target, netns=_unix_scope(netns))
+    snapshot = _unix_lookup(target, netns)
     in_scope = [s for s in snapshot.sockets if unix_in_scope(s, include_connected)]
     return _plan(0, target, frozenset({Proto.UNIX}), snapshot, snapshot.sockets, in_scope, (),
                  unit_path, netns)
 
 
-def _unix_scope(netns: str | None) -> str:
-    """The namespaces a UNIX kill looks in: ``netns`` (one), else all the caller may enter."""
+def _unix_lookup(target: str, netns: str | None) -> Snapshot:
+    """The UNIX sockets bound to ``target`` (``unixsock.lookup``) in ``netns`` (one), else in
+    every namespace the caller may enter (all of them with CAP_SYS_ADMIN).
+
+    Raises:
+        AccessDenied: one of those namespaces could not be entered (setns refused, as by a
+            seccomp filter): its holders are unknown, so neither "no process holds it" nor
+            "freed" can be said.
+    """
+    from .. import unixsock
     if netns == "all":
         raise InvalidInput(namespaces.ONE_ONLY)
     if netns is not None:
-        return netns
-    return "all" if namespaces.may_enter() else "host"
+        return unixsock.lookup(target, netns=netns, must_enter=True)[0]
+    if not namespaces.may_enter():
+        return unixsock.lookup(target, netns="host", must_enter=True)[0]
+    try:
+        return unixsock.lookup(target, netns="all", must_enter=True)[0]
+    except AccessDenied as exc:
+        raise AccessDenied(f"{exc} (--netns host: look in this namespace only)") from None
 
 
 def _plan(port: int, address: str | None, protos: frozenset[Proto], snapshot: Snapshot,
@@ -257,7 +273,10 @@ def plan_protos(plan: KillPlan) -> frozenset[Proto]:
 def verify_unix(target: str, include_connected: bool = False,
                 netns: str | None = None) -> tuple[Socket, ...]:
     """The sockets still bound to ``target`` that ``kill`` was to stop (empty: freed), looked
-    for where ``plan_kill_unix`` looked (``netns``)."""
-    from .. import unixsock
-    after, _file = unixsock.lookup(target, netns=_unix_scope(netns))
-    return tuple(s for s in after.sockets if unix_in_scope(s, include_connected))
+    for where ``plan_kill_unix`` looked (``netns``).
+
+    Raises:
+        AccessDenied: as ``plan_kill_unix``.
+    """
+    return tuple(s for s in _unix_lookup(target, netns).sockets
+                 if unix_in_scope(s, include_connected))

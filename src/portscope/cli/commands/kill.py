@@ -23,7 +23,9 @@ are reported; SIGKILL only with --force. PID 1, kernel threads, portscope and it
 are never signalled. A holder that a supervisor would restart (systemd Restart=, a container,
 docker-proxy, supervisord, pm2) is not signalled without --force: the command that stops it
 for good is printed instead. Sockets the kernel keeps after the processes exit (TIME_WAIT,
-FIN_WAIT2, up to 60 s) are reported, never counted as freed.
+FIN_WAIT2, up to 60 s) are reported, never counted as freed. Holders hidden from this user,
+or a network namespace that cannot be entered (--netns NAME, or any namespace a socket file
+is looked for in), are access denied: nothing is signalled.
 
 exit: 0 the port is free, 1 still held (or declined), 2 bad input, 4 access denied,
 5 refused (safety rule, supervisor, no terminal without --yes)"""
