@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .filters import SocketFilter
 from .types import (Endpoint, Owner, OwnerUnknown, Peer, Proto, Snapshot, Socket, State,
@@ -295,6 +296,22 @@ def lookup(target: str, **kwargs) -> tuple[Snapshot, SocketFile | None]:
     return dataclasses.replace(snapshot, sockets=tuple(ordered)), file
 
 
+T = TypeVar("T")
+
+
+def read_everywhere(take: Callable[[bool], T]) -> tuple[T, str | None]:
+    """``take(True)``: a snapshot (or lookup) whose ``must_enter`` is the argument; when a
+    network namespace cannot be entered (setns refused), ``take(False)`` (what the others
+    hold) and the line naming that namespace. For a socket file's verdict: a file no socket of
+    the namespaces read is bound to may be held in one that was not read, so it is not stale.
+    """
+    from .errors import AccessDenied
+    try:
+        return take(True), None
+    except AccessDenied as exc:
+        return take(False), str(exc)
+
+
 @dataclass(frozen=True, slots=True)
 class PathDiagnosis:
     """Could a server bind a UNIX socket at ``path``?
@@ -327,7 +344,8 @@ def check_path(path: str, **kwargs) -> PathDiagnosis:
     is in use when a live socket's file inode and device equal the file's (never by
     connecting to it, never by the path text: a renamed live file keeps its old name in the
     kernel's view). Every network namespace is searched (a file reaches across them); a
-    caller who cannot enter the others never gets ``stale-file`` but ``permission``.
+    caller who cannot enter the others (no CAP_SYS_ADMIN, or setns refused by a sandbox)
+    never gets ``stale-file`` but ``permission``.
 
     Args:
         path: the path (not ``@name``: abstract names have no file).
@@ -362,12 +380,18 @@ def check_path(path: str, **kwargs) -> PathDiagnosis:
     from . import namespaces
     every = namespaces.may_enter()
     kwargs.setdefault("netns", "all" if every else "host")
-    snapshot, _ = lookup(path, **kwargs)
+    (snapshot, _), unread = read_everywhere(lambda strict: lookup(path, must_enter=strict,
+                                                                  **kwargs))
     live = tuple(s for s in snapshot.sockets if file.bound_by(s))
     if live:
         return PathDiagnosis(path, False, (("in-use", f"{len(live)} live socket(s) are bound to "
                                             f"this file (inode {file.inode})"),) + denied,
                              file, live, snapshot.complete)
+    if unread is not None:
+        return PathDiagnosis(path, False, (("permission", "no socket of the network namespaces "
+                                            "read is bound to this socket file, but it may be "
+                                            f"in use in one that was not: {unread}"),),
+                             file, (), False)
     if not every and len(namespaces.discover()) > 1:
         return PathDiagnosis(path, False, (("permission", "no socket of this network namespace "
                                             "is bound to this socket file, but the other "

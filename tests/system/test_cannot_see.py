@@ -9,6 +9,7 @@ seccomp filter refusing setns (tests/seccomp.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -162,14 +163,15 @@ REFUSED_SUFFIX = "-k\x1b[2J"                     # the error line must show it e
 
 
 @pytest.fixture
-def refused_netns(tmp_path):
-    """A namespace named with ESC, in which one holder listens on TCP 8084, a socket file and
-    an abstract UNIX name: ``(namespace, holder, socket file path, @name)``."""
+def refused_netns():
+    """A namespace named with ESC, in which one holder listens on TCP 8084, a socket file in
+    /tmp (where audit looks for stale ones) and an abstract UNIX name: ``(namespace, holder,
+    socket file path, @name)``."""
     if not can_use_netns():
         pytest.skip("needs root and ip(8) to create network namespaces")
     ns = NetNS(REFUSED_SUFFIX)
+    path = f"/tmp/pstest-refused-{os.getpid()}.sock"
     try:
-        path = str(tmp_path / "held.sock")
         abstract = f"@pstest-refused-{os.getpid()}"
         bound = "\0" + abstract[1:]
         h = ns.holder(f"""
@@ -181,6 +183,8 @@ def refused_netns(tmp_path):
         yield ns, h, path, abstract
     finally:
         ns.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def test_a_namespace_that_cannot_be_entered_is_not_empty(refused_netns):
@@ -218,6 +222,12 @@ def test_a_namespace_that_cannot_be_entered_is_not_empty(refused_netns):
             assert result.stderr == f"portscope: access denied: {safe(line)}\n", \
                 (args, result.stderr)
         assert alive(h.pid), args
+    assert_still_listening(ns, path, bound)
+
+
+def assert_still_listening(ns, path: str, bound: str) -> None:
+    """The refused namespace's holder still accepts on TCP 8084, its socket file and its
+    abstract name ``bound``."""
     still = ns.python(f"""
         import socket
         socket.create_connection(("127.0.0.1", 8084), timeout=5).close()
@@ -225,3 +235,33 @@ def test_a_namespace_that_cannot_be_entered_is_not_empty(refused_netns):
         socket.socket(socket.AF_UNIX).connect({bound!r})
     """)
     assert still.returncode == 0, still.stderr
+
+
+def test_a_socket_file_held_in_a_namespace_that_cannot_be_entered_is_not_stale(refused_netns):
+    """The socket file's listener lives in a namespace setns may not enter: check says it may
+    be in use there (``permission``), never ``stale-file``; check --clean --yes keeps it;
+    audit does not run its stale-file rule and says why."""
+    import errno
+    ns, h, path, abstract = refused_netns
+    sandboxed = seccomp.portscope_refusing("setns", errno.EPERM, probe=seccomp.SETNS_PROBE)
+
+    def run(*args):
+        return subprocess.run([*sandboxed, *args], capture_output=True, text=True, timeout=120)
+
+    check = run("check", path, "--json")
+    assert check.returncode == 1, check
+    (reason,) = json.loads(check.stdout)["reasons"]
+    assert reason["code"] == "permission", reason
+    assert "may be in use in one that was not: network namespace " in reason["text"]
+    clean = run("check", "--clean", "--yes", path)
+    assert clean.returncode == 1, clean
+    assert "stale-file" not in clean.stdout and os.path.exists(path)
+    audit = run("audit", "--json", "--allow-incomplete")
+    assert audit.returncode in (0, 1), audit.stderr
+    stale = [f for f in json.loads(audit.stdout)["findings"] if f["rule"] == "unix-stale-file"]
+    assert not [f for f in stale if path in json.dumps(f)], stale
+    assert re.search(r"^portscope: unix-stale-file not run: network namespace .+ could not be "
+                     r"read: Operation not permitted \(it may hold socket files\)$",
+                     audit.stderr, re.M), audit.stderr
+    assert alive(h.pid)
+    assert_still_listening(ns, path, "\0" + abstract[1:])

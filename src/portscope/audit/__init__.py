@@ -172,13 +172,15 @@ def _unix_findings(skip: Collection[str], warnings: list[str]) -> list[Finding]:
     """The UNIX socket rules: root-held world-writable socket files, root's abstract listeners
     in the host network namespace, stale socket files under ``STALE_DIRS``. Socket files are
     matched to sockets by inode over every namespace this caller may enter; without that
-    privilege the stale-file rule is not run (another namespace may hold a file) and a
-    warning says so. Stale files are looked for only when the caller's namespace is the host's
-    (the files are the host's, whichever namespace is audited)."""
+    privilege, or when a namespace cannot be entered (setns refused by a sandbox), the
+    stale-file rule is not run (another namespace may hold a file) and a warning says so.
+    Stale files are looked for only when the caller's namespace is the host's (the files are
+    the host's, whichever namespace is audited)."""
     from .. import namespaces, unixsock
     every = namespaces.may_enter()
-    snapshot = take_snapshot(SocketFilter(protos=frozenset({Proto.UNIX})),
-                             netns="all" if every else "host")
+    snapshot, unread = unixsock.read_everywhere(lambda strict: take_snapshot(
+        SocketFilter(protos=frozenset({Proto.UNIX})), netns="all" if every else "host",
+        must_enter=strict))
     host = _host_netns()
     findings: list[Finding] = []
     bound: set[tuple[int, int]] = set()
@@ -205,6 +207,9 @@ def _unix_findings(skip: Collection[str], warnings: list[str]) -> list[Finding]:
                     findings.append(finding)
     if "unix-stale-file" in skip or host != own:
         return findings                 # socket files belong to the host's audit
+    if unread is not None:
+        warnings.append(f"unix-stale-file not run: {unread} (it may hold socket files)")
+        return findings
     if not every and len(namespaces.discover()) > 1:
         warnings.append("unix-stale-file not run: other network namespaces, which may hold "
                         "socket files, need root to be read")
