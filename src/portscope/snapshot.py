@@ -648,6 +648,7 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
             else:
                 results.append(OSError(f"the {module.NAME} backend reads only this namespace"))
     found = []
+    said = []
     for entry, result in zip(entries, results):
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since its inet dump
@@ -656,12 +657,16 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
                                          "UNIX sockets of network namespace"))
             continue
         found.append(result[0])
-        warnings.extend(result[1])
+        said.append(result[1])
     if module.NAME != "netlink":
-        return [s for part in found for s in part]
-    if select is not None:
-        return module.decode_unix_related(found, select)
-    return [s for dump in found for s in dump.decode()]
+        sockets = [s for part in found for s in part]
+    elif select is not None:
+        sockets = module.decode_unix_related(found, select)
+    else:
+        sockets = [s for dump in found for s in dump.decode()]
+    for part_warnings in said:      # read after decoding: a dump received ahead (the CLI's)
+        warnings.extend(part_warnings)      # says only then that it was interrupted
+    return sockets
 
 
 def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink is Linux")
 
+from portscope.backends import _netlink_io as nlio  # noqa: E402
 from portscope.errors import BackendError  # noqa: E402
 from portscope.filters import SocketFilter  # noqa: E402
 from portscope.types import Endpoint, Proto, Socket, State, UnixInfo  # noqa: E402
@@ -45,7 +46,6 @@ def canned():
     ending with NLMSG_DONE, and the inodes of the sockets held here, in creation order:
     the test's own TCP listener and accepted connection, its UDP sockets on 127.0.0.1 and ::1
     (the kernel filters on their port), and the first UNIX sockets of the machine."""
-    from portscope.backends import _netlink_io as nlio
     from portscope.backends import _netlink_wire as w
     from portscope.backends import linux_netlink as netlink
     held = []
@@ -65,8 +65,8 @@ def canned():
         replies = [(proto, list(chunks)) for proto, chunks, _ in raw.replies]
         sock = nlio.open_diag_socket()
         try:
-            chunks, _ = netlink._receive(nlio.request_chunks(
-                sock, w.unix_diag_req(netlink._UNIX_SHOW)), w.UNIX_ATTRS_OFFSET)
+            chunks, _ = nlio.receive(nlio.request_chunks(
+                sock, w.unix_diag_req(w.UNIX_SHOW)), w.UNIX_ATTRS_OFFSET)
         finally:
             sock.close()
         replies.append((Proto.UNIX, _first_messages(chunks, 8)))
@@ -80,8 +80,8 @@ def decode_all(proto: Proto, chunks: list[bytes]) -> list[Socket]:
     """What the backend does with a reply: walk it to NLMSG_DONE, then decode it."""
     from portscope.backends import linux_netlink as netlink
     from portscope.backends import _netlink_wire as w
-    got, interrupted = netlink._receive(iter(chunks), w.UNIX_ATTRS_OFFSET if proto is Proto.UNIX
-                                        else w.NLMSG_INET_DIAG_MSG.size)
+    got, interrupted = nlio.receive(iter(chunks), w.UNIX_ATTRS_OFFSET if proto is Proto.UNIX
+                                    else w.NLMSG_INET_DIAG_MSG.size)
     if proto is Proto.UNIX:
         return netlink.decode_unix(got, 1, dedup=interrupted)
     raw = netlink.RawDump(SocketFilter(), 1, [(proto, got, interrupted)])
@@ -148,13 +148,12 @@ def test_random_bytes_raise_backend_error_or_decode(proto, chunks):
 
 
 def test_a_datagram_as_the_last_time_is_not_walked_again_and_a_changed_one_is(canned):
-    from portscope.backends import linux_netlink as netlink
     from portscope.backends import _netlink_wire as w
     size = w.NLMSG_INET_DIAG_MSG.size
     proto, chunks = canned[0][0]
-    assert netlink._receive(iter(chunks), size, chunks) == (chunks, False)
+    assert nlio.receive(iter(chunks), size, chunks) == (chunks, False)
     for bad in ([chunks[0][:7], *chunks[1:]], [*chunks[:-1], chunks[-1][:7]]):
         with pytest.raises(BackendError, match="malformed"):      # a cut header
-            netlink._receive(iter(bad), size, chunks)
+            nlio.receive(iter(bad), size, chunks)
     with pytest.raises(BackendError, match="without NLMSG_DONE"):
-        netlink._receive(iter(chunks[:-1]), size, chunks)
+        nlio.receive(iter(chunks[:-1]), size, chunks)

@@ -210,6 +210,9 @@ UNIX_DIAG_ICONS = 3
 UNIX_DIAG_RQLEN = 4
 UNIX_DIAG_SHUTDOWN = 6
 UNIX_DIAG_UID = 7
+# what portscope's UNIX dump asks for: every attribute above
+UNIX_SHOW = (UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS
+             | UDIAG_SHOW_RQLEN | UDIAG_SHOW_UID)
 
 # nlmsghdr + struct unix_diag_msg: family type state pad | ino | cookie[2]
 NLMSG_UNIX_DIAG_MSG = struct.Struct("=IHHIIBBBxIQ")

@@ -15,6 +15,7 @@ import re
 import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 from dataclasses import dataclass, field
 
 from ..errors import BackendError
@@ -22,13 +23,14 @@ from ..filters import SocketFilter
 from ..sockstat import SocketCounts
 from ..types import (Container, Endpoint, Family, Owner, OwnerUnknown, Proto, Socket, State,
                      UnixInfo, UnixType)
+from . import _netlink_ahead
 from . import _netlink_io as nlio
 from . import unix_name, unix_raw_names
 from . import _netlink_wire as w
 
+T = TypeVar("T")
 NAME = "netlink"
 PROVIDES_OWNERS = False
-MAX_DUMP_ATTEMPTS = 3
 
 _TCP_STATE_NUMBERS = {
     State.ESTABLISHED: w.TCP_ESTABLISHED, State.SYN_SENT: w.TCP_SYN_SENT,
@@ -156,65 +158,14 @@ def _collect_with_retry(sock, request: bytes, proto: Proto, raw: RawDump,
                         warnings: list[str], prior: list[bytes] | None = None) -> None:
     # NLM_F_DUMP_INTR: the tables changed during the dump; retry a few times, then keep the
     # last reply (decode drops duplicates from it) and say so.
-    for _attempt in range(MAX_DUMP_ATTEMPTS):
-        chunks, interrupted = _receive(nlio.request_chunks(sock, request),
-                                       w.NLMSG_INET_DIAG_MSG.size, prior)
+    for _attempt in range(nlio.MAX_DUMP_ATTEMPTS):
+        chunks, interrupted = nlio.receive(nlio.request_chunks(sock, request),
+                                           w.NLMSG_INET_DIAG_MSG.size, prior)
         if not interrupted:
             raw.replies.append((proto, chunks, False))
             return
     raw.replies.append((proto, chunks, True))
-    warnings.append(f"the {proto} socket dump was interrupted {MAX_DUMP_ATTEMPTS} times "
-                    "by changes and may be inconsistent")
-
-
-def _receive(datagrams, min_length: int, prior: list[bytes] | None = None
-             ) -> tuple[list[bytes], bool]:
-    """Read datagrams up to NLMSG_DONE (walking message headers only); return them and
-    whether the kernel flagged the dump as interrupted.
-
-    Every message is checked to lie within its datagram, and each socket message to be at
-    least ``min_length`` bytes (its fixed part), so that the decoders read whole messages.
-    A datagram equal to the one at its place in ``prior`` (an uninterrupted reply read
-    here before) was checked then: it is not walked again, and the last of ``prior`` ends
-    the reply as it did.
-
-    Raises:
-        BackendError: an NLMSG_ERROR reply, or a malformed one (``"netlink sock_diag:
-            malformed reply ..."``).
-    """
-    header = w.NLMSGHDR.unpack_from
-    done, error, intr = w.NLMSG_DONE, w.NLMSG_ERROR, w.NLM_F_DUMP_INTR
-    error_length = w.NLMSGHDR.size + 4
-    chunks = []
-    interrupted = False
-    last = len(prior) - 1 if prior else -1
-    try:
-        for index, chunk in enumerate(datagrams):
-            chunks.append(chunk)
-            if index <= last and chunk == prior[index]:
-                if index == last:
-                    return chunks, interrupted
-                continue
-            size = len(chunk)
-            off = 0
-            while off < size:
-                length, kind, flags, _seq, _pid = header(chunk, off)
-                if flags & intr:
-                    interrupted = True
-                if kind == done:
-                    return chunks, interrupted
-                if kind == error:
-                    if length < error_length or off + length > size:
-                        raise BackendError(f"netlink sock_diag: malformed reply (an error "
-                                           f"message of {length} bytes)")
-                    nlio.raise_error(chunk, off)
-                if length < min_length or off + length > size:
-                    raise BackendError(f"netlink sock_diag: malformed reply (a message of "
-                                       f"{length} bytes at offset {off} of {size})")
-                off += (length + 3) & ~3
-    except struct.error:                    # a datagram that ends inside a message header
-        raise BackendError("netlink sock_diag: malformed reply (a cut header)") from None
-    raise BackendError("netlink sock_diag: the reply ended without NLMSG_DONE")
+    warnings.append(nlio.interrupted_warning(proto))
 
 
 def inodes(raw: RawDump) -> set[int]:
@@ -451,23 +402,65 @@ _UNIX_STATES[w.TCP_ESTABLISHED] = State.ESTABLISHED
 _UNIX_STATES[w.TCP_SYN_SENT] = State.SYN_SENT
 _UNIX_STATES[w.TCP_CLOSE] = State.UNCONN
 _UNIX_STATES[w.TCP_LISTEN] = State.LISTEN
-_UNIX_SHOW = (w.UDIAG_SHOW_NAME | w.UDIAG_SHOW_VFS | w.UDIAG_SHOW_PEER | w.UDIAG_SHOW_ICONS
-              | w.UDIAG_SHOW_RQLEN | w.UDIAG_SHOW_UID)
 
 
 @dataclass(slots=True)
 class UnixDump:
     """The undecoded reply of one namespace's unix_diag dump (``collect_unix``): its
     datagrams, the namespace inode to record in each socket, and whether the kernel flagged
-    it as interrupted (a socket may then be listed twice)."""
+    it as interrupted (a socket may then be listed twice).
+
+    A dump received ahead by a child process (``_netlink_ahead``, which the CLI starts) has
+    ``ahead`` and no ``chunks`` yet: ``decode()`` decodes its datagrams as they arrive,
+    ``wait()`` only waits for them; either fills ``chunks`` and ``interrupted``, and adds to
+    ``warnings`` (the list ``collect_unix`` returned) the warning of a dump interrupted every
+    time.
+    """
 
     chunks: list[bytes]
     netns: int | None
     interrupted: bool = False
+    ahead: _netlink_ahead.DumpAhead | None = field(default=None, repr=False)
+    warnings: list[str] = field(default_factory=list, repr=False)
 
     def decode(self) -> list[Socket]:
-        """Every socket of the reply (``decode_unix``)."""
+        """Every socket of the reply (``decode_unix``).
+
+        Raises:
+            BackendError: a malformed reply, or (received ahead) the dump failed.
+        """
+        if self.ahead is not None:
+            sockets = self._receive_ahead(lambda reply: decode_unix(reply, self.netns))
+            if not self.interrupted:
+                return sockets
         return decode_unix(self.chunks, self.netns, dedup=self.interrupted)
+
+    def wait(self) -> None:
+        """Wait for the whole reply of a dump received ahead (nothing to do for another).
+
+        Raises:
+            BackendError: the dump failed.
+        """
+        if self.ahead is not None:
+            self._receive_ahead(list)
+
+    def _receive_ahead(self, read: Callable[[Iterable[bytes]], T]) -> T:
+        """``read`` each reply of the dump received ahead, as it arrives, until the last
+        (the child asks again while the kernel flags a reply interrupted); return what
+        ``read`` made of the last."""
+        ahead, self.ahead = self.ahead, None
+        try:
+            while True:
+                reply = ahead.reply()
+                result = read(reply)
+                if reply.last:
+                    break
+        finally:
+            ahead.close()
+        self.chunks, self.interrupted = reply.chunks, reply.interrupted
+        if reply.interrupted:
+            self.warnings.append(nlio.interrupted_warning(Proto.UNIX))
+        return result
 
 
 def collect_unix(netns: int | None = None, counts: SocketCounts | None = None
@@ -475,21 +468,29 @@ def collect_unix(netns: int | None = None, counts: SocketCounts | None = None
     """Dump every UNIX domain socket of the caller's network namespace and keep the reply
     undecoded (``UnixDump``), so that a lookup decodes only the sockets it needs
     (``decode_unix_related``). What it holds, arguments, errors and source: see ``dump_unix``.
+
+    When the CLI started this very dump ahead (``_netlink_ahead.prefetch_unix``: the same
+    request, in the namespace ``netns``), that one is taken, still arriving: the warning of
+    a dump interrupted every time then comes in the returned list once it was decoded
+    (``UnixDump.decode``, ``wait``).
     """
     if counts is not None and not counts.may_hold_unix():
         return UnixDump([], netns), []
     warnings: list[str] = []
+    request = w.unix_diag_req(w.UNIX_SHOW)
+    ahead = _netlink_ahead.take(request, netns)
+    if ahead is not None:
+        ahead.check_start()
+        return UnixDump([], netns, ahead=ahead, warnings=warnings), warnings
     sock = nlio.open_diag_socket()
     try:
-        request = w.unix_diag_req(_UNIX_SHOW)
-        for _attempt in range(MAX_DUMP_ATTEMPTS):
-            chunks, interrupted = _receive(nlio.request_chunks(sock, request),
-                                           w.UNIX_ATTRS_OFFSET)
+        for _attempt in range(nlio.MAX_DUMP_ATTEMPTS):
+            chunks, interrupted = nlio.receive(nlio.request_chunks(sock, request),
+                                               w.UNIX_ATTRS_OFFSET)
             if not interrupted:
                 break
         else:
-            warnings.append(f"the unix socket dump was interrupted {MAX_DUMP_ATTEMPTS} times "
-                            "by changes and may be inconsistent")
+            warnings.append(nlio.interrupted_warning(Proto.UNIX))
     finally:
         sock.close()
     return UnixDump(chunks, netns, interrupted), warnings
@@ -651,6 +652,8 @@ def decode_unix_related(dumps: Sequence[UnixDump], select: Callable[[Socket], bo
     the message holding it is decoded and checked. A name that cannot be told in bytes
     (an escaped byte in it) has every socket decoded.
     """
+    for dump in dumps:
+        dump.wait()
     needles = unix_needles(select.file_id, select.names)
     if needles is None:
         return [s for dump in dumps for s in dump.decode()]

@@ -117,25 +117,37 @@ _LONG_RUNNING = frozenset({"serve", "record", "watch", "tui"})
 
 
 def _prefetch(argv: list[str]) -> None:
-    """Start the BPF fd scan (``owners.bpf.prefetch``) when ``argv`` (as the user gave it,
-    before ``_route``) runs a command that will scan every process's descriptors: the kernel
-    walks them on another CPU while the parser and the command's modules load (about 40 ms)."""
+    """Start, on other CPUs, what the command will wait for while the parser and the
+    command's modules load (about 40 ms), when ``argv`` (as the user gave it, before
+    ``_route``) runs a listing: the unix_diag dump of the caller's network namespace, when
+    it asks for UNIX sockets with ``-x`` (``backends._netlink_ahead``: a forked child,
+    started first, while this process has no other thread; not for a UNIX path or
+    ``@name``, whose lookup decodes a few sockets: there the child's dump beside the walk
+    cost more than it spared, 176 against 164 ms at 50,000 sockets); the BPF fd scan
+    (``owners.bpf.prefetch``), unless it asks for no owners."""
     if argv and argv[0] in COMMANDS and argv[0] not in ("listeners", "who", "list"):
         return
+    owners = True
     for arg in argv:
-        if arg.startswith("--backend") or arg in ("--no-owners", "--help", "--version", "--"):
+        if arg.startswith("--backend") or arg in ("--help", "--version", "--"):
             return
-        if arg[:1] == "-" and arg[1:2] != "-" and ("n" in arg or "h" in arg or "V" in arg):
-            return                              # -n (no owners), -h or -V, alone or combined
-    from ..owners import bpf
-    if bpf.usable():
-        bpf.prefetch(_port_asked(argv), not _unix_only(argv))
+        if arg[:1] == "-" and arg[1:2] != "-":
+            if "h" in arg or "V" in arg:
+                return                          # -h or -V, alone or combined
+            owners &= "n" not in arg            # -n (no owners)
+    owners &= "--no-owners" not in argv
+    if _protos_asked(argv)[0] and sys.platform.startswith("linux"):
+        from ..backends import _netlink_ahead
+        _netlink_ahead.prefetch_unix()
+    if owners:
+        from ..owners import bpf
+        if bpf.usable():
+            bpf.prefetch(_port_asked(argv), not _unix_only(argv))
 
 
-def _unix_only(argv: list[str]) -> bool:
-    """True when ``argv`` (as the user gave it) asks for UNIX sockets alone: ``-x`` without
-    ``-t`` or ``-u`` (alone or combined: ``-xa``), or a UNIX path or ``@name`` target; the
-    walk then reads descriptors only. A guess only, ``take_prefetched`` checks it."""
+def _protos_asked(argv: list[str]) -> tuple[bool, bool]:
+    """Whether ``argv`` (as the user gave it) has ``-x`` (alone or combined: ``-xa``), and
+    whether ``-t`` or ``-u``."""
     unix = inet = False
     for arg in argv:
         if arg == "--":
@@ -146,6 +158,14 @@ def _unix_only(argv: list[str]) -> bool:
         elif arg.startswith("-"):
             unix |= "x" in arg
             inet |= "t" in arg or "u" in arg
+    return unix, inet
+
+
+def _unix_only(argv: list[str]) -> bool:
+    """True when ``argv`` (as the user gave it) asks for UNIX sockets alone: ``-x`` without
+    ``-t`` or ``-u`` (alone or combined: ``-xa``), or a UNIX path or ``@name`` target; the
+    walk then reads descriptors only. A guess only, ``take_prefetched`` checks it."""
+    unix, inet = _protos_asked(argv)
     if unix:
         return not inet
     argv = _route(argv)
@@ -210,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         with streams.guarded():
             return _run(argv)
     finally:
+        ahead = sys.modules.get("portscope.backends._netlink_ahead")
+        if ahead is not None:       # a UNIX dump started by _prefetch that was not taken
+            ahead.drop()
         if collecting:              # _run turns it off for a one-shot command
             gc.enable()
 
