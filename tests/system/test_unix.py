@@ -197,6 +197,26 @@ def test_json_rows_are_the_joined_sockets_json(ux):
         b.close()
 
 
+def test_a_datagram_socket_many_send_to_lists_them_all_as_peers(tmp_path):
+    import socket
+    path = str(tmp_path / "dgram.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        clients = [socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for c in clients:
+                c.connect(path)
+            by_inode = {s.inode: s for s in unix_snapshot(owners=False).sockets}
+            mine, *theirs = (os.fstat(s.fileno()).st_ino for s in (server, *clients))
+        finally:
+            for c in clients:
+                c.close()
+    assert sorted(p.inode for p in by_inode[mine].unix.peers) == sorted(theirs)
+    for inode in theirs:
+        assert [p.inode for p in by_inode[inode].unix.peers] == [mine]
+        assert by_inode[inode].remote.address == path
+
+
 _SS_ROW = re.compile(r"^(\S+)\s+(\S+)\s+\d+\s+\d+\s+(.*?)\s+(\d+)\s+(.*?)\s+(\d+)\s*$")
 
 
