@@ -189,9 +189,9 @@ def refused_netns():
 
 def test_a_namespace_that_cannot_be_entered_is_not_empty(refused_netns):
     """Under a seccomp filter refusing setns (systemd's ``RestrictNamespaces=``), kill, free
-    and audit of that namespace are access denied (exit 4): one escaped line naming it,
-    nothing on stdout, never "no process to signal" or a port of the wrong namespace; kill
-    signals nothing."""
+    and audit of that namespace, and views of it alone, are access denied (exit 4): one
+    escaped line naming it, nothing on stdout, never "no process to signal", "no socket" or
+    a port of the wrong namespace; kill signals nothing."""
     import errno
     ns, h, path, abstract = refused_netns
     bound = "\0" + abstract[1:]
@@ -205,6 +205,12 @@ def test_a_namespace_that_cannot_be_entered_is_not_empty(refused_netns):
             (["kill", abstract, "--netns", ns.name, "--yes"], unread),
             (["kill", path, "--netns", ns.name, "--yes", "--force"], unread),
             (["kill", path, "--yes"], None),     # every namespace: one of them is named
+            (["8084", "--netns", ns.name], unread),
+            (["explain", "8084", "--netns", ns.name, "--json"], unread),
+            ([path, "--netns", ns.name], unread),
+            (["explain", abstract, "--netns", ns.name], unread),
+            (["list", "-a", "--netns", ns.name, "--json"], unread),
+            (["listeners", "--netns", ns.name], unread),
             (["free", "--netns", ns.name], entered),
             (["audit", "--netns", ns.name], entered),
             (["audit", "--netns", ns.name, "--allow-incomplete", "--json"], entered)]

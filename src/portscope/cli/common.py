@@ -117,6 +117,15 @@ def netns_choice(args: argparse.Namespace) -> str:
     return "host"
 
 
+def netns_scope(args: argparse.Namespace) -> dict[str, object]:
+    """A view's ``netns`` and ``must_enter`` (``take_snapshot``'s): ``netns_choice``; one
+    namespace named alone (``--netns NAME|PID``) must be entered, so that when it cannot be
+    (setns refused by a sandbox) the view is access denied (exit 4), never an empty answer;
+    with ``all``, those that could not be read are said on stderr."""
+    choice = netns_choice(args)
+    return {"netns": choice, "must_enter": choice not in ("all", "host")}
+
+
 def protos_families(args: argparse.Namespace) -> tuple[frozenset, frozenset]:
     """The protocol and family sets chosen by ``-t -u -x -4 -6`` (none given: TCP and UDP
     over IPv4 and IPv6; ``-x`` alone: UNIX sockets only)."""

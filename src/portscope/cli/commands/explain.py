@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         address = None
     else:
         address, pid = parse_endpoint(args.target, services.resolve_service)
-    stream = open_snapshot(SocketFilter(protos=protos), netns=common.netns_choice(args))
+    stream = open_snapshot(SocketFilter(protos=protos), **common.netns_scope(args))
     snapshot = stream.to_snapshot(list(stream))
     for message in stream.other_warnings:    # the missing owners: of the sockets explained only
         common.warn(message)
@@ -90,7 +90,7 @@ def run_unix(args: argparse.Namespace) -> int:
     from ...explain import explain_unix
     from ...render import explain as render
     target = unixsock.parse_target(args.target)
-    snapshot, file = unixsock.lookup(target, netns=common.netns_choice(args))
+    snapshot, file = unixsock.lookup(target, **common.netns_scope(args))
     common.report_warnings(snapshot)
     explanation = explain_unix(snapshot, target, file)
     if args.json:

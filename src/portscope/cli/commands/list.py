@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                        pids=frozenset(args.pid) if args.pid else None, process=args.process,
                        uids=None if args.user is None else frozenset({args.user}))
     stream = open_snapshot(flt, backend=args.backend, owners=not args.no_owners,
-                           netns=common.netns_choice(args), published=args.listening)
+                           **common.netns_scope(args), published=args.listening)
     columns = cols.NO_OWNER_COLUMNS if args.no_owners else (
         cols.UNIX_LIST_COLUMNS if Proto.UNIX in protos else cols.LIST_COLUMNS)
     listing.write_listing(sys.stdout, stream, stream, columns, fmt=common.output_format(args),

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     protos, families = common.protos_families(args)
     snapshot = take_snapshot(SocketFilter.listeners(protos=protos, families=families),
                              backend=args.backend, owners=not args.no_owners,
-                             netns=common.netns_choice(args), published=True)
+                             **common.netns_scope(args), published=True)
     sockets = sorted(snapshot.sockets,
                      key=lambda s: (s.local.port or 0, s.proto, s.family, s.local.address))
     columns = cols.listener_columns(services.service_name, owners=not args.no_owners,

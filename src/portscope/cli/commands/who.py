@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     snapshot = take_snapshot(SocketFilter(protos=protos, families=families,
                                           port_range=(port, port)),
                              backend=args.backend, owners=not args.no_owners,
-                             netns=common.netns_choice(args), published=True)
+                             **common.netns_scope(args), published=True)
     counts = {id(snapshot.sockets[i]): len(conns)
               for i, conns in accepted_connections(snapshot.sockets).items()}
     # listeners (and published ports) first, then the rest in kernel order
@@ -76,7 +76,7 @@ def run_unix(args: argparse.Namespace) -> int:
     from ...render import unix as render
     target = unixsock.parse_target(args.target)
     snapshot, file = unixsock.lookup(target, backend=args.backend, owners=not args.no_owners,
-                                     netns=common.netns_choice(args))
+                                     **common.netns_scope(args))
     sockets = snapshot.sockets
     where = cols.safe(target)
     if args.json:
