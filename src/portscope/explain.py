@@ -488,7 +488,7 @@ def who_may_connect(file) -> str:
     return (" and ".join(who) or "nobody but root") + " (and root)"
 
 
-def explain_unix(snapshot: Snapshot, target: str, file) -> Explanation:
+def explain_unix(snapshot: Snapshot, target: str, file, verdict) -> Explanation:
     """Explain a UNIX socket file or abstract name: the listener and its holders, the file's
     mode and owner and who may therefore connect, and the connected clients.
 
@@ -497,6 +497,9 @@ def explain_unix(snapshot: Snapshot, target: str, file) -> Explanation:
             with that abstract name), with owners and peers.
         target: the path or ``@name``.
         file: the ``unixsock.SocketFile`` at the path, None for an abstract name.
+        verdict: ``unixsock.unbound_verdict``'s: a file no socket is bound to is called
+            stale only when it says so (else its reasons are given: a namespace that could
+            not be read may hold it).
     Returns:
         an ``Explanation`` of kind ``"unix"`` (``subject`` the target); ``found`` is False when
         no socket is bound there.
@@ -519,6 +522,10 @@ def explain_unix(snapshot: Snapshot, target: str, file) -> Explanation:
                  f"{file.gid}; connecting needs write permission on it, so these may connect: "
                  f"{who_may_connect(file)}.")
     if not sockets:
+        if verdict is not None and not verdict.stale:
+            summary = (f"{target} is a socket file not proven stale: "
+                       + "; ".join(text for _code, text in verdict.reasons) + ".")
+            return Explanation("unix", target, False, summary, ())
         stale = file is not None and file.is_socket
         summary = (f"No socket is bound to {target}. " + (
             "It is a stale socket file: a server that binds there gets EADDRINUSE until the "

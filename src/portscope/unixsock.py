@@ -299,6 +299,16 @@ def lookup(target: str, **kwargs) -> tuple[Snapshot, SocketFile | None]:
 T = TypeVar("T")
 
 
+def unbound_verdict(target: str, file: SocketFile | None,
+                    sockets: Sequence[Socket]) -> PathDiagnosis | None:
+    """When a view found no socket (``sockets`` empty) bound to the socket file ``file`` at
+    ``target``: ``check_path``'s verdict, over every namespace this caller may enter (its
+    ``stale`` only when none is bound to it there and none was left unread); else None."""
+    if sockets or file is None or not file.is_socket:
+        return None
+    return check_path(target)
+
+
 def read_everywhere(take: Callable[[bool], T]) -> tuple[T, str | None]:
     """``take(True)``: a snapshot (or lookup) whose ``must_enter`` is the argument; when a
     network namespace cannot be entered (setns refused), ``take(False)`` (what the others

@@ -246,7 +246,8 @@ def assert_still_listening(ns, path: str, bound: str) -> None:
 def test_a_socket_file_held_in_a_namespace_that_cannot_be_entered_is_not_stale(refused_netns):
     """The socket file's listener lives in a namespace setns may not enter: check says it may
     be in use there (``permission``), never ``stale-file``; check --clean --yes keeps it;
-    audit does not run its stale-file rule and says why."""
+    audit does not run its stale-file rule and says why; PATH and explain PATH (every
+    namespace) do not call it stale."""
     import errno
     ns, h, path, abstract = refused_netns
     sandboxed = seccomp.portscope_refusing("setns", errno.EPERM, probe=seccomp.SETNS_PROBE)
@@ -269,5 +270,11 @@ def test_a_socket_file_held_in_a_namespace_that_cannot_be_entered_is_not_stale(r
     assert re.search(r"^portscope: unix-stale-file not run: network namespace .+ could not be "
                      r"read: Operation not permitted \(it may hold socket files\)$",
                      audit.stderr, re.M), audit.stderr
+    for view in ([path], ["explain", path]):
+        result = run(*view)
+        assert result.returncode == 1, result
+        assert "not proven stale: no socket of the network namespaces read" in \
+            result.stdout + result.stderr, result
+        assert "stale socket file" not in result.stdout + result.stderr, result
     assert alive(h.pid)
     assert_still_listening(ns, path, "\0" + abstract[1:])

@@ -92,7 +92,8 @@ def run_unix(args: argparse.Namespace) -> int:
     target = unixsock.parse_target(args.target)
     snapshot, file = unixsock.lookup(target, **common.netns_scope(args))
     common.report_warnings(snapshot)
-    explanation = explain_unix(snapshot, target, file)
+    explanation = explain_unix(snapshot, target, file,
+                               unixsock.unbound_verdict(target, file, snapshot.sockets))
     if args.json:
         print(jsonfmt.dumps(render.explanation_json(explanation)))
     else:

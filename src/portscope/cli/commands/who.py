@@ -92,7 +92,11 @@ def run_unix(args: argparse.Namespace) -> int:
             print(f"connected processes: {render.peer_owners_text(sockets)}")
     common.report_warnings(snapshot)
     if not sockets:
-        if file is not None and file.is_socket:
+        verdict = unixsock.unbound_verdict(target, file, sockets)
+        if verdict is not None and not verdict.stale:
+            common.warn(f"{where}: a socket file not proven stale: "
+                        + "; ".join(text for _code, text in verdict.reasons))
+        elif verdict is not None:
             common.warn(f"no socket is bound to {where}: a stale socket file "
                         f"(portscope check --clean {where} removes it)")
         elif file is not None and file.error is None:
