@@ -319,9 +319,8 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
                 if name == "procfs" else "reads only this network namespace")
         warnings.append(f"the {name} backend {what}: {uncovered} other(s) not covered "
                         "(--backend netlink covers them)")
-    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings, unix_select,
-                                             must_enter)
-                             if Proto.UNIX in flt.protos else [], flt, unix_select)
+    unix = _join_unix_each(module, entries, covered, warnings, flt, unix_select, must_enter,
+                           defer=lazy)
     if not scan_owners:
         stream: Iterator[Socket] = itertools.chain(itertools.chain.from_iterable(
             map(module.decode, dumps) if raw else dumps), unix.sockets())
@@ -383,9 +382,8 @@ def _open_beside(held: HeldSockets, pending: fdscan.BpfScan, module,
         take[entry.namespace.inode] = (taken, part_flt)
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
-    unix = unixsock.UnixJoin(_dump_unix_each(module, entries, covered, warnings,
-                                             must_enter=must_enter)
-                             if Proto.UNIX in flt.protos else [], flt, None)
+    unix = _join_unix_each(module, entries, covered, warnings, flt, must_enter=must_enter,
+                           defer=True)
     resolver = containers.ContainerResolver(listeners_in=_listeners_in)
     kernel = OwnerUnknown.KERNEL
     walked = held.inodes if any(beside for _part, beside in dumps) else frozenset()
@@ -610,18 +608,23 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
     return results
 
 
-def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
-                    covered: list[NetNamespace], warnings: list[str],
-                    select: unixsock.Selector | None = None,
-                    must_enter: bool = False) -> list[Socket]:
-    """The UNIX sockets of every covered namespace (those whose inet dump succeeded), by the
-    backend's ``dump_unix``; a namespace whose UNIX sockets cannot be read is said in
-    ``warnings`` (with ``must_enter``: raises ``AccessDenied``, see ``_not_entered``). With
-    ``select``, netlink decodes only the sockets it takes and those their join needs
-    (``decode_unix_related``). A kernel without ``unix_diag`` (CONFIG_UNIX_DIAG
-    off) gets the ``/proc/net/unix`` backend's instead, and a warning; unless ``select`` is
-    a socket file (found by its inode, which ``/proc/net/unix`` does not give: it would find
-    nothing and call a live file stale)."""
+def _join_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
+                    covered: list[NetNamespace], warnings: list[str], flt: SocketFilter,
+                    select: unixsock.Selector | None = None, must_enter: bool = False,
+                    defer: bool = False) -> unixsock.UnixJoin:
+    """The join of the UNIX sockets of every covered namespace (those whose inet dump
+    succeeded), by the backend's ``dump_unix``, that ``flt`` (and ``select``) select (none
+    when ``flt`` has no ``Proto.UNIX``); a namespace whose UNIX sockets cannot be read is said
+    in ``warnings`` (with ``must_enter``: raises ``AccessDenied``, see ``_not_entered``).
+    With ``select``, netlink decodes only the sockets it takes and those their join needs
+    (``decode_unix_related``); else with ``defer``, a share at a time, when it is joined
+    (``linux_netlink.join_unix``: a large listing written by two processes decodes its halves
+    beside each other). A kernel without ``unix_diag`` (CONFIG_UNIX_DIAG off) gets the
+    ``/proc/net/unix`` backend's instead, and a warning; unless ``select`` is a socket file
+    (found by its inode, which ``/proc/net/unix`` does not give: it would find nothing and
+    call a live file stale)."""
+    if Proto.UNIX not in flt.protos:
+        return unixsock.UnixJoin([], flt, select)
     wanted = {ns.inode for ns in covered}
     entries = [e for e in entries if e.namespace.inode in wanted]
     own = namespaces.own_inode()
@@ -635,8 +638,8 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
                                          "without unix_diag (CONFIG_UNIX_DIAG)") from None
             warnings.append(f"{exc}: UNIX sockets read from /proc/net/unix (no peers, no "
                             "socket file inodes)")
-            return _dump_unix_each(backends.load("procfs"), entries, covered, warnings,
-                                   must_enter=must_enter)
+            return _join_unix_each(backends.load("procfs"), entries, covered, warnings, flt,
+                                   select, must_enter)
     else:
         results = []
         for entry in entries:
@@ -659,14 +662,16 @@ def _dump_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
         found.append(result[0])
         said.append(result[1])
     if module.NAME != "netlink":
-        sockets = [s for part in found for s in part]
+        join = unixsock.UnixJoin([s for part in found for s in part], flt, select)
     elif select is not None:
-        sockets = module.decode_unix_related(found, select)
+        join = unixsock.UnixJoin(module.decode_unix_related(found, select), flt, select)
+    elif defer:
+        join = module.join_unix(found, flt)
     else:
-        sockets = [s for dump in found for s in dump.decode()]
-    for part_warnings in said:      # read after decoding: a dump received ahead (the CLI's)
+        join = unixsock.UnixJoin([s for dump in found for s in dump.decode()], flt)
+    for part_warnings in said:      # read after receiving: a dump received ahead (the CLI's)
         warnings.extend(part_warnings)      # says only then that it was interrupted
-    return sockets
+    return join
 
 
 def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None,

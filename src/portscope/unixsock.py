@@ -30,44 +30,96 @@ class UnixJoin:
             selected ones are found among them).
         flt: the selection; its socket predicates choose ``selected``.
         select: a further predicate on the sockets (``unixsock.selector``), or None.
+
+    ``deferred`` makes one whose sockets are decoded only when a share of them is joined.
     """
 
     def __init__(self, sockets: Sequence[Socket], flt: SocketFilter,
                  select: Callable[[Socket], bool] | None = None) -> None:
-        self.all = sockets
-        check = flt.match_socket
-        self.selected = [s for s in sockets if check(s) and (select is None or select(s))] \
-            if Proto.UNIX in flt.protos else []
-        self._names: dict[int, Endpoint] = {}
-        self._back: dict[int, int | list[int]] = {}
-        self._waiting_at: dict[int, int] = {}
-        names, back = self._names, self._back
+        self._flt, self._select = flt, select
+        self._decode: Callable[[int, int], list[Socket]] | None = None
+        self._selected = self._choose(sockets)
+        self._size = self.REPLY_BYTES * len(self._selected)
+        names: dict[int, Endpoint] = {}
+        referrers: list[int] = []
+        waiting_at: dict[int, int] = {}
         for s in sockets:
             inode = s.inode
             if inode:
                 names[inode] = s.local
             info = s.unix
-            peer = info.peer_inode
-            if peer:
-                found = back.get(peer)
-                if found is None:
-                    back[peer] = inode          # one socket whose peer it is: most often
-                elif found.__class__ is int:
-                    back[peer] = [found, inode]
-                else:
-                    found.append(inode)
+            if info.peer_inode:
+                referrers += (info.peer_inode, inode)
             for client in info.pending:
                 # a client not accepted yet: its peer is a socket without inode, not dumped;
                 # the listener is what it waits at
-                self._waiting_at[client] = inode
+                waiting_at[client] = inode
+        self._link(names, referrers, waiting_at)
+
+    @classmethod
+    def deferred(cls, flt: SocketFilter, names: dict[int, Endpoint], referrers: list[int],
+                 waiting_at: dict[int, int], decode: Callable[[int, int], list[Socket]],
+                 size_bytes: int) -> UnixJoin:
+        """A join of sockets not decoded yet: each share of them is decoded when it is joined
+        (``joined``), so that processes writing shares of a large listing decode theirs
+        beside each other; what the join needs of every socket comes beforehand, read
+        without decoding them (``linux_netlink.link_unix``).
+
+        Args:
+            flt: the selection (its socket predicates).
+            names: socket inode -> name (``local``) of every named socket.
+            referrers: flat pairs ``peer inode, inode`` of every socket with a peer.
+            waiting_at: inode of a client in a listener's accept queue -> the listener's.
+            decode: ``(k, n)`` -> the sockets of the k-th of n consecutive slices of the
+                dumps (together every socket once).
+            size_bytes: the size of the kernel's replies.
+        """
+        join = cls.__new__(cls)
+        join._flt, join._select = flt, None
+        join._decode, join._selected, join._size = decode, None, size_bytes
+        join._link(names, referrers, waiting_at)
+        return join
+
+    def _link(self, names: dict[int, Endpoint], referrers: list[int],
+              waiting_at: dict[int, int]) -> None:
+        """Keep the maps the join looks peers up in; ``_back``: inode -> the socket whose
+        peer it is (an int: most often), or the list of them."""
+        self._names, self._waiting_at = names, waiting_at
+        self._back: dict[int, int | list[int]] = {}
+        back = self._back
+        pairs = iter(referrers)
+        for peer in pairs:
+            inode = next(pairs)
+            found = back.get(peer)
+            if found is None:
+                back[peer] = inode
+            elif found.__class__ is int:
+                back[peer] = [found, inode]
+            else:
+                found.append(inode)
+
+    def _choose(self, sockets: Sequence[Socket]) -> list[Socket]:
+        """The sockets the filter (and ``select``) take."""
+        if Proto.UNIX not in self._flt.protos:
+            return []
+        check, select = self._flt.match_socket, self._select
+        return [s for s in sockets if check(s) and (select is None or select(s))]
+
+    @property
+    def selected(self) -> list[Socket]:
+        """The sockets the filter selects (of a deferred join: every socket decoded now)."""
+        if self._selected is None:
+            self._selected = self._choose(self._decode(0, 1))
+        return self._selected
 
     #: bytes of a unix_diag reply per socket, about (``size_bytes``)
     REPLY_BYTES = 120
 
     def size_bytes(self) -> int:
-        """About how large the kernel's reply for the selected sockets was (the snapshot
-        shares large listings between two processes by this measure)."""
-        return self.REPLY_BYTES * len(self.selected)
+        """About how large the kernel's reply for the selected sockets was, in bytes (of a
+        deferred join: the whole reply; the snapshot shares large listings between two
+        processes by this measure)."""
+        return self._size
 
     def peer_inodes(self, sock: Socket) -> list[int]:
         """The inodes of every socket ``sock`` talks to: its peer (for a client not accepted
@@ -93,13 +145,18 @@ class UnixJoin:
 
     def joined(self, share: tuple[int, int] = (0, 1)
                ) -> Iterator[tuple[Socket, Sequence[int], Endpoint | None]]:
-        """Share ``k`` of ``n`` (consecutive slices) of the selected sockets, each with what
+        """Share ``k`` of ``n`` (consecutive slices; of a deferred join, the selected sockets of
+        a slice of the dumps) of the selected sockets, each with what
         the join adds but owners: ``(socket, peer inodes, remote)``, the inodes of every socket
         it talks to (``peer_inodes``: its peer first) and, when it has a peer, that peer's name
         (``""`` for an unnamed one), else None. ``sockets`` builds on it, and so does the JSON
         writer of a large listing (``render.jsonfmt.UnixRows``)."""
         k, n = share
-        chosen = self.selected[k * len(self.selected) // n:(k + 1) * len(self.selected) // n]
+        if self._selected is None:      # deferred: this share only is decoded
+            chosen = self._choose(self._decode(k, n))
+        else:
+            chosen = self._selected[k * len(self._selected) // n:
+                                    (k + 1) * len(self._selected) // n]
         names = self._names
         back, waiting_at = self._back, self._waiting_at
         unnamed = tuple.__new__(Endpoint, ("", None))

@@ -77,13 +77,19 @@ def canned():
 
 
 def decode_all(proto: Proto, chunks: list[bytes]) -> list[Socket]:
-    """What the backend does with a reply: walk it to NLMSG_DONE, then decode it."""
+    """What the backend does with a reply: walk it to NLMSG_DONE, then decode it (a UNIX
+    reply also linked, as a deferred join does first)."""
     from portscope.backends import linux_netlink as netlink
     from portscope.backends import _netlink_wire as w
     got, interrupted = nlio.receive(iter(chunks), w.UNIX_ATTRS_OFFSET if proto is Proto.UNIX
                                     else w.NLMSG_INET_DIAG_MSG.size)
     if proto is Proto.UNIX:
-        return netlink.decode_unix(got, 1, dedup=interrupted)
+        socks = netlink.decode_unix(got, 1, dedup=interrupted)
+        # a deferred join's first pass (names, peers: link_unix) reads what decodes, and cuts
+        # it into runs that decode to the same sockets
+        pieces = netlink.link_unix(got).pieces
+        assert netlink.decode_unix(pieces, 1, dedup=interrupted) == socks
+        return socks
     raw = netlink.RawDump(SocketFilter(), 1, [(proto, got, interrupted)])
     netlink.inodes(raw)
     return list(netlink.decode(raw))

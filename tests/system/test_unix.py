@@ -197,6 +197,54 @@ def test_json_rows_are_the_joined_sockets_json(ux):
         b.close()
 
 
+@pytest.mark.parametrize("piece_bytes", [None, 64])
+def test_a_deferred_join_is_the_join_of_the_sockets_decoded_whole(ux, netns, monkeypatch,
+                                                                  piece_bytes):
+    """Linked without decoding (``link_unix``: names, peers, accept queues), then decoded a
+    share at a time (``decode_unix_share``): the same joined sockets, owners, peers and
+    remote names as the join of every socket decoded whole; over two namespaces, in one
+    share or three, with the replies cut at message boundaries into runs of 32 KiB or of
+    one message each (64 bytes)."""
+    from portscope import namespaces, unixsock
+    from portscope.owners import fdscan
+    from portscope.types import OwnerUnknown
+    if piece_bytes:
+        monkeypatch.setattr(linux_netlink.UnixLinks, "PIECE_BYTES", piece_bytes)
+    h = netns.holder("""
+        l = socket.socket(socket.AF_UNIX); l.bind(b"\\0psux-deferred"); l.listen()
+        c = socket.socket(socket.AF_UNIX); c.connect(b"\\0psux-deferred"); a, _ = l.accept()
+        w = socket.socket(socket.AF_UNIX); w.connect(b"\\0psux-deferred")
+        ready(inodes=[os.fstat(s.fileno()).st_ino for s in (l, c, a, w)])
+    """)
+    flt = SocketFilter(protos=frozenset({Proto.UNIX}))
+    dumps = [linux_netlink.collect_unix(namespaces.own_inode())[0],
+             *(r[0] for r in namespaces.run_in(namespaces.select(netns.name), lambda e:
+                                                linux_netlink.collect_unix(e.namespace.inode)))]
+    index = fdscan.OwnerIndex(fdscan.start_scan().result())
+    deferred = linux_netlink.join_unix(dumps, flt)
+    every = [s for d in dumps for s in linux_netlink.decode_unix(d.chunks, d.netns)]
+    if piece_bytes:                     # runs of one message each (or of NLMSG_DONE alone)
+        assert {len(linux_netlink.decode_unix([c])) for d in dumps for c in d.chunks} <= {0, 1}
+        assert len(dumps[1].chunks) >= 4
+    whole = list(unixsock.UnixJoin(every, flt).sockets(index, OwnerUnknown.PERMISSION))
+
+    def joined(n):
+        found = [s for k in range(n)
+                 for s in deferred.sockets(index, OwnerUnknown.PERMISSION, share=(k, n))]
+        assert len(found) == len(whole)
+        return sorted(found, key=lambda s: s.inode)
+
+    assert list(deferred.sockets(index, OwnerUnknown.PERMISSION)) == whole
+    assert joined(3) == sorted(whole, key=lambda s: s.inode)
+    by_inode = {s.inode: s for s in whole}
+    listener, client, accepted, waiting = map(by_inode.get, h.info["inodes"])
+    assert [p.inode for p in listener.unix.peers] == [waiting.inode]
+    assert waiting.remote.address == listener.local.address == "@psux-deferred"
+    assert [p.inode for p in client.unix.peers] == [accepted.inode]
+    assert by_inode[ux["dgram"]].unix.peers[0].inode == ux["dgram_client"]
+    assert deferred.size_bytes() == sum(map(len, dumps[0].chunks + dumps[1].chunks))
+
+
 def test_a_datagram_socket_many_send_to_lists_them_all_as_peers(tmp_path):
     import socket
     path = str(tmp_path / "dgram.sock")

@@ -19,7 +19,7 @@ import struct
 import pytest
 from netns import netns  # noqa: F401  (fixture)
 
-from portscope import namespaces
+from portscope import Proto, SocketFilter, namespaces
 from portscope.backends import _netlink_ahead as ahead
 from portscope.backends import _netlink_io as nlio
 from portscope.backends import _netlink_wire as w
@@ -165,19 +165,31 @@ def _kernel_reply() -> list[bytes]:
     return chunks
 
 
-def test_an_interrupted_reply_is_asked_again(ux, prefetched, replayed):
+def received(dump: linux_netlink.UnixDump, how: str) -> list:
+    """The sockets of ``dump``: decoded as they arrive (``"decode"``), or linked as they
+    arrive and then decoded in two shares (``"deferred"``: a large listing that two
+    processes write)."""
+    if how == "decode":
+        return dump.decode()
+    linux_netlink.join_unix([dump], SocketFilter(protos=frozenset({Proto.UNIX})))
+    return [s for k in range(2) for s in linux_netlink.decode_unix_share([dump], k, 2)]
+
+
+@pytest.mark.parametrize("how", ["decode", "deferred"])
+def test_an_interrupted_reply_is_asked_again(ux, prefetched, replayed, how):
     clean = _kernel_reply()
     own = namespaces.own_inode()
     replayed([_twice(clean), clean])
     prefetched()
     dump, warnings = linux_netlink.collect_unix(own)
-    got = dump.decode()
+    got = received(dump, how)
     assert warnings == [] and not dump.interrupted and dump.chunks
     assert got == linux_netlink.decode_unix(clean, own)
 
 
+@pytest.mark.parametrize("how", ["decode", "deferred"])
 def test_interrupted_every_time_keeps_the_last_reply_once_each_and_says_so(
-        ux, prefetched, replayed):
+        ux, prefetched, replayed, how):
     clean = _kernel_reply()
     own = namespaces.own_inode()
     flagged = _twice(clean)
@@ -186,7 +198,7 @@ def test_interrupted_every_time_keeps_the_last_reply_once_each_and_says_so(
     replayed([flagged] * nlio.MAX_DUMP_ATTEMPTS)
     prefetched()
     dump, warnings = linux_netlink.collect_unix(own)
-    got = dump.decode()
+    got = received(dump, how)
     assert dump.interrupted and warnings == [nlio.interrupted_warning("unix")]
     assert got == clean_sockets
     # as in-process
@@ -194,7 +206,8 @@ def test_interrupted_every_time_keeps_the_last_reply_once_each_and_says_so(
     assert linux_netlink.dump_unix(own) == (clean_sockets, warnings)
 
 
-def test_a_malformed_reply_fails_as_in_process(prefetched, replayed):
+@pytest.mark.parametrize("how", ["decode", "deferred"])
+def test_a_malformed_reply_fails_as_in_process(prefetched, replayed, how):
     clean = _kernel_reply()
     own = namespaces.own_inode()
     cut = [clean[0][:w.UNIX_ATTRS_OFFSET + 7], *clean[1:]]
@@ -204,6 +217,6 @@ def test_a_malformed_reply_fails_as_in_process(prefetched, replayed):
     replayed([cut])
     child = prefetched()
     with pytest.raises(BackendError) as received_ahead:     # at once, or while decoding
-        linux_netlink.collect_unix(own)[0].decode()
+        received(linux_netlink.collect_unix(own)[0], how)
     assert str(received_ahead.value) == str(in_process.value)
     assert reaped(child._pid)
