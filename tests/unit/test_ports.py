@@ -79,3 +79,13 @@ def test_host_ranges_queries():
                             unprivileged_start=1024)
     assert ranges.is_ephemeral(32768) and not ranges.is_ephemeral(61000)
     assert ranges.is_reserved(8003) and not ranges.is_reserved(8006)
+
+
+def test_the_port_byte_swap_table_is_ntohs_of_every_u16():
+    """``BSWAP16`` turns a port read natively from a netlink reply (network byte order) into
+    its number: ``socket.ntohs`` of every value."""
+    import socket
+
+    from portscope.backends._netlink_wire import BSWAP16
+    assert len(BSWAP16) == 65536
+    assert list(BSWAP16) == [socket.ntohs(v) for v in range(65536)]
