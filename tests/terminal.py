@@ -10,9 +10,11 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import select
 import struct
 import subprocess
 import termios
+import time
 
 
 def run_on_terminal(argv: list[str], *, columns: int = 80, term: str | None = None,
@@ -29,19 +31,31 @@ def run_on_terminal(argv: list[str], *, columns: int = 80, term: str | None = No
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
                                 env=env)
+    except BaseException:
+        os.close(slave)
+        os.close(master)
+        raise
+    # The slave side stays open here until the command ended and its output was read: once
+    # every writer closed it, a read of the master fails (EIO) and may come before the last
+    # of the output reached the master (the pty hands it over in a kernel worker).
+    chunks = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        ended_at = None
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                chunks.append(os.read(master, 65536))
+                continue
+            if ended_at is not None and time.monotonic() - ended_at > 0.2:
+                break                       # ended, and nothing came for 0.2 s since
+            if ended_at is None and proc.poll() is not None:
+                ended_at = time.monotonic()
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise TimeoutError(f"{argv} ran over {timeout_s} s")
     finally:
         os.close(slave)
-    chunks = []
-    try:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:                   # EIO: every writer closed the slave side
-                break
-            if not data:
-                break
-            chunks.append(data)
-    finally:
         os.close(master)
         code = proc.wait(timeout=timeout_s)
     return code, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
