@@ -260,6 +260,19 @@ def run_in(entries: Sequence[NamespaceEntry], work: Callable[[NamespaceEntry], T
     return results
 
 
+def not_entered(ns: NetNamespace, error: OSError, part: str = "") -> str:
+    """The one sentence for network namespace ``ns`` that ``error`` kept this process out of
+    (setns refused: no CAP_SYS_ADMIN, a seccomp filter such as systemd's
+    ``RestrictNamespaces=``), said by every command, as a warning or an access denied:
+    ``"cannot enter network namespace NAME (INODE): Operation not permitted"`` (the inode
+    alone when it has no name); ``part``: what was to be read in there, when not all of it
+    (``"UNIX sockets"``). The name is not escaped here: the lines are where they are written
+    (``cli.common.warn``)."""
+    label = f"{ns.name} ({ns.inode})" if ns.name else str(ns.inode)
+    reading = f" to read its {part}" if part else ""
+    return f"cannot enter network namespace {label}{reading}: {error.strerror or error}"
+
+
 def require_entry(entries: Sequence[NamespaceEntry]) -> None:
     """Raise ``AccessDenied`` when foreign namespaces are asked for and cannot be entered."""
     own = own_inode()
@@ -294,7 +307,6 @@ def run_in_one(spec: str | None, work: Callable[[], T]) -> T:
     require_entry(entries)
     (result,) = run_in(entries, lambda _entry: work())
     if isinstance(result, OSError):
-        raise AccessDenied(f"--netns {spec}: cannot enter that network namespace: "
-                           f"{result.strerror or result}")
+        raise AccessDenied(not_entered(entries[0].namespace, result))
     return result
 

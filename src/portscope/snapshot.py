@@ -555,22 +555,18 @@ def _scan_for(wanted: frozenset[int], workers: int) -> fdscan.FdScan:
                                  pids=None if wanted else []).result()
 
 
-def _ns_label(ns: NetNamespace) -> str:
-    return f"{ns.name} ({ns.inode})" if ns.name else str(ns.inode)
-
-
-def _not_entered(ns: NetNamespace, error: OSError, must_enter: bool,
-                 what: str = "network namespace") -> str:
-    """The warning line for namespace ``ns``, left out because ``error`` (setns refused: no
-    CAP_SYS_ADMIN, a seccomp filter such as systemd's ``RestrictNamespaces=``) kept the
-    dump out of it; ``what``: which of its sockets.
+def _not_entered(ns: NetNamespace, error: OSError, must_enter: bool, part: str = "") -> str:
+    """The warning line (``namespaces.not_entered``) for namespace ``ns``, left out because
+    ``error`` (setns refused: no CAP_SYS_ADMIN, a seccomp filter such as systemd's
+    ``RestrictNamespaces=``) kept the dump out of it; ``part``: which of its sockets, when not
+    all.
 
     Raises:
         AccessDenied: with that line, when ``must_enter``; but for EINVAL: its file is no
             namespace any more (``ip netns del`` unmounts it before unlinking it), it was
             deleted since it was found and holds nothing.
     """
-    message = f"{what} {_ns_label(ns)} could not be read: {error.strerror or error}"
+    message = namespaces.not_entered(ns, error, part)
     if must_enter and error.errno != errno.EINVAL:
         raise AccessDenied(message)
     return message
@@ -657,7 +653,7 @@ def _join_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
             continue             # the namespace ended since its inet dump
         if isinstance(result, OSError):
             warnings.append(_not_entered(entry.namespace, result, must_enter,
-                                         "UNIX sockets of network namespace"))
+                                         "UNIX sockets"))
             continue
         found.append(result[0])
         said.append(result[1])

@@ -209,7 +209,7 @@ def test_a_namespace_name_is_shown_escaped(hostile_netns, args, code):
 
 
 def test_a_namespace_that_cannot_be_entered_is_named_escaped(hostile_netns):
-    """setns refused (EPERM): a view of every namespace warns that it could not be read, a
+    """setns refused (EPERM): a view of every namespace warns that it cannot be entered, a
     view of it alone is access denied (exit 4), each in one escaped line."""
     import errno
     sandboxed = seccomp.portscope_refusing("setns", errno.EPERM, probe=seccomp.SETNS_PROBE)
@@ -222,7 +222,7 @@ def test_a_namespace_that_cannot_be_entered_is_named_escaped(hostile_netns):
         assert result.returncode == code, (args, result)
         assert_named_escaped(result, name, args)
         denied = "access denied: " if code == 4 else ""
-        assert (f"portscope: {denied}network namespace "
+        assert (f"portscope: {denied}cannot enter network namespace "
                 f"{name.replace(NETNS_SUFFIX, NETNS_SHOWN)}"
-                f" ({inode}) could not be read: Operation not permitted\n"
+                f" ({inode}): Operation not permitted\n"
                 in result.stderr), (args, result.stderr)
