@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import gc
 import itertools
 import os
@@ -315,10 +316,8 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
     if uncovered:
-        what = ("reads a network namespace only through a process living in it"
-                if name == "procfs" else "reads only this network namespace")
-        warnings.append(f"the {name} backend {what}: {uncovered} other(s) not covered "
-                        "(--backend netlink covers them)")
+        warnings.append(f"the {name} backend reads only this network namespace: {uncovered} "
+                        "other(s) not covered (--backend netlink covers them)")
     unix = _join_unix_each(module, entries, covered, warnings, flt, unix_select, must_enter,
                            defer=lazy)
     if not scan_owners:
@@ -578,9 +577,8 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
     or None for a namespace this backend cannot read at all; ``early``: the caller's own
     namespace's raw dump, taken already (used when it was taken by ``flt``).
 
-    netlink dumps each namespace from inside it (``setns`` in a worker thread); ``/proc/net``
-    is read through ``/proc/PID/net`` of a process living there; psutil sees only the
-    caller's namespace.
+    netlink dumps each namespace from inside it (``setns`` in a worker thread); the others
+    as ``_read_each`` says.
     """
     own = namespaces.own_inode()
     if module.NAME == "netlink":
@@ -592,15 +590,33 @@ def _dump_each(module: Backend, entries: list[namespaces.NamespaceEntry], flt: S
             e.namespace.inode == own and early[0].flt == flt) else work(
             flt if e.namespace.inode == own else foreign, netns=e.namespace.inode,
             counts=sockstat.read()))
-    results = []
-    for entry in entries:
+    return _read_each(module, entries, functools.partial(module.dump, flt), None)
+
+
+def _read_each(module: Backend, entries: list[namespaces.NamespaceEntry],
+               read: Callable[..., object], absent: object) -> list:
+    """Per namespace, by a backend without netlink: ``read(netns=INODE)`` (``module.dump``
+    or ``module.dump_unix``, their other arguments bound), or ``absent`` where this backend
+    cannot read that namespace at all (psutil sees only the caller's). procfs reads another
+    namespace's ``/proc/net`` through ``/proc/PID/net`` of a process living there, else from
+    inside it, as netlink does (``namespaces.run_in``: ``/proc/thread-self/net`` of the
+    thread that entered it), so that a namespace setns refuses gives the ``OSError`` that
+    kept it out, as netlink's dumps do, never a namespace silently left out."""
+    own = namespaces.own_inode()
+    results = [absent] * len(entries)
+    enter = []
+    for i, entry in enumerate(entries):
         inode = entry.namespace.inode
         if inode == own or entry.path == namespaces.OWN_PATH:   # no /proc: only our own
-            results.append(module.dump(flt, netns=inode or None))
+            results[i] = read(netns=inode or None)
         elif module.NAME == "procfs" and entry.pid is not None:
-            results.append(module.dump(flt, netns=inode, proc_root=f"/proc/{entry.pid}"))
-        else:
-            results.append(None)
+            results[i] = read(netns=inode, proc_root=f"/proc/{entry.pid}")
+        elif module.NAME == "procfs":
+            enter.append(i)
+    entered = namespaces.run_in([entries[i] for i in enter],
+                                lambda e: read(netns=e.namespace.inode))
+    for i, result in zip(enter, entered):
+        results[i] = result
     return results
 
 
@@ -623,7 +639,6 @@ def _join_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
         return unixsock.UnixJoin([], flt, select)
     wanted = {ns.inode for ns in covered}
     entries = [e for e in entries if e.namespace.inode in wanted]
-    own = namespaces.own_inode()
     if module.NAME == "netlink":
         try:
             results = namespaces.run_in(entries, lambda e: module.collect_unix(
@@ -637,15 +652,8 @@ def _join_unix_each(module: Backend, entries: list[namespaces.NamespaceEntry],
             return _join_unix_each(backends.load("procfs"), entries, covered, warnings, flt,
                                    select, must_enter)
     else:
-        results = []
-        for entry in entries:
-            inode = entry.namespace.inode
-            if inode == own or entry.path == namespaces.OWN_PATH:
-                results.append(module.dump_unix(netns=inode or None))
-            elif module.NAME == "procfs" and entry.pid is not None:
-                results.append(module.dump_unix(netns=inode, proc_root=f"/proc/{entry.pid}"))
-            else:
-                results.append(OSError(f"the {module.NAME} backend reads only this namespace"))
+        results = _read_each(module, entries, module.dump_unix,
+                             OSError(f"the {module.NAME} backend reads only this namespace"))
     found = []
     said = []
     for entry, result in zip(entries, results):

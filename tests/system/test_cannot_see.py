@@ -232,6 +232,43 @@ def test_a_namespace_that_cannot_be_entered_is_not_empty(refused_netns):
     assert_still_listening(ns, path, bound)
 
 
+def test_procfs_reads_a_namespace_no_process_lives_in_as_netlink_does(netns):
+    """A listener in a namespace whose holder went back to the host's (no process lives in
+    it: the procfs backend has no /proc/PID/net to read it through) is found with --backend
+    procfs, from inside it, as with netlink; under a seccomp filter refusing setns, both
+    backends' views of that namespace alone are access denied (exit 4) with the same line,
+    and their views of every namespace say that line on stderr."""
+    import errno
+    h = netns.holder("""
+        l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen()
+        _home = os.open(f"/proc/{os.getppid()}/ns/net", os.O_RDONLY)
+        assert _libc.setns(_home, 0x40000000) == 0   # back to the host's namespace
+        ready(port=l.getsockname()[1])
+    """)
+    port = str(h.info["port"])
+    inode = os.stat(f"/run/netns/{netns.name}").st_ino
+    line = f"cannot enter network namespace {netns.name} ({inode}): Operation not permitted"
+    sandboxed = seccomp.portscope_refusing("setns", errno.EPERM, probe=seccomp.SETNS_PROBE)
+    for backend in ("netlink", "procfs"):
+        found = subprocess.run([sys.executable, "-m", "portscope", port, "--backend",
+                                backend, "--netns", netns.name, "--json"],
+                               capture_output=True, text=True, timeout=60)
+        assert found.returncode == 0, (backend, found)
+        assert found.stderr == "", (backend, found.stderr)
+        doc = json.loads(found.stdout)
+        assert [(s["netns"], [o["pid"] for o in s["owners"]]) for s in doc["sockets"]] == \
+            [(inode, [h.pid])], (backend, doc)
+        for args in ([port], ["list", "-a", "--json"], ["listeners"]):
+            denied = subprocess.run([*sandboxed, *args, "--backend", backend, "--netns",
+                                     netns.name], capture_output=True, text=True, timeout=60)
+            assert (denied.returncode, denied.stdout) == (4, ""), (backend, args, denied)
+            assert denied.stderr == f"portscope: access denied: {line}\n", (backend, args)
+        every = subprocess.run([*sandboxed, "list", "-a", "--json", "--backend", backend,
+                                "--netns", "all"], capture_output=True, text=True, timeout=60)
+        assert every.returncode == 0, (backend, every)
+        assert f"portscope: {line}\n" in every.stderr, (backend, every.stderr)
+
+
 def assert_still_listening(ns, path: str, bound: str) -> None:
     """The refused namespace's holder still accepts on TCP 8084, its socket file and its
     abstract name ``bound``."""
