@@ -12,6 +12,7 @@ so no thread of the caller is ever left in a foreign namespace.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -274,10 +275,17 @@ def not_entered(ns: NetNamespace, error: OSError, part: str = "") -> str:
 
 
 def require_entry(entries: Sequence[NamespaceEntry]) -> None:
-    """Raise ``AccessDenied`` when foreign namespaces are asked for and cannot be entered."""
+    """Raise ``AccessDenied`` when foreign namespaces are asked for and cannot be entered: the
+    first one named in ``not_entered``'s words, what it takes, and the count of the others
+    (``"cannot enter network namespace NAME (INODE): Operation not permitted (needs root:
+    CAP_SYS_ADMIN); nor the 2 other(s) asked for"``)."""
     own = own_inode()
-    if any(e.namespace.inode != own for e in entries) and not may_enter():
-        raise AccessDenied("entering other network namespaces needs root (CAP_SYS_ADMIN)")
+    foreign = [e.namespace for e in entries if e.namespace.inode != own]
+    if foreign and not may_enter():
+        more = f"; nor the {len(foreign) - 1} other(s) asked for" if len(foreign) > 1 else ""
+        refused = PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        raise AccessDenied(f"{not_entered(foreign[0], refused)} (needs root: CAP_SYS_ADMIN)"
+                           f"{more}")
 
 
 def netns_flag(spec: str | None) -> str:

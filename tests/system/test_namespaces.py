@@ -104,7 +104,9 @@ def test_cli_labels_namespaces_and_says_when_it_cannot_enter(named_netns, cli):
     unprivileged = cli(str(port), user="nobody")
     assert "this network namespace only" in unprivileged.stderr
     denied = cli(str(port), "--netns", name, user="nobody")
-    assert denied.returncode == 4 and "CAP_SYS_ADMIN" in denied.stderr
+    assert denied.returncode == 4 and denied.stderr.count("\n") == 1
+    assert f"cannot enter network namespace {name} ({inode}): " in denied.stderr
+    assert "CAP_SYS_ADMIN" in denied.stderr
 
 
 def test_unknown_namespace_is_a_usage_error(cli):
