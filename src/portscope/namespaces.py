@@ -269,9 +269,14 @@ def not_entered(ns: NetNamespace, error: OSError, part: str = "") -> str:
     alone when it has no name); ``part``: what was to be read in there, when not all of it
     (``"UNIX sockets"``). The name is not escaped here: the lines are where they are written
     (``cli.common.warn``)."""
-    label = f"{ns.name} ({ns.inode})" if ns.name else str(ns.inode)
     reading = f" to read its {part}" if part else ""
-    return f"cannot enter network namespace {label}{reading}: {error.strerror or error}"
+    return f"cannot enter network namespace {label(ns)}{reading}: {error.strerror or error}"
+
+
+def label(ns: NetNamespace) -> str:
+    """How a message names namespace ``ns``: ``"NAME (INODE)"``, the inode alone when it has
+    no name."""
+    return f"{ns.name} ({ns.inode})" if ns.name else str(ns.inode)
 
 
 def require_entry(entries: Sequence[NamespaceEntry]) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from . import backends, containers, namespaces, sockstat, unixsock
 from .backends.base import Backend, RawBackend
 from .owners import bpf, fdscan, process, visibility
-from .errors import AccessDenied, BackendError, BackendUnavailable
+from .errors import AccessDenied, BackendError, BackendUnavailable, InvalidInput
 from .filters import SocketFilter, address_covers
 from .types import (LISTENER_STATES, Family, NetNamespace, Owner, OwnerUnknown,
                     Proto, Snapshot, Socket, State)
@@ -315,6 +315,10 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         dumps.append(part)
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
+    if uncovered and must_enter:      # a view of that namespace alone: an empty one would lie
+        raise InvalidInput(f"the {name} backend reads only this network namespace, not "
+                           f"{namespaces.label(entries[0].namespace)} (--backend netlink or "
+                           "procfs reads it)")
     if uncovered:
         warnings.append(f"the {name} backend reads only this network namespace: {uncovered} "
                         "other(s) not covered (--backend netlink covers them)")
@@ -717,7 +721,9 @@ def take_snapshot(flt: SocketFilter | None = None, *, backend: str | None = None
         the processes serving it inside (found when the container's namespace is covered,
         e.g. ``netns="all"``). Forwarder listeners come after the other sockets.
     Raises:
-        ValueError: unknown backend; InvalidInput: unknown namespace name or PID.
+        ValueError: unknown backend; InvalidInput: unknown namespace name or PID; with
+            ``must_enter``, a backend that reads only the caller's namespace (psutil) asked
+            for another.
         BackendUnavailable: the backend cannot run here.
         BackendError: the kernel interface failed.
         AccessDenied: other namespaces were asked for without CAP_SYS_ADMIN; with

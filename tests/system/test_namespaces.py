@@ -109,6 +109,15 @@ def test_cli_labels_namespaces_and_says_when_it_cannot_enter(named_netns, cli):
     assert "CAP_SYS_ADMIN" in denied.stderr
 
 
+def test_psutil_backend_refuses_a_view_of_a_namespace_it_cannot_read(named_netns, cli):
+    name, inode, port, _pid = named_netns
+    one = cli(str(port), "--netns", name, "--backend", "psutil")
+    assert one.returncode == 2 and one.stdout == ""
+    assert f"not {name} ({inode}) (--backend netlink or procfs" in one.stderr
+    every = cli(str(port), "--netns", "all", "--backend", "psutil")
+    assert "other(s) not covered" in every.stderr and every.returncode == 1
+
+
 def test_unknown_namespace_is_a_usage_error(cli):
     result = cli("--netns", "no-such-netns-xyz")
     assert result.returncode == 2 and "no network namespace" in result.stderr
