@@ -301,12 +301,12 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
     warnings: list[str] = []
     covered: list[NetNamespace] = []
     dumps = []
-    uncovered = 0
+    uncovered: list[NetNamespace] = []
     for entry, result in zip(entries, _dump_each(module, entries, flt, raw, early)):
         if isinstance(result, FileNotFoundError):
             continue             # the namespace ended since it was found: nothing to cover
         if result is None:
-            uncovered += 1       # the backend reads only the caller's namespace
+            uncovered.append(entry.namespace)   # the backend reads only the caller's namespace
             continue
         if isinstance(result, OSError):
             warnings.append(_not_entered(entry.namespace, result, must_enter))
@@ -315,13 +315,13 @@ def _open_snapshot(flt: SocketFilter, backend: str | None, owners: bool, workers
         dumps.append(part)
         warnings.extend(part_warnings)
         covered.append(entry.namespace)
-    if uncovered and must_enter:      # a view of that namespace alone: an empty one would lie
+    if uncovered and must_enter:     # a view of that namespace alone: an empty one would lie
         raise InvalidInput(f"the {name} backend reads only this network namespace, not "
-                           f"{namespaces.label(entries[0].namespace)} (--backend netlink or "
+                           f"{namespaces.label(uncovered[0])} (--backend netlink or "
                            "procfs reads it)")
     if uncovered:
-        warnings.append(f"the {name} backend reads only this network namespace: {uncovered} "
-                        "other(s) not covered (--backend netlink covers them)")
+        warnings.append(f"the {name} backend reads only this network namespace: "
+                        f"{len(uncovered)} other(s) not covered (--backend netlink covers them)")
     unix = _join_unix_each(module, entries, covered, warnings, flt, unix_select, must_enter,
                            defer=lazy)
     if not scan_owners:
